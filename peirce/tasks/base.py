@@ -1,0 +1,112 @@
+"""The typed task object and the task-family registry.
+
+Every puzzle family (deduction, induction, abduction, and later math/code/science)
+implements `TaskFamily`; code elsewhere looks families up by name with
+`get_family(name)` so nothing dispatches on string prefixes.
+"""
+
+from __future__ import annotations
+
+import abc
+import random
+from typing import Any, ClassVar
+
+import msgspec
+
+
+class Task(msgspec.Struct, frozen=True, kw_only=True):
+    """One puzzle. Serialises to msgpack (`encode_task`) and to the verl parquet layout."""
+
+    id: str  # stable, unique within (task, split); e.g. "deduction-L2-train-000042"
+    task: str  # family name
+    level: int  # 1..5
+    split: str  # "train" | "val" | "test"
+    puzzle: dict[str, Any]  # structured data (formulas, sequence, premises, ...)
+    puzzle_text: str  # the user-turn text, reference format
+    solution_text: str  # gold answer text, reference format
+    seed: int = 0  # generator seed that produced it (provenance)
+
+
+_ENCODER = msgspec.msgpack.Encoder()
+_DECODER = msgspec.msgpack.Decoder(Task)
+
+
+def encode_task(task: Task) -> bytes:
+    return _ENCODER.encode(task)
+
+
+def decode_task(data: bytes) -> Task:
+    """Decode and validate; raises `msgspec.ValidationError` naming the bad field."""
+    return _DECODER.decode(data)
+
+
+class UnknownTaskError(KeyError):
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0])
+
+
+class TaskFamily(abc.ABC):
+    """A program-generated, program-verified task family."""
+
+    name: ClassVar[str]
+    levels: ClassVar[tuple[int, ...]] = (1, 2, 3, 4, 5)
+    # One line naming the task type with an example answer, used in the system prompt
+    # of the reference template (see peirce.tasks.prompts).
+    instruction: ClassVar[str]
+
+    @abc.abstractmethod
+    def generate_one(self, level: int, rng: random.Random) -> tuple[dict[str, Any], str, str] | None:
+        """Draw one candidate puzzle: (puzzle data, puzzle_text, solution_text), or None
+        when the candidate is rejected (not unique, ambiguous, ...). Must only use `rng`."""
+
+    @abc.abstractmethod
+    def solve(self, puzzle_text: str) -> str:
+        """Solve from the reference-format text alone; return the answer text in the
+        reference format. Raises ValueError with a specific message on unparseable text."""
+
+    @abc.abstractmethod
+    def parse_answer(self, answer: str) -> Any | None:
+        """Normalise an answer block (model output or gold) to a comparable value; None when
+        it cannot be parsed. Must never raise and must take bounded time on any input."""
+
+    def answers_match(self, predicted: str, gold: str) -> bool | None:
+        """True/False when `predicted` parses; None when it does not parse."""
+        p = self.parse_answer(predicted)
+        if p is None:
+            return None
+        return p == self.parse_answer(gold)
+
+
+_FAMILIES: dict[str, type[TaskFamily]] = {}
+
+
+def register_family(cls: type[TaskFamily]) -> type[TaskFamily]:
+    """Class decorator: make a family available to `get_family(cls.name)`."""
+    _FAMILIES[cls.name] = cls
+    return cls
+
+
+def get_family(name: str) -> TaskFamily:
+    _load_builtin_families()
+    try:
+        return _FAMILIES[name]()
+    except KeyError:
+        raise UnknownTaskError(
+            f"unknown task {name!r}; known tasks: {', '.join(sorted(_FAMILIES))}"
+        ) from None
+
+
+def family_names() -> list[str]:
+    _load_builtin_families()
+    return sorted(_FAMILIES)
+
+
+def _load_builtin_families() -> None:
+    import importlib
+
+    for mod in ("deduction", "induction", "abduction"):
+        try:
+            importlib.import_module(f"peirce.tasks.{mod}")
+        except ModuleNotFoundError as exc:  # family not written yet
+            if exc.name != f"peirce.tasks.{mod}":
+                raise
