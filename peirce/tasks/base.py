@@ -50,9 +50,6 @@ class TaskFamily(abc.ABC):
 
     name: ClassVar[str]
     levels: ClassVar[tuple[int, ...]] = (1, 2, 3, 4, 5)
-    # One line naming the task type with an example answer, used in the system prompt
-    # of the reference template (see peirce.tasks.prompts).
-    instruction: ClassVar[str]
 
     @abc.abstractmethod
     def generate_one(self, level: int, rng: random.Random) -> tuple[dict[str, Any], str, str] | None:
