@@ -1,0 +1,40 @@
+"""The exporter serves real HTTP on loopback and announces itself for file-based discovery."""
+
+import json
+import urllib.request
+
+import pytest
+
+from peirce.metrics import CATALOGUE, MetricsExporter
+
+
+def _scrape(port: int) -> str:
+    return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+
+
+def test_exporter_serves_labelled_metrics_and_announces_target(tmp_path):
+    m = MetricsExporter(run="deduction", worker="rollout-0")
+    port = m.serve(targets_dir=tmp_path)
+    m.inc("peirce_rollout_samples_total", 5)
+    m.set("peirce_reward_mean", 2.5, task="deduction", level="1")
+    m.observe("peirce_staleness_steps", 1)
+    text = _scrape(port)
+    assert 'peirce_rollout_samples_total{run="deduction",worker="rollout-0"} 5.0' in text
+    assert 'peirce_reward_mean{level="1",run="deduction",task="deduction",worker="rollout-0"} 2.5' in text
+    target = json.loads((tmp_path / "deduction-rollout-0.json").read_text())
+    assert target[0]["targets"] == [f"127.0.0.1:{port}"]
+    m.withdraw()
+    assert not (tmp_path / "deduction-rollout-0.json").exists()
+
+
+def test_unknown_metric_is_rejected_by_name():
+    with pytest.raises(KeyError, match="not in peirce.metrics.CATALOGUE"):
+        MetricsExporter(run="r", worker="w").inc("peirce_made_up_total")
+
+
+def test_catalogue_names_follow_convention():
+    for name, (kind, _doc, _labels) in CATALOGUE.items():
+        assert name.startswith("peirce_")
+        assert kind in {"counter", "gauge", "histogram"}
+        if kind == "counter":
+            assert name.endswith("_total"), name
