@@ -1,0 +1,1 @@
+"""The training driver: run directory, control socket, task source, orchestrator loop."""

@@ -1,0 +1,93 @@
+"""A run directory: resolved config, one metrics line per learner step, checkpoints.
+
+Layout::
+
+    <run>/config.yaml            resolved config (defaults filled in)
+    <run>/metrics.jsonl          one JSON object per learner step
+    <run>/control.json           endpoint of the live run's control socket (peirce scale)
+    <run>/checkpoints/step-000010/   HF folder + optimizer + RNG + driver state
+    <run>/checkpoints/latest     name of the newest complete checkpoint
+    <run>/DONE                   written when the run finished
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN/inf; a null is honest and parseable
+    if hasattr(value, "item"):
+        return _jsonable(value.item())
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class RunDir:
+    root: Path
+
+    @classmethod
+    def create(cls, root: str | Path) -> "RunDir":
+        path = Path(root)
+        (path / "checkpoints").mkdir(parents=True, exist_ok=True)
+        return cls(path)
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def control_path(self) -> Path:
+        return self.root / "control.json"
+
+    @property
+    def done_path(self) -> Path:
+        return self.root / "DONE"
+
+    def checkpoint_path(self, step: int) -> Path:
+        return self.root / "checkpoints" / f"step-{step:06d}"
+
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        with self.metrics_path.open("a") as f:
+            f.write(json.dumps(_jsonable(record), sort_keys=True) + "\n")
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        if not self.metrics_path.exists():
+            return []
+        return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
+
+    def truncate_metrics_after(self, step: int) -> None:
+        """On resume, drop lines of steps after the checkpoint (they will be redone)."""
+        kept = [r for r in self.read_metrics() if r.get("step", 0) <= step]
+        self.metrics_path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
+
+    def mark_latest(self, step: int) -> None:
+        latest = self.root / "checkpoints" / "latest"
+        tmp = latest.with_suffix(".tmp")
+        tmp.write_text(self.checkpoint_path(step).name)
+        tmp.rename(latest)
+
+    def latest_checkpoint(self) -> Path | None:
+        latest = self.root / "checkpoints" / "latest"
+        if not latest.exists():
+            return None
+        path = self.root / "checkpoints" / latest.read_text().strip()
+        return path if path.exists() else None
+
+    def model_dir(self) -> Path | None:
+        """The newest checkpoint's HF folder (what merge and eval consume)."""
+        ckpt = self.latest_checkpoint()
+        return ckpt / "hf" if ckpt is not None else None
