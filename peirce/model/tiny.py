@@ -7,16 +7,21 @@ DeepSpeed, mergekit) without spending minutes on the 135M model.
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 from peirce.model.embedded import prepare_embedded_model
 from peirce.paths import peirce_home
 
 _MARKER = "peirce-tiny.json"
+# vLLM's CPU attention kernels only support these head sizes (vllm/v1/attention/backends/cpu_attn.py);
+# head_dim 16 loads fine but fails on the first forward pass ("Unsupported CPU attention configuration").
+VLLM_CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
 
 
-def tiny_model_dir(hidden_size: int = 64, num_layers: int = 2, seed: int = 0) -> Path:
-    return peirce_home() / "models" / f"tiny-llama-h{hidden_size}-l{num_layers}-s{seed}"
+def tiny_model_dir(hidden_size: int = 64, num_layers: int = 2, seed: int = 0, num_heads: int = 2) -> Path:
+    return peirce_home() / "models" / f"tiny-llama-h{hidden_size}-l{num_layers}-a{num_heads}-s{seed}"
 
 
 def build_tiny_llama(
@@ -24,8 +29,8 @@ def build_tiny_llama(
     *,
     hidden_size: int = 64,
     num_layers: int = 2,
-    num_heads: int = 4,
-    num_kv_heads: int = 2,
+    num_heads: int = 2,
+    num_kv_heads: int = 1,
     intermediate_size: int = 128,
     max_position_embeddings: int = 2048,
     seed: int = 0,
@@ -35,9 +40,14 @@ def build_tiny_llama(
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    out = Path(out_dir) if out_dir else tiny_model_dir(hidden_size, num_layers, seed)
+    out = Path(out_dir) if out_dir else tiny_model_dir(hidden_size, num_layers, seed, num_heads)
     if (out / _MARKER).exists():
         return out
+    if hidden_size % num_heads or hidden_size // num_heads not in VLLM_CPU_HEAD_SIZES:
+        raise ValueError(
+            f"hidden_size/num_heads = {hidden_size}/{num_heads} gives head_dim {hidden_size / num_heads}; "
+            f"vLLM on CPU needs one of {VLLM_CPU_HEAD_SIZES}"
+        )
     tokenizer = AutoTokenizer.from_pretrained(prepare_embedded_model())
     config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -54,8 +64,21 @@ def build_tiny_llama(
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config).to(getattr(torch, dtype))
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-    (out / _MARKER).write_text(json.dumps({"hidden_size": hidden_size, "layers": num_layers, "seed": seed}))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Write to a temp folder and rename: concurrent test processes never see a half-written model.
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-tiny-", dir=out.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        meta = {"hidden_size": hidden_size, "layers": num_layers, "heads": num_heads, "seed": seed}
+        (tmp / _MARKER).write_text(json.dumps(meta))
+        if out.exists() and not (out / _MARKER).exists():
+            shutil.rmtree(out, ignore_errors=True)  # leftover of an interrupted older writer
+        try:
+            tmp.rename(out)
+        except OSError:
+            if not (out / _MARKER).exists():  # lost the race to a writer that then failed
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return out
