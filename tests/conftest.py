@@ -17,3 +17,23 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+
+# --- shared model folders (session-scoped: built once, reused by every test) ---
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def embedded_model_dir():
+    """The prepared SmolLM2-135M-Instruct HF folder (converted once into $PEIRCE_HOME)."""
+    from peirce.model.embedded import prepare_embedded_model
+
+    return prepare_embedded_model()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(embedded_model_dir):
+    """A 3.2M-parameter random Llama with the SmolLM2 tokenizer; vLLM-compatible head_dim 32."""
+    from peirce.model.tiny import build_tiny_llama
+
+    return build_tiny_llama()
