@@ -1,0 +1,184 @@
+"""Bucketed weight packing: many tensors -> few flat byte buffers, and back as views.
+
+Why buckets: one message per tensor makes weight sync latency-bound (hundreds of small
+sends, per-message overhead on both ends); one message for the whole model needs a
+second full-size copy and cannot overlap sending with packing. Buckets of a configurable
+size (default 64 MiB) keep both costs small. The plan is a pure function of
+(names, shapes, dtypes, bucket_bytes), so the learner can compute it once and reuse it
+every step, and tests can check it without any tensors.
+
+Layout: tensors keep their input order; each starts at a multiple of ALIGN bytes so a
+dtype view of the uint8 buffer is always legal. A tensor larger than `bucket_bytes`
+gets a bucket of its own. `unpack` returns `torch.frombuffer(...).view(dtype)` views:
+no copy on the receiving side, bf16 included.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from peirce.transport.frames import FrameError
+from peirce.transport.wire import DTYPE_ITEMSIZE, TensorSpec, WeightBucketHeader
+
+try:
+    import xxhash
+
+    CHECKSUM_ALGO = "xxh3_64"
+except ImportError:  # pragma: no cover - xxhash is installed here
+    xxhash = None
+    CHECKSUM_ALGO = "crc32"
+
+ALIGN = 64
+DEFAULT_BUCKET_BYTES = 64 << 20
+
+
+def checksum(buf: memoryview | np.ndarray, algo: str = CHECKSUM_ALGO) -> int:
+    if algo == "xxh3_64" and xxhash is not None:
+        return xxhash.xxh3_64_intdigest(buf)
+    if algo == "crc32":
+        return zlib.crc32(buf)
+    raise FrameError("checksum", f"checksum algorithm {algo!r} unavailable here")
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    name = str(dtype).removeprefix("torch.")
+    if name not in DTYPE_ITEMSIZE:
+        raise ValueError(f"dtype: {dtype} cannot be bucketed; supported: {sorted(DTYPE_ITEMSIZE)}")
+    return name
+
+
+def _align(n: int) -> int:
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+@dataclass(frozen=True)
+class Bucket:
+    tensors: tuple[TensorSpec, ...]
+    nbytes: int  # buffer length, alignment padding included
+
+
+@dataclass(frozen=True)
+class BucketPlan:
+    buckets: tuple[Bucket, ...]
+    bucket_bytes: int
+
+    @classmethod
+    def from_tensors(cls, named_shapes_dtypes: Iterable[tuple[str, tuple[int, ...], str | torch.dtype]],
+                     bucket_bytes: int = DEFAULT_BUCKET_BYTES) -> BucketPlan:
+        """Greedy, order-preserving packing of (name, shape, dtype) into buckets."""
+        if bucket_bytes <= 0:
+            raise ValueError(f"bucket_bytes: must be > 0, got {bucket_bytes}")
+        buckets: list[Bucket] = []
+        cur: list[TensorSpec] = []
+        end = 0
+        seen: set[str] = set()
+
+        def close() -> None:
+            nonlocal cur, end
+            if cur:
+                buckets.append(Bucket(tuple(cur), end))
+            cur, end = [], 0
+
+        for name, shape, dtype in named_shapes_dtypes:
+            if name in seen:
+                raise ValueError(f"named_shapes_dtypes: duplicate tensor name {name!r}")
+            seen.add(name)
+            dname = dtype if isinstance(dtype, str) else dtype_name(dtype)
+            if dname not in DTYPE_ITEMSIZE:
+                raise ValueError(f"dtype: {name} has {dname!r}; supported: {sorted(DTYPE_ITEMSIZE)}")
+            shape = tuple(int(s) for s in shape)
+            nbytes = DTYPE_ITEMSIZE[dname] * math.prod(shape)
+            offset = _align(end)
+            if cur and offset + nbytes > bucket_bytes:
+                close()
+                offset = 0
+            cur.append(TensorSpec(name, dname, shape, offset, nbytes))
+            end = offset + nbytes
+            if nbytes >= bucket_bytes:  # oversized (or exactly full): alone in its bucket
+                close()
+        close()
+        return cls(tuple(buckets), bucket_bytes)
+
+    @classmethod
+    def from_state_dict(cls, state_dict: Mapping[str, torch.Tensor],
+                        bucket_bytes: int = DEFAULT_BUCKET_BYTES) -> BucketPlan:
+        return cls.from_tensors(((k, tuple(v.shape), v.dtype) for k, v in state_dict.items()), bucket_bytes)
+
+    @property
+    def n_buckets(self) -> int:
+        return len(self.buckets)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(b.nbytes for b in self.buckets)
+
+    def matches(self, state_dict: Mapping[str, torch.Tensor]) -> bool:
+        """True when `state_dict` has exactly the planned names, shapes and dtypes."""
+        specs = [t for b in self.buckets for t in b.tensors]
+        if len(specs) != len(state_dict):
+            return False
+        for t in specs:
+            v = state_dict.get(t.name)
+            if v is None or tuple(v.shape) != t.shape or str(v.dtype).removeprefix("torch.") != t.dtype:
+                return False
+        return True
+
+
+def pack(state_dict: Mapping[str, torch.Tensor], plan: BucketPlan,
+         version: int = 0) -> list[tuple[WeightBucketHeader, np.ndarray]]:
+    """Copy tensors into fresh uint8 buffers laid out by `plan` (one copy, on the sender)."""
+    out = []
+    for i, bucket in enumerate(plan.buckets):
+        buf = torch.zeros(bucket.nbytes, dtype=torch.uint8)
+        for t in bucket.tensors:
+            src = state_dict.get(t.name)
+            if src is None:
+                raise KeyError(f"state_dict: missing {t.name!r} named in the plan")
+            if tuple(src.shape) != t.shape or dtype_name(src.dtype) != t.dtype:
+                raise ValueError(
+                    f"state_dict[{t.name!r}]: planned {t.dtype}{list(t.shape)}, got {src.dtype}{list(src.shape)}"
+                )
+            flat = src.detach().to("cpu").contiguous().reshape(-1)
+            buf[t.offset:t.offset + t.nbytes].copy_(flat.view(torch.uint8))
+        arr = buf.numpy()
+        header = WeightBucketHeader(
+            version=version, bucket_index=i, n_buckets=plan.n_buckets, tensors=list(bucket.tensors),
+            nbytes=bucket.nbytes, checksum=checksum(arr), checksum_algo=CHECKSUM_ALGO,
+        )
+        out.append((header, arr))
+    return out
+
+
+def verify(header: WeightBucketHeader, buffer: memoryview | np.ndarray) -> None:
+    """Raise FrameError unless `buffer` has the declared length and checksum."""
+    n = memoryview(buffer).nbytes
+    if n != header.nbytes:
+        raise FrameError("size", f"bucket {header.bucket_index}: {n} bytes, header says {header.nbytes}")
+    got = checksum(buffer, header.checksum_algo)
+    if got != header.checksum:
+        raise FrameError(
+            "checksum",
+            f"bucket {header.bucket_index} of version {header.version}: {header.checksum_algo} "
+            f"{got:#x} != declared {header.checksum:#x}",
+        )
+
+
+def unpack(header: WeightBucketHeader, buffer: memoryview | np.ndarray,
+           *, check: bool = True) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield (name, tensor) views into `buffer` after verifying it (no copy)."""
+    if check:
+        verify(header, buffer)
+    if header.nbytes == 0:
+        for t in header.tensors:
+            yield t.name, torch.empty(t.shape, dtype=getattr(torch, t.dtype))
+        return
+    flat = torch.frombuffer(buffer, dtype=torch.uint8)
+    for t in header.tensors:
+        dtype = getattr(torch, t.dtype)
+        yield t.name, flat[t.offset:t.offset + t.nbytes].view(dtype).view(t.shape)
