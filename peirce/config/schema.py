@@ -58,7 +58,7 @@ class RolloutConfig(_Strict):
 
 
 class RewardConfig(_Strict):
-    name: str = Field("maa", description="Registered reward function (peirce.rewards.registry).")
+    name: str = Field("auto", description="Registered reward function, or auto: maa for meta-ability tasks, the family's own reward otherwise.")
     workers: int = Field(1, ge=0, description="Reward workers; change at runtime with `peirce scale`.")
     format_ok: float = 1.0
     format_bad: float = -1.0

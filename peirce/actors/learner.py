@@ -1,0 +1,108 @@
+"""Learner actor: DeepSpeed engine + weight publisher; coarse verbs train/save/load."""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import replace
+from typing import Any
+
+import ray
+import torch
+
+from peirce.actors.common import actor_setup
+from peirce.config.schema import TrainConfig
+from peirce.learner.advantages import compute_advantages
+from peirce.learner.batch import Sample, collate
+from peirce.learner.engine import LearnerConfig, LearnerEngine
+from peirce.learner.losses import LossConfig, compute_loss
+from peirce.transport.groups import unpack_messages
+from peirce.transport.weight_sync import WeightPublisher
+from peirce.transport.wire import ScoredSample
+
+
+def learner_config(cfg: TrainConfig) -> LearnerConfig:
+    lc = cfg.learner
+    return LearnerConfig(zero_stage=lc.zero_stage, bf16=cfg.model.dtype == "bfloat16", lr=lc.lr,
+                         weight_decay=lc.weight_decay, grad_clip=lc.grad_clip, micro_batch_size=lc.micro_batch_size,
+                         gradient_checkpointing=lc.gradient_checkpointing, ref_model=cfg.algorithm.kl_coef > 0,
+                         seed=cfg.trainer.seed)
+
+
+def loss_config(cfg: TrainConfig) -> LossConfig:
+    a = cfg.algorithm
+    return LossConfig(policy_loss=a.policy_loss, clip_low=a.clip_low, clip_high=a.clip_high, aggregation=a.aggregation,
+                      kl_coef=a.kl_coef, kl_estimator=a.kl_estimator, entropy_coef=a.entropy_coef, tis_cap=a.tis_cap)
+
+
+def build_batch(scored: list[ScoredSample], advantage: str, pad_token_id: int):
+    """Collate scored samples and attach advantages computed over the batch (pure)."""
+    samples = [Sample(prompt_token_ids=s.sample.prompt_token_ids.tolist(),
+                      response_token_ids=s.sample.response_token_ids.tolist(), advantage=0.0,
+                      rollout_logprobs=s.sample.response_logprobs.tolist(), policy_version=s.sample.policy_version)
+               for s in scored]
+    batch = collate(samples, pad_token_id=pad_token_id)
+    groups = {g: i for i, g in enumerate(dict.fromkeys(s.sample.group_id for s in scored))}
+    rewards = torch.tensor([s.reward for s in scored], dtype=torch.float32)
+    group_ids = torch.tensor([groups[s.sample.group_id] for s in scored], dtype=torch.long)
+    adv = compute_advantages(advantage, rewards, group_ids, batch.response_mask)
+    return replace(batch, advantages=adv * batch.response_mask)
+
+
+class Learner:
+    """Plain class (testable without Ray); `LearnerActor` is the remote shell."""
+
+    def __init__(self, model_dir: str, cfg_dict: dict[str, Any], run: str) -> None:
+        self.cfg = TrainConfig.model_validate(cfg_dict)
+        self.metrics = actor_setup(run, "learner")
+        self.engine = LearnerEngine(model_dir, learner_config(self.cfg))
+        self.loss_fn = functools.partial(compute_loss, loss_config(self.cfg))
+        self.publisher = WeightPublisher(f"tcp://{self.cfg.transport.host}:*",
+                                         bucket_bytes=int(self.cfg.transport.bucket_mb * 2**20))
+        from transformers import AutoConfig
+
+        self.pad_token_id = int(getattr(AutoConfig.from_pretrained(model_dir), "pad_token_id", None) or 0)
+
+    def weight_endpoint(self) -> str:
+        return self.publisher.endpoint
+
+    def policy_version(self) -> int:
+        return int(self.engine.policy_version)
+
+    def train(self, payload: list[bytes]) -> dict[str, float]:
+        scored = [m for m in unpack_messages(payload) if isinstance(m, ScoredSample)]
+        batch = build_batch(scored, self.cfg.algorithm.advantage, self.pad_token_id)
+        out = self.engine.train_step(batch, self.loss_fn, with_entropy=True)
+        sync = self.publish()
+        m = self.metrics
+        for key, name in (("loss", "peirce_learner_loss"), ("actor/kl", "peirce_learner_kl"),
+                          ("actor/entropy", "peirce_learner_entropy"), ("grad_norm", "peirce_learner_grad_norm")):
+            if key in out:
+                m.set(name, out[key])
+        m.set("peirce_learner_step", self.engine.policy_version)
+        m.observe("peirce_learner_step_seconds", out["seconds"])
+        m.inc("peirce_trained_samples_total", len(scored))
+        m.inc("peirce_trained_tokens_total", out["tokens"])
+        return {**out, **sync}
+
+    def publish(self) -> dict[str, float]:
+        t0 = time.perf_counter()
+        stats = self.publisher.publish(dict(self.engine.named_parameters_for_sync()), self.engine.policy_version)
+        seconds = time.perf_counter() - t0
+        self.metrics.observe("peirce_weight_sync_seconds", seconds, side="send")
+        self.metrics.inc("peirce_weight_sync_bytes_total", stats.bytes_sent, side="send")
+        return {"weight_sync_seconds": seconds, "weight_sync_mb": stats.payload_bytes / 2**20,
+                "weight_sync_evicted": float(len(stats.evicted))}
+
+    def save(self, directory: str, extra_state: dict[str, Any]) -> str:
+        return str(self.engine.save_checkpoint(directory, extra_state))
+
+    def load(self, directory: str) -> dict[str, Any]:
+        return self.engine.load_checkpoint(directory)
+
+    def close(self) -> None:
+        self.publisher.close()
+        self.metrics.withdraw()
+
+
+LearnerActor = ray.remote(Learner)

@@ -1,0 +1,40 @@
+"""Reward worker actor: a thread running `RewardLoop` against the reward dispatcher."""
+
+from __future__ import annotations
+
+import threading
+
+import ray
+
+from peirce.actors.common import actor_setup
+from peirce.rewards.maa import MaaRewardScheme
+from peirce.rewards.worker import RewardLoop, RewardResolver
+
+
+class RewardWorker:
+    def __init__(self, endpoint: str, run: str, worker_id: str, reward_name: str, scheme: dict) -> None:
+        self.metrics = actor_setup(run, worker_id)
+        resolver = RewardResolver(reward_name, MaaRewardScheme(**scheme))
+        self.loop = RewardLoop(endpoint, resolver, on_scored=self._count)
+        self.loop.rejects.hooks.append(lambda reason, _d: self.metrics.inc("peirce_rejected_frames_total", reason=reason))
+        self.thread = threading.Thread(target=self.loop.run, name="reward-loop", daemon=True)
+        self.thread.start()
+
+    def _count(self, scored) -> None:
+        for s in scored:
+            labels = {"task": s.sample.task_name, "level": str(s.sample.level)}
+            self.metrics.inc("peirce_reward_samples_total", **labels)
+            self.metrics.inc("peirce_reward_sum_total", s.reward, **labels)
+
+    def drain(self, timeout_s: float = 60.0) -> int:
+        """Stop taking work, hand back what is unstarted, exit the loop."""
+        self.loop.stop_event.set()
+        self.thread.join(timeout_s)
+        self.metrics.withdraw()
+        return self.loop.scored_groups
+
+    def alive(self) -> bool:
+        return self.thread.is_alive()
+
+
+RewardWorkerActor = ray.remote(RewardWorker)

@@ -1,0 +1,62 @@
+"""Receive weight versions in the background; apply them between generate calls.
+
+The subscriber runs on its own thread so a version is received and acknowledged as
+soon as the learner publishes it — the learner never waits for a long generation to
+finish. The rollout loop then swaps the newest received version in at the next
+batch boundary (generation pauses for the swap; every sample records its version).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from peirce.transport.weight_sync import WeightSubscriber
+
+log = logging.getLogger(__name__)
+
+
+class WeightsInbox:
+    def __init__(self, endpoint: str, name: str, version: int) -> None:
+        self._endpoint, self._name, self._start = endpoint, name, version
+        self._cond = threading.Condition()
+        self._latest: tuple[int, list] | None = None
+        self.received_version = version
+        self._stop = threading.Event()
+        self.receive_seconds: list[float] = []
+        self._thread = threading.Thread(target=self._loop, name=f"weights-{name}", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        sub = WeightSubscriber(self._endpoint, name=self._name, version=self._start)
+        try:
+            while not self._stop.is_set():
+                t0 = time.perf_counter()
+                got = sub.receive(timeout=0.5)
+                if got is None:
+                    continue
+                version, tensors = got
+                materialised = list(tensors)  # views of the received frames; kept alive here
+                with self._cond:
+                    self._latest = (version, materialised)
+                    self.received_version = version
+                    self.receive_seconds.append(time.perf_counter() - t0)
+                    self._cond.notify_all()
+        finally:
+            sub.close()
+
+    def take(self) -> tuple[int, list] | None:
+        """The newest version not yet taken, or None."""
+        with self._cond:
+            latest, self._latest = self._latest, None
+            return latest
+
+    def wait_for(self, version: int, timeout_s: float) -> bool:
+        """Block until a version >= `version` has been received."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self.received_version >= version, timeout=timeout_s)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
