@@ -9,9 +9,11 @@ is never a known atom, every goal is the head of at least one premise, and a goa
 reachable only through a chain of premises 2-7 deep (by level) whose bodies mix AND, OR
 and NOT, including case splits (`(s AND c) => X`, `(s AND (NOT c)) => X`) that forward
 chaining alone cannot follow. Unreachable goals come from the same chain builder with the
-last 1-2 premises or the leaf known atom removed, so their surface looks the same. Labels
-are not trusted from construction: the exact solver in `abduction_logic` labels every goal,
-and candidates whose labels differ from the intended mix are rejected.
+last 1-2 premises or the leaf known atom removed, so their surface looks the same, and a
+goal's occurrences in bodies (place, polarity) are drawn independently of its label.
+Labels hold by construction (a counter-model argument, see `_Builder`) and the exact
+solver in `abduction_logic` re-checks every candidate; a disagreement would be a bug and
+the candidate is dropped (never observed).
 """
 
 from __future__ import annotations
