@@ -39,6 +39,14 @@ class DatasetError(ValueError):
     pass
 
 
+class PuzzleSpaceExhausted(DatasetError):
+    """Fewer than `n` unique puzzles of this split exist (or were found within `patience`)."""
+
+    def __init__(self, message: str, found: int, n: int):
+        super().__init__(message)
+        self.found, self.n = found, n
+
+
 def canonical_text(puzzle_text: str) -> str:
     """Whitespace-insensitive form used for de-duplication and split assignment."""
     return " ".join(puzzle_text.split())
@@ -49,7 +57,11 @@ def split_of(task_name: str, puzzle_text: str, fractions: dict[str, float] = SPL
 
     The level is deliberately left out, so a text generated at two levels still lands
     in one split."""
-    digest = hashlib.sha256(f"{task_name}\n{canonical_text(puzzle_text)}".encode()).digest()
+    return _split_of_key(task_name, canonical_text(puzzle_text), fractions)
+
+
+def _split_of_key(task_name: str, key: str, fractions: dict[str, float]) -> str:
+    digest = hashlib.sha256(f"{task_name}\n{key}".encode()).digest()
     u = int.from_bytes(digest[:8], "big") / 2.0**64
     acc = 0.0
     for name, frac in fractions.items():
@@ -83,7 +95,7 @@ def generate_dataset(
 ) -> list[Task]:
     """`n` unique puzzles of one split, deterministic in (task, level, seed).
 
-    Stops with `DatasetError` when `patience` consecutive candidates bring nothing new
+    Stops with `PuzzleSpaceExhausted` (a `DatasetError`) when `patience` consecutive candidates bring nothing new
     (the level's puzzle space, or this split's share of it, is exhausted).
     `progress`: tqdm bar; default only for n >= 1000 on a terminal.
     """
@@ -111,9 +123,11 @@ def generate_dataset(
     try:
         while len(tasks) < n:
             if since_new >= patience:
-                raise DatasetError(
+                raise PuzzleSpaceExhausted(
                     f"{name} L{level} split={split!r}: found only {len(tasks)} of n={n} unique puzzles; "
-                    f"{patience} candidates in a row brought nothing new (candidates drawn: {k})"
+                    f"{patience} candidates in a row brought nothing new (candidates drawn: {k})",
+                    found=len(tasks),
+                    n=n,
                 )
             cand_seed = derive_seed(name, level, seed, k)
             k += 1
@@ -126,7 +140,7 @@ def generate_dataset(
             if key in seen:
                 continue
             seen.add(key)
-            if split_of(name, puzzle_text, fractions) != split:
+            if _split_of_key(name, key, fractions) != split:
                 continue
             since_new = 0
             tasks.append(
@@ -185,9 +199,22 @@ def _parquet_schema():
     )
 
 
+def _reference_text(task: Task) -> str:
+    """The family's own reference-style prompt where it has one (toy/domain tasks),
+    else the MAA reference renderer."""
+    try:
+        family = get_family(task.task)
+    except KeyError:
+        family = None
+    render = getattr(family, "render", None)
+    if render is None:
+        return render_prompt(task, style="reference").text
+    return render(task, "reference").text
+
+
 def _prompt_messages(task: Task, prompt_style: str) -> list[dict[str, str]]:
     if prompt_style == "reference":
-        return [{"content": render_prompt(task, style="reference").text, "role": "user"}]
+        return [{"content": _reference_text(task), "role": "user"}]
     if prompt_style == "messages":
         return [{"content": m["content"], "role": m["role"]} for m in chat_messages(task.task, task.puzzle_text)]
     raise DatasetError(f"prompt_style={prompt_style!r} is not valid; use 'reference' or 'messages'")
@@ -378,6 +405,7 @@ __all__ = [
     "PROMPT_STYLES",
     "SPLIT_FRACTIONS",
     "DatasetError",
+    "PuzzleSpaceExhausted",
     "canonical_text",
     "derive_seed",
     "generate_dataset",

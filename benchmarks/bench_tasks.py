@@ -1,0 +1,75 @@
+"""Task-suite throughput on one core: puzzles generated and responses verified per second.
+
+Generation is measured end to end through `generate_dataset` (rejections, de-duplication
+and split filtering included) for the train split. Verification scores gold-wrapped
+responses with the MAA reward (tag parsing + the family's answer parser). Both use CPU
+time of this single process (`time.process_time`), so the numbers are per core and not
+distorted by other load on a shared machine. Targets: 1,000 puzzles/s at levels 1-3,
+20,000 verifications/s.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import emit, parse_args  # noqa: E402
+
+GEN_TARGET = 1000.0  # puzzles/s at L1-3
+VERIFY_TARGET = 20000.0  # verifications/s
+
+
+def bench_generation(name: str, level: int, n: int) -> tuple[float, int]:
+    """(puzzles per CPU-second, puzzles made). A level whose train split holds fewer than
+    `n` puzzles is timed on all it has (the exhaustion search itself is not timed)."""
+    from peirce.tasks.dataset import PuzzleSpaceExhausted, generate_dataset
+
+    try:
+        generate_dataset(name, level, n, "train", seed=level, progress=False, patience=5000)
+    except PuzzleSpaceExhausted as exc:
+        n = exc.found
+    t0 = time.process_time()
+    tasks = generate_dataset(name, level, n, "train", seed=level, progress=False)
+    dt = time.process_time() - t0
+    return len(tasks) / dt, len(tasks)
+
+
+def bench_verification(name: str, n_tasks: int, repeats: int) -> float:
+    from peirce.rewards.maa import score_maa
+    from peirce.tasks.dataset import generate_dataset
+
+    tasks = generate_dataset(name, 1, n_tasks, "train", seed=0, progress=False)
+    items = [(f"<think>reasoning</think>\n<answer>\n{t.solution_text}</answer>", t.solution_text) for t in tasks]
+    for turn, gold in items[:10]:
+        assert score_maa(name, turn, gold).reward == 3.0  # verify what we time
+    t0 = time.process_time()
+    for _ in range(repeats):
+        for turn, gold in items:
+            score_maa(name, turn, gold)
+    dt = time.process_time() - t0
+    return repeats * len(items) / dt
+
+
+def main() -> None:
+    args = parse_args(__doc__.splitlines()[0])
+    from peirce.tasks.base import family_names, get_family
+    from peirce.tasks.prompts import TASK_INSTRUCTIONS
+
+    maa_families = [f for f in family_names() if f in TASK_INSTRUCTIONS]
+
+    n_gen = 100 if args.quick else 1000
+    for name in maa_families:
+        for level in get_family(name).levels:
+            rate, made = bench_generation(name, level, n_gen)
+            emit("tasks", f"{name}_L{level}_puzzles_per_s", round(rate, 1), "puzzles/s/core",
+                 baseline=GEN_TARGET if level <= 3 else None, n=made)
+    for name in maa_families:
+        rate = bench_verification(name, 100 if args.quick else 500, 5 if args.quick else 40)
+        emit("tasks", f"{name}_verifications_per_s", round(rate, 1), "verifications/s/core", baseline=VERIFY_TARGET)
+
+
+if __name__ == "__main__":
+    main()
