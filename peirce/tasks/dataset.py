@@ -95,8 +95,9 @@ def generate_dataset(
 ) -> list[Task]:
     """`n` unique puzzles of one split, deterministic in (task, level, seed).
 
-    Stops with `PuzzleSpaceExhausted` (a `DatasetError`) when `patience` consecutive candidates bring nothing new
-    (the level's puzzle space, or this split's share of it, is exhausted).
+    Stops with `PuzzleSpaceExhausted` (a `DatasetError`) when `patience` consecutive
+    candidates bring nothing new (the level's puzzle space, or this split's share of it,
+    is exhausted).
     `progress`: tqdm bar; default only for n >= 1000 on a terminal.
     """
     family = get_family(task) if isinstance(task, str) else task

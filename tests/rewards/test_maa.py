@@ -69,13 +69,17 @@ def test_custom_scheme(tasks):
     assert maa_reward(scheme)(t, wrap(t.solution_text)).reward == 1.5
 
 
-def test_registry(tasks):
+def test_registry(tasks, monkeypatch):
+    from peirce.rewards import registry
+
     t = tasks[0]
     fn = get_reward("maa")
     assert "maa" in reward_names()
     assert fn(t, wrap(t.solution_text)).reward == 3.0
     with pytest.raises(UnknownRewardError, match="unknown reward 'nope'; valid rewards: .*maa"):
         get_reward("nope")
+
+    monkeypatch.setattr(registry, "_REWARDS", dict(registry._REWARDS))  # keep the test's name local
 
     @register_reward("test-constant")
     def constant(task, turn):
