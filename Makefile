@@ -12,6 +12,7 @@ export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 export TOKENIZERS_PARALLELISM := false
 export VLLM_CPU_KVCACHE_SPACE ?= 2
 export PYTHONUNBUFFERED := 1
+export VLLM_HOST_IP := 127.0.0.1
 
 .PHONY: setup run test test-fast bench clean model
 

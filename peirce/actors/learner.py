@@ -94,6 +94,12 @@ class Learner:
         return {"weight_sync_seconds": seconds, "weight_sync_mb": stats.payload_bytes / 2**20,
                 "weight_sync_evicted": float(len(stats.evicted))}
 
+    def sequence_logprobs(self, prompt_ids: list[int], response_ids: list[int]) -> list[float]:
+        """The learner's logprobs of a fixed sequence (for the weight-sync exactness check)."""
+        batch = collate([Sample(prompt_token_ids=prompt_ids, response_token_ids=response_ids, advantage=0.0)],
+                        pad_token_id=self.pad_token_id)
+        return self.engine.logprobs(batch)[0, : len(response_ids)].float().tolist()
+
     def save(self, directory: str, extra_state: dict[str, Any]) -> str:
         return str(self.engine.save_checkpoint(directory, extra_state))
 

@@ -48,6 +48,10 @@ class RolloutWorker:
     def policy_version(self) -> int:
         return self.engine.policy_version
 
+    def sequence_logprobs(self, prompt_ids: list[int], response_ids: list[int]) -> tuple[int, list[float]]:
+        """(engine policy version, the engine's logprobs of a fixed sequence)."""
+        return self.engine.policy_version, list(self.engine.sequence_logprobs(prompt_ids, response_ids))
+
     def drain(self, timeout_s: float = 600.0) -> int:
         """Stop taking work, finish the batch in hand, return the rest, and shut down."""
         self.loop.stop_event.set()

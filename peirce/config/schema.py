@@ -39,7 +39,8 @@ class TaskConfig(_Strict):
 
 class CurriculumConfig(_Strict):
     mode: Literal["epochs", "reward_threshold"] = Field("epochs", description="Advance by epochs per level (reference) or by reward.")
-    epochs_per_level: float = Field(1.0, gt=0, description="Epochs over each level's data before the next level (mode=epochs).")
+    epochs_per_level: int = Field(1, ge=1, description="Epochs over each level's data before the next level (mode=epochs; a cap in reward_threshold mode).")
+    window: int = Field(64, ge=1, description="Samples in the moving-average reward (mode=reward_threshold).")
     reward_threshold: float = Field(1.0, description="Moving-average reward that advances a level (mode=reward_threshold).")
     min_steps_per_level: int = Field(1, ge=1, description="Learner steps a level gets at least (mode=reward_threshold).")
 

@@ -45,7 +45,7 @@ _REWARDS: dict[str, RewardFn] = {}
 
 # Modules that register built-in rewards on import; missing ones are skipped so the
 # registry works while domain rewards are still being written.
-_BUILTIN_MODULES: tuple[str, ...] = ("maa", "math", "code", "science")
+_BUILTIN_MODULES: tuple[str, ...] = ("maa", "math", "code", "science", "toy")
 
 
 def register_reward(name: str) -> Callable[[RewardFn], RewardFn]:

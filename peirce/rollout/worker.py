@@ -19,7 +19,7 @@ from typing import Any
 from peirce.rewards.worker import ERROR_MARKER
 from peirce.rollout.engine import GenRequest, RolloutEngine, SamplingSpec
 from peirce.rollout.weights_inbox import WeightsInbox
-from peirce.tasks.prompts import render_prompt
+from peirce.tasks.base import get_family
 from peirce.transport.dispatch import WorkClient
 from peirce.transport.frames import FrameError, RejectCounter
 from peirce.transport.groups import pack_messages, unpack_messages
@@ -96,8 +96,7 @@ class RolloutLoop:
         requests = []
         prefills = []
         for item_id, msg in good:
-            rendered = render_prompt(msg.task.task, msg.task.puzzle_text, style=self.prompt_style,
-                                     tokenizer=self.tokenizer)
+            rendered = get_family(msg.task.task).render(msg.task, self.prompt_style, self.tokenizer)
             prefills.append(rendered.prefill)
             requests.append(GenRequest(request_id=item_id, prompt=rendered.text,
                                        sampling=SamplingSpec(n=msg.n_samples, **msg.sampling)))

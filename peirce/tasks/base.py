@@ -61,6 +61,13 @@ class TaskFamily(abc.ABC):
         """Solve from the reference-format text alone; return the answer text in the
         reference format. Raises ValueError with a specific message on unparseable text."""
 
+    def render(self, task: Task, style: str, tokenizer: Any = None) -> Any:
+        """The prompt for `task` (a `peirce.tasks.prompts.RenderedPrompt`). Families
+        without their own wording use the MAA reference/chat-template renderers."""
+        from peirce.tasks.prompts import render_prompt
+
+        return render_prompt(task, style=style, tokenizer=tokenizer)
+
     @abc.abstractmethod
     def parse_answer(self, answer: str) -> Any | None:
         """Normalise an answer block (model output or gold) to a comparable value; None when
@@ -101,7 +108,7 @@ def family_names() -> list[str]:
 def _load_builtin_families() -> None:
     import importlib
 
-    for mod in ("deduction", "induction", "abduction"):
+    for mod in ("deduction", "induction", "abduction", "toy", "domain"):
         try:
             importlib.import_module(f"peirce.tasks.{mod}")
         except ModuleNotFoundError as exc:  # family not written yet

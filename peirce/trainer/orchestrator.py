@@ -61,10 +61,10 @@ def resolve_model(path: str) -> Path:
 class Orchestrator:
     def __init__(self, cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> None:
         self.cfg = cfg
-        self.run = RunDir.create(cfg.run_dir)
+        self.run_dir = RunDir.create(cfg.run_dir)
         self.progress = progress
         if not resume:
-            dump_config(cfg, self.run.config_path)
+            dump_config(cfg, self.run_dir.config_path)
         cfg_dict = cfg.model_dump(mode="json", by_alias=True)
         self.source = TaskSource(cfg)
         self.version = 0  # learner policy version (the StalenessController reads it)
@@ -85,12 +85,12 @@ class Orchestrator:
         self.learner = LearnerActor.options(num_cpus=cfg.learner.num_cpus, num_gpus=cfg.learner.num_gpus).remote(
             str(model_dir), cfg_dict, cfg.name)
         start_version, engine_dir = 0, model_dir
-        if resume and (ckpt := self.run.latest_checkpoint()) is not None:
+        if resume and (ckpt := self.run_dir.latest_checkpoint()) is not None:
             extra = ray.get(self.learner.load.remote(str(ckpt)))
             self._restore(extra)
             start_version, engine_dir = int(extra["policy_version"]), ckpt / "hf"
             self.version = start_version
-            self.run.truncate_metrics_after(self.step)
+            self.run_dir.truncate_metrics_after(self.step)
             log.info("resumed %s at step %d (policy version %d)", cfg.name, self.step, start_version)
         self.weight_endpoint = ray.get(self.learner.weight_endpoint.remote())
         rc = cfg.rollout
@@ -104,7 +104,7 @@ class Orchestrator:
             self.reward_dispatch.endpoint, cfg.name, wid, cfg.reward.name, scheme))
         self.rollout_pool.resize(rc.workers)
         self.reward_pool.resize(cfg.reward.workers)
-        self.control = ControlServer(self.run, self._on_control, host=cfg.transport.host)
+        self.control = ControlServer(self.run_dir, self._on_control, host=cfg.transport.host)
 
     # -- control ----------------------------------------------------------------------
     def _on_control(self, req: ControlRequest) -> dict[str, Any]:
@@ -163,7 +163,7 @@ class Orchestrator:
                     train_ref, batch = None, None
                 if self.source.done and not self.groups and train_ref is None:
                     break  # curriculum exhausted and everything trained
-            return {"step": self.step, "run_dir": str(self.run.root)}
+            return {"step": self.step, "run_dir": str(self.run_dir.root)}
         finally:
             bar.close()
             self.shutdown()
@@ -257,8 +257,8 @@ class Orchestrator:
                   "level": self.source.level, "rollout_workers": self.rollout_pool.size,
                   "reward_workers": self.reward_pool.size, "dropped_groups": self.dropped_groups,
                   "failed_groups": self.failed_groups, **stats.as_record(), **_learner_fields(out)}
-        self.run.append_metrics(record)
-        with (self.run.root / "ledger.jsonl").open("a") as f:
+        self.run_dir.append_metrics(record)
+        with (self.run_dir.root / "ledger.jsonl").open("a") as f:
             for group in batch:
                 f.write(msgspec.json.encode({"step": self.step, "group_id": group[0].sample.group_id,
                                              "task_id": group[0].sample.task_id}).decode() + "\n")
@@ -279,9 +279,9 @@ class Orchestrator:
         self.metrics.set("peirce_workers", self.reward_pool.size, role="reward")
 
     def checkpoint(self, policy_version: int) -> Path:
-        path = self.run.checkpoint_path(self.step)
+        path = self.run_dir.checkpoint_path(self.step)
         ray.get(self.learner.save.remote(str(path), self._state(policy_version)))
-        self.run.mark_latest(self.step)
+        self.run_dir.mark_latest(self.step)
         return path
 
     def shutdown(self) -> None:
