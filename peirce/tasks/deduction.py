@@ -17,7 +17,7 @@ import functools
 import random
 import re
 from fractions import Fraction
-from typing import Any, Callable
+from typing import Any, Callable, Union
 
 from peirce.tasks.base import TaskFamily, register_family
 from peirce.tasks.logic_formula import (
@@ -57,9 +57,24 @@ def format_solution(assignment: dict[str, bool]) -> str:
     return "".join(f"({i}) {name} is {value}\n" for i, (name, value) in enumerate(assignment.items(), 1))
 
 
+_SPACED_OPS = tuple(f" {op} " for op in OPS)
+Shape = Union[str, tuple]  # text of a table node, (-1, child) for ¬(child), (op index, left, right)
+
+
+def render(shape: Shape) -> str:
+    """Text of a sampled formula. Rendering is deferred to accepted puzzles: concatenating
+    non-Latin-1 strings (¬ → ∧ ...) costs more than the rest of sampling a node."""
+    if isinstance(shape, str):
+        return shape
+    if shape[0] < 0:
+        return f"¬({render(shape[1])})"
+    return f"({render(shape[1])}{_SPACED_OPS[shape[0]]}{render(shape[2])})"
+
+
 @functools.lru_cache(maxsize=16)
-def _formula_sampler(n: int, max_depth: int) -> Callable[[Callable[[], float]], tuple[str, int]]:
-    """A sampler of one random formula as (text, truth table) for n variables.
+def _formula_sampler(n: int, max_depth: int) -> Callable[[Callable[[], float]], tuple[Shape, int]]:
+    """A sampler of one random formula as (shape, truth table) for n variables (`render`
+    turns a shape into text).
 
     Speed, without changing the distribution of recipe.md: a literal is one of 5n equally
     likely slots (per variable 2 negated, 3 plain: p=0.4), and a node one level above the
@@ -69,11 +84,11 @@ def _formula_sampler(n: int, max_depth: int) -> Callable[[Callable[[], float]], 
     names = variable_names(n)
     masks, full = var_masks(n), full_mask(n)
     neg_w = Fraction(P_NEGATED_LITERAL).limit_denominator(100)
-    lits = [(name, mask) for name, mask in zip(names, masks)]
-    neg_lits = [("¬" + name, full ^ mask) for name, mask in lits]
+    lits = list(zip(names, masks)) + [("¬" + name, full ^ mask) for name, mask in zip(names, masks)]
+    n_lits = len(lits)  # index i: variable i, index n + i: its negation
     slots = []  # equally likely literal slots
     for i in range(n):
-        slots += [neg_lits[i]] * neg_w.numerator + [lits[i]] * (neg_w.denominator - neg_w.numerator)
+        slots += [n + i] * neg_w.numerator + [i] * (neg_w.denominator - neg_w.numerator)
     n_slots, n_ops, p_not = len(slots), len(OPS), P_NEGATION_NODE
 
     def apply(k: int, lv: int, rv: int) -> int:
@@ -87,18 +102,19 @@ def _formula_sampler(n: int, max_depth: int) -> Callable[[Callable[[], float]], 
             return full ^ (lv ^ rv)
         return lv ^ rv  # ⊕
 
-    # distinct nodes once, then slot tables holding references to them
-    distinct_neg = {id(t): ("¬(" + t[0] + ")", full ^ t[1]) for t in lits + neg_lits}
-    distinct_bin = {(k, id(a), id(b)): ("(" + a[0] + _SPACED_OPS[k] + b[0] + ")", apply(k, a[1], b[1]))
-                    for k in range(n_ops) for a in lits + neg_lits for b in lits + neg_lits}
-    neg_table = [distinct_neg[id(a)] for a in slots]
-    bin_table = [distinct_bin[(k, id(a), id(b))] for k in range(n_ops) for a in slots for b in slots]
+    # each distinct node built once; the slot tables repeat references to them
+    neg_nodes = [("¬(" + t + ")", full ^ v) for t, v in lits]
+    bin_nodes = [("(" + lt + _SPACED_OPS[k] + rt + ")", apply(k, lv, rv))
+                 for k in range(n_ops) for lt, lv in lits for rt, rv in lits]
+    leaf_table = [lits[a] for a in slots]
+    neg_table = [neg_nodes[a] for a in slots]
+    bin_table = [bin_nodes[(k * n_lits + a) * n_lits + b] for k in range(n_ops) for a in slots for b in slots]
     n_neg, n_bin = len(neg_table), len(bin_table)
     neg_scale, bin_scale = n_neg / p_not, n_bin / (1.0 - p_not)
     op_scale = n_ops / (1.0 - p_not)
 
     def leaf(rnd: Callable[[], float]) -> tuple[str, int]:
-        return slots[min(int(rnd() * n_slots), n_slots - 1)]
+        return leaf_table[min(int(rnd() * n_slots), n_slots - 1)]
 
     def above_leaves(rnd: Callable[[], float]) -> tuple[str, int]:
         u = rnd()
@@ -106,7 +122,7 @@ def _formula_sampler(n: int, max_depth: int) -> Callable[[Callable[[], float]], 
             return neg_table[min(int(u * neg_scale), n_neg - 1)]
         return bin_table[min(int((u - p_not) * bin_scale), n_bin - 1)]
 
-    def two_above_leaves(rnd: Callable[[], float]) -> tuple[str, int]:
+    def two_above_leaves(rnd: Callable[[], float]) -> tuple[Shape, int]:
         """`inner(above_leaves)` with the child calls inlined (the hot path at levels 2-5)."""
         u = rnd()
         if u < p_not:
@@ -115,7 +131,7 @@ def _formula_sampler(n: int, max_depth: int) -> Callable[[Callable[[], float]], 
                 t, v = neg_table[min(int(u * neg_scale), n_neg - 1)]
             else:
                 t, v = bin_table[min(int((u - p_not) * bin_scale), n_bin - 1)]
-            return "¬(" + t + ")", full ^ v
+            return (-1, t), full ^ v
         k = min(int((u - p_not) * op_scale), n_ops - 1)
         u = rnd()
         if u < p_not:
@@ -127,18 +143,18 @@ def _formula_sampler(n: int, max_depth: int) -> Callable[[Callable[[], float]], 
             rt, rv = neg_table[min(int(u * neg_scale), n_neg - 1)]
         else:
             rt, rv = bin_table[min(int((u - p_not) * bin_scale), n_bin - 1)]
-        return "(" + lt + _SPACED_OPS[k] + rt + ")", apply(k, lv, rv)
+        return (k, lt, rt), apply(k, lv, rv)
 
     def inner(child: Callable) -> Callable:
-        def node(rnd: Callable[[], float]) -> tuple[str, int]:
+        def node(rnd: Callable[[], float]) -> tuple[Shape, int]:
             u = rnd()
             if u < p_not:
                 t, v = child(rnd)
-                return "¬(" + t + ")", full ^ v
+                return (-1, t), full ^ v
             k = min(int((u - p_not) * op_scale), n_ops - 1)
             lt, lv = child(rnd)
             rt, rv = child(rnd)
-            return "(" + lt + _SPACED_OPS[k] + rt + ")", apply(k, lv, rv)
+            return (k, lt, rt), apply(k, lv, rv)
 
         return node
 
@@ -150,9 +166,6 @@ def _formula_sampler(n: int, max_depth: int) -> Callable[[Callable[[], float]], 
     for _ in range(max_depth - 2):
         sampler = inner(sampler)
     return sampler
-
-
-_SPACED_OPS = tuple(f" {op} " for op in OPS)
 
 
 def variable_names(n: int) -> list[str]:
@@ -250,10 +263,10 @@ class DeductionFamily(TaskFamily):
         sample, rnd = _formula_sampler(n, max_depth), rng.random
         count = rng.randint(MIN_FORMULAS, MAX_FORMULAS)
         sat = full_mask(n)
-        formulas = []
+        shapes = []
         for _ in range(count):
-            text, table = sample(rnd)
-            formulas.append(text)
+            shape, table = sample(rnd)
+            shapes.append(shape)
             sat &= table
             if not sat:
                 return None  # unsatisfiable already
@@ -261,6 +274,7 @@ class DeductionFamily(TaskFamily):
             return None  # more than one model
         names = variable_names(n)
         assignment = assignment_of(sat.bit_length() - 1, names)
+        formulas = [render(sh) for sh in shapes]
         puzzle = {"formulas": formulas, "variables": names}
         return puzzle, format_puzzle(formulas), format_solution(assignment)
 

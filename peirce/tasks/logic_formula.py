@@ -183,6 +183,7 @@ def var_masks(n: int) -> tuple[int, ...]:
     return tuple(masks)
 
 
+@functools.lru_cache(maxsize=64)
 def full_mask(n: int) -> int:
     return (1 << (1 << n)) - 1
 

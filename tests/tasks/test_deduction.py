@@ -23,6 +23,7 @@ from peirce.tasks.deduction import (
     _formula_sampler,
     format_puzzle,
     parse_puzzle_text,
+    render,
 )
 from peirce.tasks.logic_formula import (
     OPS,
@@ -157,8 +158,8 @@ def test_sampler_follows_recipe_probabilities():
             walk(f.right, d + 1)
 
     for _ in range(4000):
-        text, _ = sample(rng.random)
-        walk(parse_formula(text), 0)
+        shape, _ = sample(rng.random)
+        walk(parse_formula(render(shape)), 0)
     assert abs(neg_leaves / leaves - 0.4) < 0.02
     assert abs(neg_nodes / inner - 0.2) < 0.02
     share = [c / sum(ops.values()) for c in ops.values()]
@@ -171,8 +172,8 @@ def test_sampler_truth_tables_match_naive_evaluation():
     index = {n: i for i, n in enumerate(names)}
     sample = _formula_sampler(6, 3)
     for _ in range(30):
-        text, table = sample(rng.random)
-        f = parse_formula(text)
+        shape, table = sample(rng.random)
+        f = parse_formula(render(shape))
         assert truth_table(f, index, 6) == table
         for j in range(64):
             a = {n: bool((j >> (5 - i)) & 1) for i, n in enumerate(names)}
