@@ -1,0 +1,395 @@
+"""The DeepSpeed learner: logprobs, reference logprobs, one optimizer update per batch, checkpoints.
+
+A plain class (no Ray) so it is tested directly; a Ray actor only wraps it. The same
+code runs on CPU (gloo, the tests here) and GPU (nccl): DeepSpeed picks the accelerator.
+
+Why these choices:
+- The policy is wrapped so the forward gathers hidden states at response positions
+  *before* the LM head: prompt logits ([B, L, vocab]) are never built, only [B, R, vocab].
+- Logits stay in the model dtype (bf16) and the log-softmax is taken in fp32, the usual
+  compromise between memory and the precision the PPO ratio needs.
+- A `torch.optim.AdamW` instance is handed to DeepSpeed (no JIT-built fused/cpu Adam).
+- `managed_gradient_accumulation: false`: the engine, not DeepSpeed's micro-step
+  counter, decides where an update ends, so a batch of any size and any number of
+  token-budget micro-batches is exactly one optimizer step. Each micro-batch's loss is
+  weighted by its share of the batch's response tokens (or rows), so the accumulated
+  gradient equals the gradient of the loss over the whole batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from peirce.learner import checkpoint as ckpt
+from peirce.learner.batch import TrainBatch, micro_batches
+from peirce.learner.dist_env import init_distributed
+from peirce.learner.types import LossInputs
+
+log = logging.getLogger(__name__)
+
+LossFn = Callable[[LossInputs], tuple[torch.Tensor, dict[str, Any]]]
+
+
+class LearnerError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class LearnerConfig:
+    zero_stage: int = 0  # 0-3; 3 shards parameters too (gathered for sync/save)
+    bf16: bool = True  # bf16 weights/activations, fp32 master weights in the optimizer
+    lr: float = 1e-6
+    weight_decay: float = 0.01  # not applied to 1-D parameters (norms, biases)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    grad_clip: float = 1.0  # global grad-norm clip; 0 disables
+    warmup_steps: int = 0  # linear lr warmup over this many optimizer steps, then constant
+    micro_batch_size: int = 4  # max rows per forward/backward
+    max_tokens_per_micro: int | None = None  # max padded tokens (rows x longest) per micro-batch
+    grad_accum: int = 1  # DeepSpeed's nominal accumulation (batch-size bookkeeping only)
+    micro_weighting: Literal["tokens", "samples"] = "tokens"  # how micro-batch losses are combined
+    gradient_checkpointing: bool = False
+    ref_model: bool = False  # keep a frozen copy of the initial policy for KL
+    seed: int = 0
+    sync_dtype: str = "bfloat16"  # dtype of tensors from named_parameters_for_sync
+    ds_overrides: dict[str, Any] = field(default_factory=dict)  # deep-merged into the DS config
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.zero_stage in (0, 1, 2, 3), "zero_stage", "must be 0, 1, 2 or 3", self.zero_stage),
+            (self.lr > 0, "lr", "must be > 0", self.lr),
+            (self.weight_decay >= 0, "weight_decay", "must be >= 0", self.weight_decay),
+            (all(0 <= b < 1 for b in self.betas) and len(self.betas) == 2, "betas", "must be two values in [0, 1)",
+             self.betas),
+            (self.grad_clip >= 0, "grad_clip", "must be >= 0 (0 disables)", self.grad_clip),
+            (self.warmup_steps >= 0, "warmup_steps", "must be >= 0", self.warmup_steps),
+            (self.micro_batch_size >= 1, "micro_batch_size", "must be >= 1", self.micro_batch_size),
+            (self.max_tokens_per_micro is None or self.max_tokens_per_micro >= 1, "max_tokens_per_micro",
+             "must be >= 1 or None", self.max_tokens_per_micro),
+            (self.grad_accum >= 1, "grad_accum", "must be >= 1", self.grad_accum),
+            (self.micro_weighting in ("tokens", "samples"), "micro_weighting", "must be 'tokens' or 'samples'",
+             self.micro_weighting),
+            (self.sync_dtype in ("bfloat16", "float16", "float32"), "sync_dtype",
+             "must be bfloat16, float16 or float32", self.sync_dtype),
+        ]
+        for ok, key, rule, value in checks:
+            if not ok:
+                raise ValueError(f"learner.{key} {rule}, got {value!r}")
+
+
+def deepspeed_config(cfg: LearnerConfig, world_size: int, on_cuda: bool) -> dict[str, Any]:
+    zero: dict[str, Any] = {"stage": cfg.zero_stage}
+    if cfg.zero_stage in (1, 3) or not on_cuda:
+        zero["overlap_comm"] = False  # unmanaged accumulation allows overlap only with stage 2
+    conf: dict[str, Any] = {
+        "train_micro_batch_size_per_gpu": cfg.micro_batch_size,
+        "gradient_accumulation_steps": cfg.grad_accum,
+        "train_batch_size": cfg.micro_batch_size * cfg.grad_accum * world_size,
+        "managed_gradient_accumulation": False,
+        "gradient_clipping": cfg.grad_clip,
+        "bf16": {"enabled": cfg.bf16},
+        "zero_optimization": zero,
+        "zero_allow_untested_optimizer": True,
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+    return _deep_merge(conf, cfg.ds_overrides)
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+class ResponseLogits(nn.Module):
+    """Causal LM whose forward returns logits only at the gathered response positions."""
+
+    def __init__(self, hf_model: nn.Module) -> None:
+        super().__init__()
+        for key in ("final_logit_softcapping", "logit_scale"):
+            if getattr(hf_model.config, key, None):
+                raise LearnerError(f"model config sets {key}; ResponseLogits does not apply it")
+        self.hf = hf_model
+
+    def forward(self, input_ids, attention_mask, position_ids, response_index) -> torch.Tensor:
+        out = self.hf.get_decoder()(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+        )
+        hidden = out.last_hidden_state  # [B, L, H]
+        idx = response_index.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])
+        return self.hf.get_output_embeddings()(torch.gather(hidden, 1, idx))  # [B, R, V]
+
+
+def token_logprobs(
+    logits: torch.Tensor, targets: torch.Tensor, with_entropy: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """log p(target) and (optionally) entropy per position, in fp32. logits [B,R,V], targets [B,R]."""
+    logits = logits.float()
+    lse = torch.logsumexp(logits, dim=-1)
+    lp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - lse
+    if not with_entropy:
+        return lp, None
+    entropy = lse - (torch.softmax(logits, dim=-1) * logits).sum(-1)
+    return lp, entropy
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _load_hf(model_dir: Path, cfg: LearnerConfig) -> nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16 if cfg.bf16 else torch.float32)
+
+
+class LearnerEngine:
+    def __init__(self, model_dir: str | Path, config: LearnerConfig | None = None) -> None:
+        import deepspeed
+
+        self.model_dir = Path(model_dir)
+        self.config = cfg = config or LearnerConfig()
+        if not (self.model_dir / "config.json").exists():
+            raise LearnerError(f"model_dir {self.model_dir} is not a Hugging Face model folder (no config.json)")
+        self.dist = init_distributed()
+        _seed_everything(cfg.seed)
+        hf = _load_hf(self.model_dir, cfg)
+        if cfg.gradient_checkpointing:
+            hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        hf.config.use_cache = False
+        module = ResponseLogits(hf)
+        optimizer = torch.optim.AdamW(
+            _param_groups(module, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps
+        )
+        warmup = cfg.warmup_steps
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0
+        )
+        self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
+            model=module,
+            optimizer=optimizer,
+            lr_scheduler=scheduler,
+            config=deepspeed_config(cfg, self.dist.world_size, torch.cuda.is_available()),
+        )
+        # fp32 without ZeRO: DeepSpeed steps the bare AdamW and reports no grad norm.
+        self._bare_optimizer = self.optimizer is optimizer
+        self.engine.train()
+        self.device = self.engine.device
+        self.ref: ResponseLogits | None = None
+        if cfg.ref_model:
+            self.ref = ResponseLogits(_load_hf(self.model_dir, cfg)).to(self.device).eval().requires_grad_(False)
+        self.policy_version = 0
+        self._grads_dirty = False
+
+    # ---- forward passes -------------------------------------------------------------
+
+    @property
+    def hf_model(self) -> nn.Module:
+        return self.engine.module.hf
+
+    def _forward(self, module: nn.Module, mb: TrainBatch) -> torch.Tensor:
+        return module(mb.input_ids, mb.attention_mask, mb.position_ids, mb.response_index)
+
+    @torch.no_grad()
+    def _no_grad_pass(self, batch: TrainBatch, module: nn.Module, with_entropy: bool):
+        cfg = self.config
+        lp_out = torch.zeros(batch.response_mask.shape, dtype=torch.float32)
+        ent_out = torch.zeros_like(lp_out) if with_entropy else None
+        for rows, mb in micro_batches(batch, max_rows=cfg.micro_batch_size, max_tokens=cfg.max_tokens_per_micro):
+            mb = mb.to(self.device)
+            lp, ent = token_logprobs(self._forward(module, mb), mb.response_ids, with_entropy)
+            r = lp.shape[1]
+            lp_out[rows, :r] = (lp * mb.response_mask).cpu()
+            if ent_out is not None:
+                ent_out[rows, :r] = (ent * mb.response_mask).cpu()
+        return lp_out, ent_out
+
+    def logprobs(self, batch: TrainBatch) -> torch.Tensor:
+        """Current policy's response-token logprobs [B, R] (fp32, 0 on padding), no grad."""
+        return self._no_grad_pass(batch, self.engine, False)[0]
+
+    def logprobs_and_entropy(self, batch: TrainBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        lp, ent = self._no_grad_pass(batch, self.engine, True)
+        return lp, ent
+
+    def ref_logprobs(self, batch: TrainBatch) -> torch.Tensor:
+        """Frozen initial policy's response-token logprobs [B, R]; needs `ref_model=True`."""
+        if self.ref is None:
+            raise LearnerError("ref_logprobs needs LearnerConfig(ref_model=True)")
+        return self._no_grad_pass(batch, self.ref, False)[0]
+
+    # ---- training -------------------------------------------------------------------
+
+    def train_step(self, batch: TrainBatch, loss_fn: LossFn, *, with_entropy: bool = False) -> dict[str, float]:
+        """One optimizer update over all micro-batches of `batch`; returns step metrics.
+
+        `batch.old_logprobs` None means on-policy (ratio 1 against the detached current
+        logprobs); `batch.ref_logprobs` None with a ref model means computed here.
+        """
+        cfg = self.config
+        start = time.perf_counter()
+        if self._grads_dirty:  # a previous step raised after some backward passes
+            self.engine.zero_grad()
+            self._grads_dirty = False
+        total_tokens, total_rows = batch.num_response_tokens, batch.size
+        sums: dict[str, float] = {}
+        parts = micro_batches(batch, max_rows=cfg.micro_batch_size, max_tokens=cfg.max_tokens_per_micro)
+        padded = 0
+        for _, mb in parts:
+            mb = mb.to(self.device)
+            padded += mb.input_ids.numel()
+            if self.ref is not None and mb.ref_logprobs is None:
+                with torch.no_grad():
+                    mb.ref_logprobs = token_logprobs(self._forward(self.ref, mb), mb.response_ids)[0]
+            lp, ent = token_logprobs(self._forward(self.engine, mb), mb.response_ids, with_entropy)
+            inputs = LossInputs(
+                logprobs=lp,
+                old_logprobs=mb.old_logprobs if mb.old_logprobs is not None else lp.detach(),
+                advantages=mb.advantages,
+                mask=mb.response_mask,
+                ref_logprobs=mb.ref_logprobs,
+                rollout_logprobs=mb.rollout_logprobs,
+                entropy=ent,
+            )
+            loss, metrics = loss_fn(inputs)
+            if loss.dim() != 0 or not torch.isfinite(loss):
+                self._grads_dirty = True
+                raise LearnerError(f"loss_fn must return a finite scalar, got shape {tuple(loss.shape)} value "
+                                   f"{loss.detach().flatten()[:4].tolist()} (policy_version {self.policy_version})")
+            if cfg.micro_weighting == "tokens":
+                weight = mb.num_response_tokens / total_tokens
+            else:
+                weight = mb.size / total_rows
+            self._grads_dirty = True
+            self.engine.backward(loss * weight, scale_wrt_gas=False)
+            for k, v in {"loss": loss, **metrics}.items():
+                sums[k] = sums.get(k, 0.0) + weight * float(v.detach() if torch.is_tensor(v) else v)
+        lr = self.optimizer.param_groups[0]["lr"]
+        own_norm = self._grad_norm() if self._bare_optimizer else None
+        self.engine.step()
+        self._grads_dirty = False
+        self.policy_version += 1
+        grad_norm = own_norm if own_norm is not None else self.engine.get_global_grad_norm()
+        seconds = time.perf_counter() - start
+        return {
+            **sums,
+            "grad_norm": float(grad_norm) if grad_norm is not None else math.nan,
+            "lr": float(lr),
+            "tokens": float(total_tokens),
+            "padded_tokens": float(padded),
+            "micro_batches": float(len(parts)),
+            "seconds": seconds,
+            "tokens_per_s": float(batch.seq_lengths.sum()) / seconds,
+            "policy_version": float(self.policy_version),
+        }
+
+    def _grad_norm(self) -> float:
+        grads = [p.grad for p in self.engine.module.parameters() if p.grad is not None]
+        return float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
+
+    # ---- weights out ----------------------------------------------------------------
+
+    def named_parameters_for_sync(self, dtype: torch.dtype | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+        """(HF name, full tensor) for every parameter, for broadcasting to rollout engines.
+
+        Names are the HF checkpoint names the vLLM loader expects (tied embeddings appear
+        once, as `model.embed_tokens.weight`). Under ZeRO-3 each tensor is gathered and
+        copied; otherwise it may share storage with the live weight: copy it before the
+        next `train_step` if it is kept.
+        """
+        import deepspeed
+
+        dtype = dtype or getattr(torch, self.config.sync_dtype)
+        for name, p in self.hf_model.named_parameters():
+            if hasattr(p, "ds_id"):  # ZeRO-3 partitioned parameter
+                with deepspeed.zero.GatheredParameters([p], modifier_rank=None):
+                    yield name, p.data.detach().to(dtype).clone()
+            else:
+                yield name, p.data.detach().to(dtype)
+
+    def full_state_dict(self) -> dict[str, torch.Tensor]:
+        """Every parameter, full and on CPU, in the training dtype (bf16 or fp32)."""
+        dtype = torch.bfloat16 if self.config.bf16 else torch.float32
+        return {n: t.to("cpu", copy=True) for n, t in self.named_parameters_for_sync(dtype)}
+
+    # ---- checkpoints ----------------------------------------------------------------
+
+    def save_checkpoint(self, directory: str | Path, extra_state: dict[str, Any] | None = None) -> Path:
+        """Write an HF-loadable folder plus optimizer, scheduler, RNG and `extra_state`."""
+        final = Path(directory)
+        extra_state = dict(extra_state or {})
+        rank = self.dist.rank
+        if rank == 0:
+            tmp = ckpt.begin(final)
+            ckpt.write_extra_state(tmp, extra_state)  # validates before the expensive part
+        self._barrier()
+        tmp = ckpt.staging_dir(final)
+        self.engine.save_checkpoint(
+            str(tmp / ckpt.DS_SUBDIR), tag=ckpt.DS_TAG, client_state={"policy_version": self.policy_version},
+            save_latest=False,
+        )
+        state = self.full_state_dict()  # collective under ZeRO-3: every rank gathers
+        if rank == 0:
+            ckpt.save_hf_weights(self.hf_model, state, tmp)
+            ckpt.copy_tokenizer_files(self.model_dir, tmp)
+            ckpt.Manifest(
+                format=ckpt.FORMAT,
+                policy_version=self.policy_version,
+                zero_stage=self.config.zero_stage,
+                world_size=self.dist.world_size,
+                bf16=self.config.bf16,
+                source_model_dir=str(self.model_dir),
+            ).write(tmp)
+        ckpt.save_rng(tmp, rank)
+        self._barrier()
+        if rank == 0:
+            ckpt.commit(final)
+        self._barrier()
+        return final
+
+    def load_checkpoint(self, directory: str | Path) -> dict[str, Any]:
+        """Restore weights, optimizer, scheduler, RNG and version; return the saved extra_state."""
+        directory = Path(directory)
+        manifest = ckpt.Manifest.read(directory)
+        manifest.check_compatible(zero_stage=self.config.zero_stage, world_size=self.dist.world_size)
+        path, _ = self.engine.load_checkpoint(
+            str(directory / ckpt.DS_SUBDIR), tag=ckpt.DS_TAG, load_optimizer_states=True,
+            load_lr_scheduler_states=True,
+        )
+        if path is None:
+            raise ckpt.CheckpointError(f"DeepSpeed found no state under {directory / ckpt.DS_SUBDIR}")
+        ckpt.load_rng(directory, self.dist.rank)
+        self.policy_version = manifest.policy_version
+        self._grads_dirty = False
+        return ckpt.read_extra_state(directory)
+
+    def _barrier(self) -> None:
+        import torch.distributed as dist
+
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            dist.barrier()
+
+
+def _seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)

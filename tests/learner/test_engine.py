@@ -1,0 +1,193 @@
+"""LearnerEngine on real DeepSpeed (CPU, gloo) with the tiny random Llama."""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from peirce.learner.batch import Sample, collate
+from peirce.learner.engine import LearnerConfig, LearnerEngine, LearnerError, token_logprobs
+from peirce.learner.types import LossInputs
+from peirce.model.tiny import build_tiny_llama
+
+
+def pg_loss(inp: LossInputs):
+    """REINFORCE with a token mean: the simplest loss that carries a learning signal."""
+    m = inp.mask
+    loss = -(inp.advantages * inp.logprobs * m).sum() / m.sum()
+    return loss, {"pg/mean_logprob": (inp.logprobs.detach() * m).sum() / m.sum()}
+
+
+def make_samples(n: int = 6, seed: int = 0, vocab: int = 2000) -> list[Sample]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(n):
+        prompt = torch.randint(0, vocab, (4 + i,), generator=g).tolist()
+        response = torch.randint(0, vocab, (3 + (i * 3) % 7,), generator=g).tolist()
+        out.append(Sample(prompt, response, 1.0 if i % 2 == 0 else -1.0, policy_version=0))
+    return out
+
+
+@pytest.fixture(scope="module")
+def model_dir():
+    return build_tiny_llama()
+
+
+@pytest.fixture(scope="module")
+def engine(model_dir):
+    return LearnerEngine(model_dir, LearnerConfig(lr=5e-3, micro_batch_size=2, ref_model=True, seed=1))
+
+
+def _plain_logprobs(model_dir, batch, dtype=torch.bfloat16):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).eval()
+    with torch.no_grad():
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    out = torch.zeros(batch.response_mask.shape)
+    for i in range(batch.size):
+        p, r = int(batch.prompt_lengths[i]), int(batch.response_lengths[i])
+        tgt = batch.input_ids[i, p : p + r]
+        out[i, :r] = logp[i, p - 1 : p + r - 1].gather(-1, tgt[:, None]).squeeze(-1)
+    return out
+
+
+def test_logprobs_match_plain_transformers(engine, model_dir):
+    batch = collate(make_samples())
+    ours = engine.logprobs(batch)
+    ref = _plain_logprobs(model_dir, batch)
+    assert ours.shape == batch.response_mask.shape
+    assert (ours[batch.response_mask == 0] == 0).all()
+    torch.testing.assert_close(ours, ref, atol=2e-2, rtol=0)
+    # the frozen reference is the initial policy
+    torch.testing.assert_close(engine.ref_logprobs(batch), ours, atol=1e-5, rtol=0)
+
+
+def test_token_logprobs_and_entropy_against_naive():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, 11, generator=g).to(torch.bfloat16)
+    targets = torch.randint(0, 11, (2, 3), generator=g)
+    lp, ent = token_logprobs(logits, targets, with_entropy=True)
+    p = torch.softmax(logits.float(), -1)
+    assert lp.dtype == torch.float32
+    torch.testing.assert_close(lp, torch.log(p).gather(-1, targets[..., None]).squeeze(-1))
+    torch.testing.assert_close(ent, -(p * torch.log(p)).sum(-1))
+
+
+def test_train_steps_follow_the_advantage(engine):
+    """Positive-advantage responses gain likelihood, negative ones lose it; ref stays put."""
+    batch = collate(make_samples())
+    pos = batch.advantages[:, 0] > 0
+    before = engine.logprobs(batch)
+    v0 = engine.policy_version
+    metrics = [engine.train_step(batch, pg_loss) for _ in range(3)]
+    after = engine.logprobs(batch)
+    mask = batch.response_mask.bool()
+
+    def mean_lp(lp, rows):
+        return lp[rows][mask[rows]].mean().item()
+
+    assert mean_lp(after, pos) > mean_lp(before, pos) + 0.05
+    assert mean_lp(after, ~pos) < mean_lp(before, ~pos) - 0.05
+    print("mean logprob +:", mean_lp(before, pos), "->", mean_lp(after, pos),
+          " -:", mean_lp(before, ~pos), "->", mean_lp(after, ~pos))
+    assert engine.policy_version == v0 + 3
+    m = metrics[-1]
+    assert m["tokens"] == batch.num_response_tokens and m["micro_batches"] == 3
+    assert m["grad_norm"] > 0 and m["lr"] == pytest.approx(5e-3) and m["seconds"] > 0
+    assert "pg/mean_logprob" in m and m["policy_version"] == engine.policy_version
+    torch.testing.assert_close(engine.ref_logprobs(batch), before, atol=1e-5, rtol=0)
+
+
+def test_logprobs_and_entropy_shapes(engine):
+    batch = collate(make_samples(3))
+    lp, ent = engine.logprobs_and_entropy(batch)
+    torch.testing.assert_close(lp, engine.logprobs(batch))
+    assert ((ent > 0) == batch.response_mask.bool()).all()
+
+
+def test_sync_names_match_the_hf_checkpoint(engine, model_dir):
+    with safe_open(str(model_dir / "model.safetensors"), "pt") as f:
+        expected = {k: f.get_slice(k).get_shape() for k in f.keys()}
+    got = {n: t for n, t in engine.named_parameters_for_sync()}
+    assert set(got) == set(expected) - {"lm_head.weight"}  # tied: served by embed_tokens
+    for name, t in got.items():
+        assert list(t.shape) == expected[name] and t.dtype == torch.bfloat16, name
+
+
+def test_bad_loss_is_a_clear_error_and_the_next_step_works(engine):
+    batch = collate(make_samples(3))
+
+    def nan_loss(inp):
+        return inp.logprobs.sum() * float("nan"), {}
+
+    version = engine.policy_version
+    with pytest.raises(LearnerError, match="finite scalar"):
+        engine.train_step(batch, nan_loss)
+    assert engine.policy_version == version
+    m = engine.train_step(batch, pg_loss)
+    assert torch.isfinite(torch.tensor(m["grad_norm"])) and engine.policy_version == version + 1
+
+
+def test_ref_logprobs_needs_ref_model(model_dir):
+    # cheap: the config check fires before any DeepSpeed work
+    with pytest.raises(ValueError, match="learner.zero_stage must be 0, 1, 2 or 3, got 4"):
+        LearnerConfig(zero_stage=4)
+    with pytest.raises(ValueError, match="learner.micro_weighting"):
+        LearnerConfig(micro_weighting="rows")
+    with pytest.raises(LearnerError, match="not a Hugging Face model folder"):
+        LearnerEngine(model_dir / "nope")
+
+
+def _step_once(model_dir, cfg, batch):
+    eng = LearnerEngine(model_dir, cfg)
+    before = {n: t.float().clone() for n, t in eng.named_parameters_for_sync(torch.float32)}
+    m = eng.train_step(batch, pg_loss)
+    after = {n: t.float().clone() for n, t in eng.named_parameters_for_sync(torch.float32)}
+    return eng, m, before, after
+
+
+@pytest.mark.parametrize("stage", [0, 1, 2, 3])
+def test_each_zero_stage_takes_a_step(model_dir, stage):
+    batch = collate(make_samples(4))
+    # lr 1e-2: an Adam step then moves even norm weights (1.0) by more than one bf16 ulp
+    cfg = LearnerConfig(zero_stage=stage, lr=1e-2, micro_batch_size=2)
+    eng, m, before, after = _step_once(model_dir, cfg, batch)
+    assert eng.policy_version == 1 and m["micro_batches"] == 2
+    assert m["grad_norm"] > 0
+    assert set(before) == set(after) and len(after) > 0
+    changed = [n for n in after if not torch.equal(before[n], after[n])]
+    assert len(changed) == len(after), f"unchanged: {set(after) - set(changed)}"
+    # full (gathered) shapes under every stage
+    with safe_open(str(model_dir / "model.safetensors"), "pt") as f:
+        assert list(after["model.embed_tokens.weight"].shape) == f.get_slice("model.embed_tokens.weight").get_shape()
+
+
+def test_gradient_accumulation_equals_one_big_batch(model_dir):
+    """Token-weighted micro-batch losses give the gradient of the whole batch (fp32, no clip)."""
+    batch = collate(make_samples(5))
+    # eps >> |g| turns Adam's first step into plain SGD (update = lr * g / (|g| + eps)),
+    # so equal parameters afterwards mean equal gradients, element by element.
+    base = dict(bf16=False, lr=1.0, eps=1.0, weight_decay=0.0, grad_clip=0.0, seed=3)
+    _, m_one, _, p_one = _step_once(model_dir, LearnerConfig(micro_batch_size=8, **base), batch)
+    _, m_acc, _, p_acc = _step_once(model_dir, LearnerConfig(micro_batch_size=1, **base), batch)
+    assert m_one["micro_batches"] == 1 and m_acc["micro_batches"] == 5
+    assert m_acc["grad_norm"] == pytest.approx(m_one["grad_norm"], rel=1e-4)
+    assert m_acc["loss"] == pytest.approx(m_one["loss"], rel=1e-5)
+    for n in p_one:
+        torch.testing.assert_close(p_acc[n], p_one[n], atol=1e-6, rtol=1e-5)
+
+
+def test_compute_loss_from_losses_module(engine):
+    losses = pytest.importorskip("peirce.learner.losses")
+    cfg = losses.LossConfig(policy_loss="ppo_clip", kl_coef=0.01, entropy_coef=0.001)
+    batch = collate(make_samples(4))
+    batch = batch.with_logprobs(old=engine.logprobs(batch))
+    m = engine.train_step(batch, partial(losses.compute_loss, cfg), with_entropy=True)
+    assert torch.isfinite(torch.tensor(m["loss"])) and m["grad_norm"] > 0
+    json.dumps(m)  # metrics are plain floats, ready for logging
