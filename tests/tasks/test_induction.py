@@ -131,6 +131,30 @@ def test_cycle_of_five_at_any_phase_is_found():
         assert v.determined, (phase, v.reason)
 
 
+_ranged_ops = st.one_of(
+    st.integers(1, 4).map(lambda v: ("+", v)),
+    st.integers(1, 4).map(lambda v: ("+", -v)),
+    st.integers(2, 4).map(lambda v: ("*", v)),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_ranged_ops, min_size=1, max_size=5), st.integers(-5, 5), st.integers(0, 6), st.data())
+def test_search_never_misses_the_generating_cycle(ops, start, extra, data):
+    """Whatever cycle made the sequence, a rule of at most its complexity predicts the gold
+    (the search is complete), and the verdict never calls a wrong value determined."""
+    length = len(ops) + 2 + extra
+    seq = [start]
+    for i in range(length - 1):
+        seq.append(apply_op(ops[i % len(ops)], seq[-1]))
+    m = data.draw(st.one_of(st.just(length - 1), st.integers(1, length - 2)))
+    masked = ["?" if i == m else x for i, x in enumerate(seq)]
+    cands = induction_candidates(masked)
+    assert any(c[1] <= len(ops) and c[2] == seq[m] for c in cands), cands
+    v = determine(masked, gold=seq[m])
+    assert v.determined == (v.value == seq[m] and v.reason == "")
+
+
 def test_two_to_four_is_ambiguous_between_plus_two_and_times_two():
     # a 3-cycle whose answer op was seen once, as 2 -> 4: +2 or x2 (nothing simpler fits)
     cands = induction_candidates([2, 4, 1, 4, None])
