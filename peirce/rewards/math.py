@@ -11,6 +11,7 @@ killed and restarted when a check overruns (e.g. `2^{2^{2^{40}}}` makes sympy ha
 from __future__ import annotations
 
 import logging
+import re
 import multiprocessing as mp
 import threading
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from peirce.rewards.registry import RewardFn, RewardResult, register_reward
 from peirce.tasks.base import Task
 
 MAX_ANSWER_CHARS = 1_000
-BOXED_COMMANDS = ("\\boxed", "\\fbox")
+_BOX_OPEN_RE = re.compile(r"\\(?:boxed|fbox) *\{")  # a literal then one bounded run: linear
 
 
 @dataclass(frozen=True)
@@ -40,29 +41,24 @@ class MathRewardConfig:
 
 def last_boxed(text: str) -> str | None:
     """Content of the last `\\boxed{...}` (or `\\fbox{...}`), nested braces balanced;
-    None when there is none or it never closes. Linear time."""
+    None when there is none or it never closes. Linear time (one regex scan, one brace scan)."""
     if not isinstance(text, str):
         return None
-    start = max(text.rfind(cmd) for cmd in BOXED_COMMANDS)
-    while start >= 0:
-        cmd = next(c for c in BOXED_COMMANDS if text.startswith(c, start))
-        i = start + len(cmd)
-        while i < len(text) and text[i] == " ":
-            i += 1
-        if i < len(text) and text[i] == "{":
-            depth = 0
-            for j in range(i, len(text)):
-                ch = text[j]
-                if ch == "{":
-                    depth += 1
-                elif ch == "}":
-                    depth -= 1
-                    if depth == 0:
-                        return text[i + 1 : j].strip()
-            return None  # the last box never closes: a truncated answer
-        # "\boxed" not followed by "{" (e.g. prose mentioning the command): look further left
-        start = max(text.rfind(c, 0, start) for c in BOXED_COMMANDS)
-    return None
+    last = None
+    for last in _BOX_OPEN_RE.finditer(text):
+        pass
+    if last is None:
+        return None
+    depth = 0
+    for j in range(last.end() - 1, len(text)):
+        ch = text[j]
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth == 0:
+                return text[last.end() : j].strip()
+    return None  # the last box never closes: a truncated answer
 
 
 def _verify_inline(answer: str, gold: str, timeout_s: int | None) -> bool:

@@ -50,6 +50,7 @@ MS_RDONLY, MS_NOSUID, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 32, 4096, 
 
 UID_BASE = 3_000_000  # sandbox uids: UID_BASE + slot; chosen far above any real account
 UID_SLOTS = 4096
+EXIT_GRACE_S = 0.2  # output still read after the main process exits
 _DEV_NODES = ("null", "zero", "urandom", "random")
 _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
@@ -326,11 +327,14 @@ def _collect(proc: subprocess.Popen, deadline: float, cap: int):
         sel.register(f, selectors.EVENT_READ)
     timed_out = False
     while sel.get_map():
-        left = deadline - time.monotonic()
+        now = time.monotonic()
+        if proc.poll() is not None and deadline > now + EXIT_GRACE_S:
+            deadline = now + EXIT_GRACE_S  # the leader is gone; a child may hold the pipes open
+        left = deadline - now
         if left <= 0:
-            timed_out = True
+            timed_out = proc.poll() is None
             break
-        for key, _ in sel.select(min(left, 0.5)):
+        for key, _ in sel.select(min(left, 0.1)):
             chunk = os.read(key.fd, 65536)
             if not chunk:
                 sel.unregister(key.fileobj)
