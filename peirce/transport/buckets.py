@@ -135,8 +135,10 @@ def pack(state_dict: Mapping[str, torch.Tensor], plan: BucketPlan,
     """Copy tensors into fresh uint8 buffers laid out by `plan` (one copy, on the sender)."""
     out = []
     for i, bucket in enumerate(plan.buckets):
-        buf = torch.zeros(bucket.nbytes, dtype=torch.uint8)
+        buf = torch.empty(bucket.nbytes, dtype=torch.uint8)  # every byte is written below
+        end = 0
         for t in bucket.tensors:
+            buf[end:t.offset].zero_()  # alignment padding: deterministic checksum
             src = state_dict.get(t.name)
             if src is None:
                 raise KeyError(f"state_dict: missing {t.name!r} named in the plan")
@@ -146,6 +148,7 @@ def pack(state_dict: Mapping[str, torch.Tensor], plan: BucketPlan,
                 )
             flat = src.detach().to("cpu").contiguous().reshape(-1)
             buf[t.offset:t.offset + t.nbytes].copy_(flat.view(torch.uint8))
+            end = t.offset + t.nbytes
         arr = buf.numpy()
         header = WeightBucketHeader(
             version=version, bucket_index=i, n_buckets=plan.n_buckets, tensors=list(bucket.tensors),

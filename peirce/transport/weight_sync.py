@@ -272,7 +272,7 @@ class WeightPublisher:
             return
         if sub is None:  # first READY, or an evicted peer coming back via ACK/HEARTBEAT
             sub = self._subs[ident] = _Sub()
-            log.info("subscriber %r registered at version %d", ident, version)
+            log.info("subscriber %s registered at version %d", _sid(ident), version)
         sub.version = max(sub.version, version) if kind is not ControlKind.READY else version
         if kind in (ControlKind.READY, ControlKind.NACK):
             sub.sending = -1  # it has nothing in flight that it will keep
@@ -288,7 +288,8 @@ class WeightPublisher:
     def _drop(self, ident: bytes, why: str) -> None:
         if self._subs.pop(ident, None) is None:
             return
-        log.warning("subscriber %r unregistered: %s", ident, why)
+        level = logging.INFO if why in ("bye", "removed") else logging.WARNING
+        log.log(level, "subscriber %s unregistered: %s", _sid(ident), why)
         job = self._active
         if job is not None and ident in job.pending:
             job.pending.discard(ident)
