@@ -61,7 +61,12 @@ class SendChannel(abc.ABC):
 
 
 class RecvChannel(abc.ABC):
-    rejected: RejectCounter
+    rejected: RejectCounter  # add hooks here to export counts (e.g. Prometheus)
+
+    @property
+    def rejected_frames(self) -> dict[str, int]:
+        """Rejected messages so far, per FrameError reason."""
+        return self.rejected.as_dict()
 
     @abc.abstractmethod
     def recv(self, timeout: float | None = None) -> Message | None:

@@ -142,6 +142,10 @@ class WeightPublisher:
         return {_sid(k): s.version for k, s in list(self._subs.items())}
 
     @property
+    def rejected_frames(self) -> dict[str, int]:
+        return self.rejected.as_dict()
+
+    @property
     def latest_version(self) -> int | None:
         job = self._latest
         return None if job is None else job.version
@@ -346,6 +350,10 @@ class WeightSubscriber:
         self._partial: list[WeightBucketMsg] = []
         self._t_first = 0.0
         self._control(ControlKind.READY, version)
+
+    @property
+    def rejected_frames(self) -> dict[str, int]:
+        return self.rejected.as_dict()
 
     def _control(self, kind: ControlKind, version: int, **extra) -> None:
         msg = Control(kind=kind, payload={"version": version, **extra})

@@ -66,7 +66,8 @@ def test_malformed_frames_counted_and_receiver_keeps_serving():
     raw.send_multipart(good, copy=False)
     msg = pull.recv(timeout=5)
     assert_same_msg(msg, make_rollout(1))
-    assert pull.rejected.as_dict() == {"malformed": 2, "schema": 1, "oversized": 1, "size": 1}
+    assert pull.rejected_frames == {"malformed": 2, "schema": 1, "oversized": 1, "size": 1}
+    assert pull.recv(timeout=0.05) is None
     raw.close()
     pull.close()
 
