@@ -2,7 +2,7 @@
 
 Generation is measured end to end through `generate_dataset` (rejections, de-duplication
 and split filtering included) for the train split. Verification scores gold-wrapped
-responses with the MAA reward (tag parsing + the family's answer parser). Both use CPU
+level-3 responses with the MAA reward (tag parsing + the family's answer parser). Both use CPU
 time of this single process (`time.process_time`), so the numbers are per core and not
 distorted by other load on a shared machine. Targets: 1,000 puzzles/s at levels 1-3,
 20,000 verifications/s.
@@ -46,7 +46,7 @@ def bench_verification(name: str, n_tasks: int, repeats: int) -> float:
     from peirce.rewards.maa import score_maa
     from peirce.tasks.dataset import generate_dataset
 
-    tasks = generate_dataset(name, 1, n_tasks, "train", seed=0, progress=False)
+    tasks = generate_dataset(name, 3, n_tasks, "train", seed=0, progress=False)  # mid-level answers
     items = [(f"<think>reasoning</think>\n<answer>\n{t.solution_text}</answer>", t.solution_text) for t in tasks]
     for turn, gold in items[:10]:
         assert score_maa(name, turn, gold).reward == 3.0  # verify what we time

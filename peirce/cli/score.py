@@ -62,12 +62,13 @@ def run(args: argparse.Namespace) -> int:
     def handle(record: dict[str, Any]) -> dict[str, Any]:
         name = args.task if args.task is not None else require_str(record, "task")
         check_task(name, "field 'task'")
+        level = record.get("level")
         task = Task(
             id=str(record.get("id", "")),
             task=name,
-            level=record.get("level", 0) if isinstance(record.get("level"), int) else 0,
+            level=level if isinstance(level, int) and not isinstance(level, bool) else 0,
             split=str(record.get("split", "")),
-            puzzle={},
+            puzzle=record["puzzle"] if isinstance(record.get("puzzle"), dict) else {},  # domain rewards may need it
             puzzle_text=require_str(record, "puzzle_text"),
             solution_text=require_str(record, "solution_text", allow_int=True),
         )
