@@ -11,6 +11,7 @@ import json
 
 import pytest
 
+from peirce.cli.main import main as cli_main
 from peirce.model.loading import open_vllm, read_model_info, vllm_cpu_kwargs
 from peirce.model.tiny import VLLM_CPU_HEAD_SIZES, build_tiny_llama
 
@@ -40,6 +41,15 @@ def test_info_is_vllm_compatible(tiny_model_dir):
     meta = json.loads((tiny_model_dir / "peirce-tiny.json").read_text())
     assert meta["heads"] == info.num_heads
 
+
+
+def test_cli_model_info_text_for_any_folder(tiny_model_dir, capsys):
+    assert cli_main(["model", "info", "--path", str(tiny_model_dir)]) == 0
+    out = capsys.readouterr().out
+    info = read_model_info(tiny_model_dir)
+    assert f"head_dim {info.head_dim}" in out
+    assert f"{info.num_parameters:,}" in out
+    assert "model.safetensors" in out and "MiB" in out
 
 @pytest.fixture(scope="module")
 def hf(tiny_model_dir):
