@@ -24,3 +24,31 @@ def actor_setup(run: str, worker: str, metrics_host: str = "127.0.0.1") -> Metri
     metrics = MetricsExporter(run=run, worker=worker)
     metrics.serve(host=metrics_host, port=0)
     return metrics
+
+
+class LoopThread:
+    """Runs a worker loop on a thread and keeps its exception, so a health check
+    (`alive()`) reports *why* a worker stopped instead of just that it did."""
+
+    def __init__(self, target, name: str) -> None:
+        import threading
+
+        self.error: BaseException | None = None
+        self._target = target
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._target()
+        except BaseException as exc:  # noqa: BLE001 - reported through alive()
+            logging.getLogger(__name__).exception("worker loop crashed")
+            self.error = exc
+
+    def alive(self) -> bool:
+        if self.error is not None:
+            raise RuntimeError(f"worker loop crashed: {type(self.error).__name__}: {self.error}") from self.error
+        return self.thread.is_alive()
+
+    def join(self, timeout_s: float) -> None:
+        self.thread.join(timeout_s)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import threading
-
 import ray
 
-from peirce.actors.common import actor_setup
+from peirce.actors.common import LoopThread, actor_setup
 from peirce.rewards.maa import MaaRewardScheme
 from peirce.rewards.worker import RewardLoop, RewardResolver
 
@@ -15,10 +13,9 @@ class RewardWorker:
     def __init__(self, endpoint: str, run: str, worker_id: str, reward_name: str, scheme: dict) -> None:
         self.metrics = actor_setup(run, worker_id)
         resolver = RewardResolver(reward_name, MaaRewardScheme(**scheme))
-        self.loop = RewardLoop(endpoint, resolver, on_scored=self._count)
+        self.loop = RewardLoop(endpoint, resolver, on_scored=self._count, worker_id=worker_id)
         self.loop.rejects.hooks.append(lambda reason, _d: self.metrics.inc("peirce_rejected_frames_total", reason=reason))
-        self.thread = threading.Thread(target=self.loop.run, name="reward-loop", daemon=True)
-        self.thread.start()
+        self.thread = LoopThread(self.loop.run, "reward-loop")
 
     def _count(self, scored) -> None:
         for s in scored:
@@ -34,7 +31,7 @@ class RewardWorker:
         return self.loop.scored_groups
 
     def alive(self) -> bool:
-        return self.thread.is_alive()
+        return self.thread.alive()
 
 
 RewardWorkerActor = ray.remote(RewardWorker)

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import threading
-
 import ray
 
-from peirce.actors.common import actor_setup
+from peirce.actors.common import LoopThread, actor_setup
 from peirce.config.schema import TrainConfig
 
 
@@ -15,7 +12,6 @@ class RolloutWorker:
     def __init__(self, model_dir: str, cfg_dict: dict, endpoint: str, weight_endpoint: str, run: str,
                  worker_id: str, start_version: int) -> None:
         cfg = TrainConfig.model_validate(cfg_dict)
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.rollout.kv_cache_gib))
         self.metrics = actor_setup(run, worker_id)
         from transformers import AutoTokenizer
 
@@ -25,16 +21,15 @@ class RolloutWorker:
 
         self.engine = RolloutEngine(model_dir, dtype=cfg.model.dtype, max_model_len=cfg.model.max_model_len,
                                     seed=cfg.trainer.seed, gpu_memory_utilization=cfg.rollout.gpu_memory_utilization,
-                                    version=start_version)
+                                    kv_cache_gib=cfg.rollout.kv_cache_gib, version=start_version)
         self.inbox = WeightsInbox(weight_endpoint, f"{run}-{worker_id}", start_version)
         tokenizer = AutoTokenizer.from_pretrained(model_dir) if cfg.tasks.prompt_style == "chat_template" else None
-        self.loop = RolloutLoop(self.engine, endpoint, self.inbox, prompt_style=cfg.tasks.prompt_style,
+        self.loop = RolloutLoop(self.engine, endpoint, self.inbox, worker_id=worker_id, prompt_style=cfg.tasks.prompt_style,
                                 batch_groups=cfg.rollout.prompts_per_step, tokenizer=tokenizer,
                                 on_generated=self._count, on_weights=self._weights_loaded)
         self.loop.rejects.hooks.append(lambda reason, _d: self.metrics.inc("peirce_rejected_frames_total", reason=reason))
         self.metrics.set("peirce_rollout_policy_version", start_version)
-        self.thread = threading.Thread(target=self.loop.run, name="rollout-loop", daemon=True)
-        self.thread.start()
+        self.thread = LoopThread(self.loop.run, "rollout-loop")
 
     def _count(self, samples, seconds: float) -> None:
         self.metrics.inc("peirce_rollout_samples_total", len(samples))
@@ -61,7 +56,7 @@ class RolloutWorker:
         return self.loop.generated_groups
 
     def alive(self) -> bool:
-        return self.thread.is_alive()
+        return self.thread.alive()
 
 
 RolloutWorkerActor = ray.remote(RolloutWorker)

@@ -52,7 +52,7 @@ class RolloutConfig(_Strict):
     temperature: float = Field(0.7, ge=0.0, description="Sampling temperature.")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling.")
     max_tokens: int = Field(256, ge=1, description="Response token limit.")
-    kv_cache_gib: float = Field(1.0, gt=0, description="VLLM_CPU_KVCACHE_SPACE on CPU.")
+    kv_cache_gib: int = Field(1, ge=1, description="KV cache GiB of each rollout engine on CPU (VLLM_CPU_KVCACHE_SPACE).")
     gpu_memory_utilization: float = Field(0.35, gt=0, le=1, description="vLLM GPU memory fraction per engine (engines may share a GPU).")
     num_gpus: float = Field(0.0, ge=0, description="Ray GPU fraction per rollout worker (0 on CPU).")
     num_cpus: float = Field(0.5, ge=0, description="Ray CPU fraction per rollout worker.")

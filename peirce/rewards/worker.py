@@ -61,8 +61,8 @@ def score_group(task: Task, samples: list[RolloutSample], resolve: RewardResolve
 
 class RewardLoop:
     def __init__(self, endpoint: str, resolve: RewardResolver, credit: int = 4,
-                 on_scored: Callable[[list[ScoredSample]], None] | None = None) -> None:
-        self.client = WorkClient(endpoint)
+                 on_scored: Callable[[list[ScoredSample]], None] | None = None, worker_id: str | None = None) -> None:
+        self.client = WorkClient(endpoint, identity=worker_id)
         self.resolve = resolve
         self.credit = credit
         self.rejects = RejectCounter()

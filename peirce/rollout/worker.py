@@ -29,12 +29,13 @@ log = logging.getLogger(__name__)
 
 
 class RolloutLoop:
-    def __init__(self, engine: RolloutEngine, endpoint: str, inbox: WeightsInbox, *, prompt_style: str,
+    def __init__(self, engine: RolloutEngine, endpoint: str, inbox: WeightsInbox, *, worker_id: str, prompt_style: str,
                  batch_groups: int, tokenizer: Any = None, catch_up_s: float = 5.0,
                  on_generated: Callable[[list[RolloutSample], float], None] | None = None,
                  on_weights: Callable[[int, float], None] | None = None) -> None:
         self.engine = engine
         self.endpoint = endpoint
+        self.worker_id = worker_id
         self.inbox = inbox
         self.prompt_style = prompt_style
         self.batch_groups = batch_groups
@@ -58,7 +59,7 @@ class RolloutLoop:
         # Catch up before registering: the publisher sends its newest version on READY.
         self.inbox.wait_for(self.engine.policy_version + 1, timeout_s=self.catch_up_s)
         self._apply_weights()
-        client = WorkClient(self.endpoint)
+        client = WorkClient(self.endpoint, identity=self.worker_id)
         client.request(self.batch_groups)
         try:
             while not self.stop_event.is_set():

@@ -94,13 +94,13 @@ class Orchestrator:
             log.info("resumed %s at step %d (policy version %d)", cfg.name, self.step, start_version)
         self.weight_endpoint = ray.get(self.learner.weight_endpoint.remote())
         rc = cfg.rollout
-        self.rollout_pool = WorkerPool("rollout", lambda wid: RolloutWorkerActor.options(
+        self.rollout_pool = WorkerPool("rollout", on_dead=self.rollout_dispatch.retire, spawn=lambda wid: RolloutWorkerActor.options(
             num_cpus=rc.num_cpus, num_gpus=rc.num_gpus).remote(
             str(engine_dir), cfg_dict, self.rollout_dispatch.endpoint, self.weight_endpoint, cfg.name, wid,
             start_version))
         scheme = {k: getattr(cfg.reward, k) for k in ("format_ok", "format_bad", "answer_correct", "answer_wrong",
                                                       "answer_unparsable")}
-        self.reward_pool = WorkerPool("reward", lambda wid: RewardWorkerActor.options(num_cpus=0.25).remote(
+        self.reward_pool = WorkerPool("reward", on_dead=self.reward_dispatch.retire, spawn=lambda wid: RewardWorkerActor.options(num_cpus=0.25).remote(
             self.reward_dispatch.endpoint, cfg.name, wid, cfg.reward.name, scheme))
         self.rollout_pool.resize(rc.workers)
         self.reward_pool.resize(cfg.reward.workers)

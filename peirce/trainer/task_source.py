@@ -14,22 +14,48 @@ from collections.abc import Iterable
 from typing import Any
 
 from peirce.config.schema import TrainConfig
-from peirce.tasks.base import Task
+from peirce.tasks.base import Task, get_family
 from peirce.tasks.curriculum import Curriculum, CurriculumConfig
 from peirce.tasks.dataset import generate_dataset, read_tasks
 
 
+def _is_dataset_family(name: str) -> bool:
+    from peirce.tasks.domain import DatasetFamily
+
+    return isinstance(get_family(name), DatasetFamily)
+
+
+def _read(path: str, families: list[str]) -> list[Task]:
+    """Generated-family files through dataset.read_tasks; math/code/science files (any
+    supported layout, e.g. plain verl rows) through the domain loader."""
+    if any(_is_dataset_family(f) for f in families):
+        from peirce.tasks.domain import load_domain_file
+
+        fam = families[0] if len(families) == 1 else None
+        return load_domain_file(path, fam)
+    return read_tasks(path)
+
+
 def build_level_sets(cfg: TrainConfig) -> dict[int, list[Task]]:
+    """Each level's training tasks: from `tasks.data_files`, else generated (puzzle
+    families) or the shipped sample sets (math/code/science)."""
     tc = cfg.tasks
     sets: dict[int, list[Task]] = {lvl: [] for lvl in tc.levels}
     if tc.data_files:
         for path in tc.data_files:
-            for task in read_tasks(path):
+            for task in _read(path, tc.families):
                 if task.level in sets and task.task in tc.families:
                     sets[task.level].append(task)
     else:
-        for lvl in tc.levels:
-            for fam in tc.families:
+        for fam in tc.families:
+            if _is_dataset_family(fam):
+                from peirce.tasks.domain import load_samples
+
+                for task in load_samples(fam, "train"):
+                    if task.level in sets:
+                        sets[task.level].append(task)
+                continue
+            for lvl in tc.levels:
                 sets[lvl].extend(generate_dataset(fam, lvl, tc.n_per_level, "train", cfg.trainer.seed))
     empty = [lvl for lvl, tasks in sets.items() if not tasks]
     if empty:

@@ -11,8 +11,11 @@ for exactly `n` items (credit) and returns each result on the same socket, so:
   dropped and counted (`duplicates`), so no item is ever delivered downstream twice.
 
 Frames (all bytes, never pickle): worker -> dispatcher `[kind, *args]` with kind in
-HELLO, CREDIT n, RESULT item_id *payload, BYE; dispatcher -> worker
-`[b"ITEM", item_id, *payload]`. Payloads are opaque frame lists (peirce.transport.wire).
+HELLO, CREDIT n, RESULT item_id *payload, PING credit_outstanding, BYE; dispatcher ->
+worker `[b"ITEM", item_id, *payload]`. Payloads are opaque frame lists
+(peirce.transport.wire). An idle worker PINGs every couple of seconds; a worker silent
+for `worker_timeout_s` counts as dead (its items are re-queued) and, should it speak
+again, its PING re-registers it with the credit it is still waiting on.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from dataclasses import dataclass, field
 
 import zmq
 
-HELLO, CREDIT, RESULT, BYE, ITEM = b"HELLO", b"CREDIT", b"RESULT", b"BYE", b"ITEM"
+HELLO, CREDIT, RESULT, PING, BYE, ITEM = b"HELLO", b"CREDIT", b"RESULT", b"PING", b"BYE", b"ITEM"
 
 
 @dataclass
@@ -38,7 +41,7 @@ class WorkDispatcher:
     """Dispatcher side (binds). Single-threaded: call `pump()` from the owning loop."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, context: zmq.Context | None = None,
-                 worker_timeout_s: float = 600.0) -> None:
+                 worker_timeout_s: float = 300.0) -> None:
         self._ctx = context or zmq.Context.instance()
         self._sock = self._ctx.socket(zmq.ROUTER)
         self._sock.setsockopt(zmq.LINGER, 0)
@@ -86,10 +89,17 @@ class WorkDispatcher:
             self.malformed += 1
             return
         ident, kind, args = frames[0], frames[1], frames[2:]
+        known = ident in self.workers
         worker = self.workers.setdefault(ident, WorkerState())
         worker.last_seen = time.monotonic()
         if kind == HELLO:
             worker.leaving = False
+        elif kind == PING:
+            if not known and args:  # we had given it up for dead: take it back as it is
+                try:
+                    worker.credit = max(0, int(args[0]))
+                except ValueError:
+                    self.malformed += 1
         elif kind == CREDIT and args:
             try:
                 worker.credit += max(0, int(args[0]))
@@ -107,6 +117,10 @@ class WorkDispatcher:
             self._retire(ident)
         else:
             self.malformed += 1
+
+    def retire(self, worker_id: str) -> None:
+        """The pool saw this worker die: re-queue what it held now, not after a timeout."""
+        self._retire(worker_id.encode())
 
     def _retire(self, ident: bytes) -> None:
         """Re-queue what a departing/dead worker still holds, at the front, in order."""
@@ -142,21 +156,33 @@ class WorkDispatcher:
 class WorkClient:
     """Worker side (connects). Ask for work, return results; `bye()` when draining is done."""
 
-    def __init__(self, endpoint: str, context: zmq.Context | None = None) -> None:
+    def __init__(self, endpoint: str, context: zmq.Context | None = None, identity: str | None = None,
+                 heartbeat_s: float = 2.0) -> None:
         self._ctx = context or zmq.Context.instance()
         self._sock = self._ctx.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 5000)  # results already sent must reach the dispatcher
+        if identity:
+            self._sock.setsockopt(zmq.IDENTITY, identity.encode())
         self._sock.connect(endpoint)
-        self._sock.send_multipart([HELLO])
+        self.heartbeat_s = heartbeat_s
+        self.credit_out = 0  # requested, not yet received
         self.malformed = 0
+        self._send([HELLO])
+
+    def _send(self, frames: list, copy: bool = True) -> None:
+        self._sock.send_multipart(frames, copy=copy)
+        self._last_send = time.monotonic()
 
     def request(self, n: int) -> None:
         if n > 0:
-            self._sock.send_multipart([CREDIT, str(n).encode()])
+            self.credit_out += n
+            self._send([CREDIT, str(n).encode()])
 
     def receive(self, timeout_ms: int) -> list[tuple[str, list[bytes]]]:
         """Items received within `timeout_ms` (returns early once something arrived)."""
         items: list[tuple[str, list[bytes]]] = []
+        if time.monotonic() - self._last_send >= self.heartbeat_s:
+            self._send([PING, str(self.credit_out).encode()])
         if not self._sock.poll(timeout_ms, zmq.POLLIN):
             return items
         while self._sock.poll(0, zmq.POLLIN):
@@ -165,13 +191,14 @@ class WorkClient:
                 self.malformed += 1
                 continue
             items.append((frames[1].bytes.decode(errors="replace"), [f.buffer for f in frames[2:]]))
+        self.credit_out = max(0, self.credit_out - len(items))
         return items
 
     def result(self, item_id: str, payload: list) -> None:
-        self._sock.send_multipart([RESULT, item_id.encode(), *payload], copy=False)
+        self._send([RESULT, item_id.encode(), *payload], copy=False)
 
     def bye(self) -> None:
-        self._sock.send_multipart([BYE])
+        self._send([BYE])
 
     def close(self) -> None:
         self._sock.close()

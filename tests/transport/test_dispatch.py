@@ -96,3 +96,31 @@ def test_malformed_worker_messages_are_counted_not_fatal():
     bad.close(0)
     ctx.term()
     d.close()
+
+
+def test_silent_worker_is_requeued_then_reregistered_by_ping():
+    d = WorkDispatcher(worker_timeout_s=0.3)
+    ctx = zmq.Context()
+    client = WorkClient(d.endpoint, ctx, identity="rollout-7", heartbeat_s=0.05)
+    client.request(1)
+    d.submit("a", [b"1"])
+    d.pump(50)  # hands "a" to the worker
+    got = client.receive(1000)
+    assert [i for i, _ in got] == ["a"]
+    client.request(1)
+    d.pump(20)
+    time.sleep(0.5)  # silent past the timeout while holding "a": presumed dead
+    d.pump(10)
+    assert "rollout-7".encode() not in d.workers and [i for i, _ in d.pending] == ["a"]
+    client.receive(10)  # its heartbeat: back, still owed one item
+    d.pump(50)
+    again = client.receive(1000)
+    assert [i for i, _ in again] == ["a"]  # re-delivered once: the first copy was never returned
+    client.result("a", [b"done"])
+    results = _run(d, 1, timeout_s=5)
+    assert results == {"a": b"done"}
+    d.retire("rollout-7")
+    assert d.in_flight() == 0
+    client.close()
+    ctx.term()
+    d.close()

@@ -1,0 +1,294 @@
+"""Standard benchmark files (given by local path) as peirce Tasks for the right reward.
+
+| format        | family  | rows                                                                  |
+|---------------|---------|-----------------------------------------------------------------------|
+| math500       | math    | problem, answer (unique_id optional)                                  |
+| aime, amc     | math    | problem or question, answer (any case: AIME 1983-2024 has Question/Answer) |
+| gpqa          | science | Question, Correct Answer, Incorrect Answer 1..3 (csv)                 |
+| mbpp          | code    | text, test_list, code (test_setup_code optional)                      |
+| livecodebench | code    | question_content, public_test_cases (JSON string), starter_code, metadata |
+
+Files may be .jsonl, .json (a list), .csv or .parquet. Nothing is downloaded.
+
+GPQA's choices are shuffled per question by a hash of (seed, question), so the gold
+letter is uniform over A-D yet the same on every run and machine.
+
+LiveCodeBench "functional" cases (LeetCode style) become asserts on `Solution().<fn>`.
+"stdin" cases are judged by re-running the answer's program with the case's input on
+stdin and comparing stdout (lines, trailing spaces ignored). The code reward runs a
+program once before its tests, so the task's `setup` feeds case 0 to that first run and
+defines `_peirce_stdin_case(i)`, which re-runs the program source. The source comes from
+the code reward's sandbox harness (`__main__.job["program"]`), the one place that holds
+it; tests/eval/test_loaders.py checks this against the real reward, so a harness change
+fails loudly there.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from peirce.tasks.base import Task
+from peirce.tasks.domain import code_task, math_task, science_task
+
+
+class BenchmarkFileError(ValueError):
+    """A benchmark file cannot be read as its format; the message names path, row and field."""
+
+
+def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Rows of a .jsonl, .json (list of objects), .csv or .parquet file."""
+    path = Path(path)
+    if not path.is_file():
+        raise BenchmarkFileError(f"path={str(path)!r}: no such file")
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    if suffix == ".csv":
+        with open(path, encoding="utf-8", newline="") as fh:
+            return list(csv.DictReader(fh))
+    if suffix == ".json":
+        with open(path, encoding="utf-8") as fh:
+            try:
+                data = json.load(fh)
+            except json.JSONDecodeError as exc:
+                raise BenchmarkFileError(f"{path}: not JSON ({exc})") from None
+        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+            raise BenchmarkFileError(f"{path}: a .json benchmark file must hold a list of objects")
+        return data
+    if suffix == ".jsonl":
+        rows = []
+        with open(path, encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise BenchmarkFileError(f"{path}:{lineno}: not JSON ({exc})") from None
+                if not isinstance(row, dict):
+                    raise BenchmarkFileError(f"{path}:{lineno}: must be a JSON object, got {type(row).__name__}")
+                rows.append(row)
+        return rows
+    raise BenchmarkFileError(f"path={str(path)!r}: suffix {path.suffix!r} is not one of .jsonl .json .csv .parquet")
+
+
+def _field(row: dict[str, Any], where: str, *names: str, required: bool = True) -> Any:
+    """The first non-empty of `names`, matched case-insensitively."""
+    lower = {str(k).strip().lower(): v for k, v in row.items()}
+    for name in names:
+        v = lower.get(name.lower())
+        if v not in (None, "", []):
+            return v
+    if required:
+        raise BenchmarkFileError(f"{where}: missing field {' or '.join(repr(n) for n in names)} "
+                                 f"(row has {sorted(row)[:12]})")
+    return None
+
+
+def _answer_text(value: Any) -> str:
+    """27.0 -> "27" (AMC files store integers as floats); other values as written."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def _slug(value: Any) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in str(value)).strip("-") or "x"
+
+
+# ---------------------------------------------------------------- math
+
+
+def _math_loader(fmt: str) -> Callable[[list[dict[str, Any]], Path, int], list[Task]]:
+    def load(rows: list[dict[str, Any]], path: Path, seed: int) -> list[Task]:
+        tasks = []
+        for i, row in enumerate(rows):
+            where = f"{path}: row {i}"
+            problem = _field(row, where, "problem", "question")
+            answer = _field(row, where, "answer")
+            key = _field(row, where, "unique_id", "id", required=False)
+            tid = f"{fmt}-{_slug(key) if key is not None else f'{i:05d}'}"
+            tasks.append(math_task(str(problem), _answer_text(answer), id=tid, split="test"))
+        return tasks
+
+    return load
+
+
+# ---------------------------------------------------------------- science
+
+
+def _shuffle_seed(seed: int, key: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"peirce-gpqa|{seed}|{key}".encode()).digest()[:8], "big")
+
+
+def _gpqa(rows: list[dict[str, Any]], path: Path, seed: int) -> list[Task]:
+    tasks = []
+    for i, row in enumerate(rows):
+        where = f"{path}: row {i}"
+        question = str(_field(row, where, "Question")).strip()
+        correct = str(_field(row, where, "Correct Answer")).strip()
+        wrong = [str(_field(row, where, f"Incorrect Answer {j}")).strip() for j in (1, 2, 3)]
+        choices = [correct, *wrong]
+        random.Random(_shuffle_seed(seed, question)).shuffle(choices)
+        letter = chr(65 + choices.index(correct))
+        key = _field(row, where, "Record ID", "id", required=False)
+        tid = f"gpqa-{_slug(key) if key is not None else f'{i:05d}'}"
+        tasks.append(science_task(question, choices, letter, id=tid, split="test"))
+    return tasks
+
+
+# ---------------------------------------------------------------- code
+
+
+def _list_field(value: Any, where: str, name: str) -> list[str]:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise BenchmarkFileError(f"{where}: field {name!r} is a string but not a JSON list") from None
+    if not isinstance(value, list) or not value or not all(isinstance(t, str) for t in value):
+        raise BenchmarkFileError(f"{where}: field {name!r} must be a non-empty list of strings, got {value!r:.120}")
+    return value
+
+
+def _mbpp(rows: list[dict[str, Any]], path: Path, seed: int) -> list[Task]:
+    tasks = []
+    for i, row in enumerate(rows):
+        where = f"{path}: row {i}"
+        text = _field(row, where, "text", "prompt")
+        tests = _list_field(_field(row, where, "test_list"), where, "test_list")
+        key = _field(row, where, "task_id", required=False)
+        tid = f"mbpp-{_slug(key) if key is not None else f'{i:05d}'}"
+        tasks.append(code_task(str(text), tests, id=tid, split="test",
+                               reference_solution=str(_field(row, where, "code", required=False) or ""),
+                               setup=str(_field(row, where, "test_setup_code", required=False) or "")))
+    return tasks
+
+
+# Names LeetCode-style solutions use without importing them (LiveCodeBench's own prelude does the same).
+_FUNCTIONAL_SETUP = (
+    "from typing import *\nimport collections, heapq, math, itertools, bisect, functools, string, re\n"
+    "from collections import *\nimport json as _peirce_json\n"
+)
+
+_STDIN_SETUP = r'''
+import io as _peirce_io, os as _peirce_os, sys as _peirce_sys
+_PEIRCE_CASES = {cases}
+def _peirce_stream(text):
+    """Case input on fd 0 (so input(), sys.stdin.buffer and open(0) all see it)."""
+    data = text.encode()
+    if len(data) > 60000:  # more than a pipe buffer holds without a reader: Python-level only
+        return _peirce_io.TextIOWrapper(_peirce_io.BytesIO(data), encoding="utf-8")
+    r, w = _peirce_os.pipe()
+    _peirce_os.write(w, data)
+    _peirce_os.close(w)
+    if r != 0:  # r is 0 itself when fd 0 was closed (the harness closes stdin)
+        _peirce_os.dup2(r, 0)
+        _peirce_os.close(r)
+    return open(0, "r", encoding="utf-8", closefd=False)
+def _peirce_capture():
+    return _peirce_io.TextIOWrapper(_peirce_io.BytesIO(), encoding="utf-8")
+def _peirce_lines(text):
+    return [line.rstrip() for line in text.strip().splitlines()]
+def _peirce_stdin_case(i):
+    """Run the answer's program as __main__ with case i on stdin; compare stdout."""
+    source = _peirce_sys.modules["__main__"].job["program"]
+    case = _PEIRCE_CASES[i]
+    old_in, old_out = _peirce_sys.stdin, _peirce_sys.stdout
+    _peirce_sys.stdin, _peirce_sys.stdout = _peirce_stream(case[0]), _peirce_capture()
+    try:
+        try:
+            exec(compile(source, "<solution>", "exec"), {{"__name__": "__main__"}})
+        except SystemExit:
+            pass
+        _peirce_sys.stdout.flush()
+        got = _peirce_sys.stdout.buffer.getvalue().decode("utf-8", "replace")
+    finally:
+        _peirce_sys.stdin, _peirce_sys.stdout = old_in, old_out
+    assert _peirce_lines(got) == _peirce_lines(case[1]), "case %d: wrong output" % i
+_peirce_sys.stdin = _peirce_stream(_PEIRCE_CASES[0][0])  # the harness's first run of the program reads case 0
+_peirce_sys.stdout = _peirce_capture()
+'''
+
+
+def _lcb_cases(row: dict[str, Any], where: str) -> list[dict[str, str]]:
+    raw = _field(row, where, "public_test_cases")
+    cases = json.loads(raw) if isinstance(raw, str) else raw
+    if not isinstance(cases, list) or not cases:
+        raise BenchmarkFileError(f"{where}: field 'public_test_cases' must be a non-empty JSON list")
+    for j, c in enumerate(cases):
+        if not (isinstance(c, dict) and isinstance(c.get("input"), str) and isinstance(c.get("output"), str)):
+            raise BenchmarkFileError(f"{where}: public_test_cases[{j}] needs string 'input' and 'output'")
+        if c.get("testtype", "stdin") not in ("stdin", "functional"):
+            raise BenchmarkFileError(f"{where}: public_test_cases[{j}].testtype={c.get('testtype')!r}: "
+                                     "must be 'stdin' or 'functional'")
+    return cases
+
+
+def _livecodebench(rows: list[dict[str, Any]], path: Path, seed: int) -> list[Task]:
+    tasks = []
+    for i, row in enumerate(rows):
+        where = f"{path}: row {i}"
+        question = str(_field(row, where, "question_content"))
+        cases = _lcb_cases(row, where)
+        starter = str(_field(row, where, "starter_code", required=False) or "")
+        key = _field(row, where, "question_id", "id", required=False)
+        tid = f"livecodebench-{_slug(key) if key is not None else f'{i:05d}'}"
+        if all(c.get("testtype", "stdin") == "functional" for c in cases):
+            meta = _field(row, where, "metadata", required=False) or {}
+            meta = json.loads(meta) if isinstance(meta, str) else meta
+            fn = meta.get("func_name") if isinstance(meta, dict) else None
+            if not isinstance(fn, str) or not fn.isidentifier():
+                raise BenchmarkFileError(f"{where}: functional tests need metadata.func_name, got {fn!r}")
+            args = [[json.loads(a) for a in c["input"].split("\n") if a.strip()] for c in cases]
+            tests = [f"assert Solution().{fn}(*_peirce_json.loads({json.dumps(a)!r})) == "
+                     f"_peirce_json.loads({c['output'].strip()!r})" for a, c in zip(args, cases)]
+            text = f"{question}\n\nComplete this starter code:\n```python\n{starter.rstrip()}\n```"
+            setup = _FUNCTIONAL_SETUP
+        elif any(c.get("testtype", "stdin") == "functional" for c in cases):
+            raise BenchmarkFileError(f"{where}: mixes 'stdin' and 'functional' test cases")
+        else:
+            tests = [f"_peirce_stdin_case({j})" for j in range(len(cases))]
+            text = f"{question}\n\nWrite a complete program that reads from standard input and writes to standard output."
+            setup = _STDIN_SETUP.format(cases=repr([(c["input"], c["output"]) for c in cases]))
+        # Built directly (not by code_task) so the user text shows the question, not a harness call.
+        tasks.append(Task(id=tid, task="code", level=1, split="test", puzzle_text=text, solution_text="",
+                          puzzle={"prompt": question, "tests": tests, "setup": setup, "entry_point": None,
+                                  "reference_solution": "", "starter_code": starter}))
+    return tasks
+
+
+LOADERS: dict[str, Callable[[list[dict[str, Any]], Path, int], list[Task]]] = {
+    "math500": _math_loader("math500"),
+    "aime": _math_loader("aime"),
+    "amc": _math_loader("amc"),
+    "gpqa": _gpqa,
+    "mbpp": _mbpp,
+    "livecodebench": _livecodebench,
+}
+FORMATS: tuple[str, ...] = tuple(LOADERS)
+
+
+def load_benchmark_file(path: str | os.PathLike, fmt: str, seed: int = 0) -> list[Task]:
+    """Tasks (split "test") from a local benchmark file in format `fmt` (see FORMATS)."""
+    if fmt not in LOADERS:
+        raise BenchmarkFileError(f"format={fmt!r}: unknown; valid: {', '.join(FORMATS)}")
+    rows = read_records(path)
+    if not rows:
+        raise BenchmarkFileError(f"path={str(path)!r}: no rows")
+    tasks = LOADERS[fmt](rows, Path(path), seed)
+    seen: set[str] = set()
+    for t in tasks:
+        if t.id in seen:
+            raise BenchmarkFileError(f"{path}: task id {t.id!r} occurs twice; ids must be unique")
+        seen.add(t.id)
+    return tasks

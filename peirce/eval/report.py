@@ -1,0 +1,82 @@
+"""Side-by-side tables of eval results, laid out like Table 1 of the MAA paper.
+
+Rows are checkpoints in the order given (the paper's: base, each specialist, merged,
+domain-RL from merged, domain-RL from base); columns are the suites in order of first
+appearance, then "average". A suite a checkpoint was not evaluated on (or a metric it
+lacks, e.g. pass@8 of a greedy run) is a missing cell, shown as "-". The average is over
+the cells present; when some are missing it is marked "*" in Markdown and carries
+`average_over` in JSON, so a partial average is never mistaken for a full one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from peirce.eval.runner import EvalResult
+
+MISSING = "-"
+
+
+@dataclass(frozen=True)
+class TableRow:
+    name: str
+    cells: dict[str, float | None]  # suite -> metric value (fraction in [0, 1]) or None
+    average: float | None
+    average_over: int
+
+
+@dataclass(frozen=True)
+class Table:
+    metric: str
+    columns: list[str]
+    rows: list[TableRow]
+
+    def to_json(self) -> dict:
+        return {"metric": self.metric, "columns": self.columns,
+                "rows": [{"name": r.name, "cells": r.cells, "average": r.average, "average_over": r.average_over}
+                         for r in self.rows]}
+
+    def to_markdown(self, digits: int = 1) -> str:
+        """Percentages; the best value of each column in bold."""
+        best = {c: max((r.cells[c] for r in self.rows if r.cells[c] is not None), default=None) for c in self.columns}
+        best_avg = max((r.average for r in self.rows if r.average is not None), default=None)
+
+        def fmt(v: float | None, top: float | None) -> str:
+            if v is None:
+                return MISSING
+            s = f"{100 * v:.{digits}f}"
+            return f"**{s}**" if top is not None and len(self.rows) > 1 and v == top else s
+
+        header = ["model", *self.columns, "average"]
+        lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+        partial = False
+        for r in self.rows:
+            avg = fmt(r.average, best_avg)
+            if r.average is not None and r.average_over < len(self.columns):
+                avg, partial = avg + "*", True
+            lines.append("| " + " | ".join([r.name, *(fmt(r.cells[c], best[c]) for c in self.columns), avg]) + " |")
+        lines.append("")
+        lines.append(f"{self.metric} in %.")
+        if partial:
+            lines.append("* average over the suites present in that row only.")
+        return "\n".join(lines) + "\n"
+
+
+def build_table(results: Sequence[tuple[str, EvalResult]], metric: str = "pass@1") -> Table:
+    """One row per (name, result); `metric` is a key of SuiteResult.metrics ("pass@1", "avg@32", ...)."""
+    names = [name for name, _ in results]
+    if not results:
+        raise ValueError("results=[]: need at least one (name, result) pair")
+    if len(set(names)) != len(names):
+        raise ValueError(f"row names {names!r}: must be distinct")
+    columns: list[str] = []
+    for _, res in results:
+        columns += [s for s in res.suites if s not in columns]
+    rows = []
+    for name, res in results:
+        cells = {c: (res.suites[c].metrics.get(metric) if c in res.suites else None) for c in columns}
+        present = [v for v in cells.values() if v is not None]
+        rows.append(TableRow(name=name, cells=cells, average=sum(present) / len(present) if present else None,
+                             average_over=len(present)))
+    return Table(metric=metric, columns=columns, rows=rows)
