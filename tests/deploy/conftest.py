@@ -1,0 +1,152 @@
+"""Real Prometheus for the deploy tests, scraping a pluggable metrics source.
+
+A *metrics source* is a function `(targets_dir) -> MetricsSource` that starts something
+announcing exporters into `targets_dir` (file_sd, like every peirce actor) and returns
+how to stop it. The default is the synthetic workload of `peirce.monitoring.promtest`;
+set PEIRCE_DEPLOY_SOURCE=smoke to scrape a real `peirce train` smoke run instead, or add
+a factory to SOURCES. Prometheus itself is installed by deploy/prometheus/install.sh;
+the tests skip, with the reason, only when that is impossible.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from peirce.monitoring.promtest import PrometheusServer, render_config
+
+REPO = Path(__file__).resolve().parents[2]
+INSTALL = REPO / "deploy" / "prometheus" / "install.sh"
+
+
+@dataclass
+class MetricsSource:
+    """A running producer of peirce metrics for one or more runs."""
+
+    runs: tuple[str, ...]
+    stop: Callable[[], None]
+    # Dashboard panel titles whose queries may legitimately be empty for this source
+    # (e.g. a clean run never rejects a frame, so that counter is never created).
+    may_be_empty: frozenset[str] = field(default_factory=frozenset)
+    # Prometheus range window for rate(): long enough to hold >= 2 scrapes of this source.
+    rate_window: str = "15s"
+    # True when every CATALOGUE metric is emitted for every run (the synthetic source).
+    whole_catalogue: bool = False
+
+
+def _spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    with open(log, "ab") as f:
+        return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=REPO,
+                                env={**os.environ, **(env or {})}, start_new_session=True)
+
+
+def _stopper(proc: subprocess.Popen) -> Callable[[], None]:
+    def stop() -> None:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+    return stop
+
+
+def synthetic_source(targets_dir: Path) -> MetricsSource:
+    """Two runs x two workers emitting every CATALOGUE metric (a separate process)."""
+    runs = ("deduction", "induction")
+    proc = _spawn([sys.executable, "-m", "peirce.monitoring.promtest", "synthetic",
+                   "--targets-dir", str(targets_dir), "--runs", *runs, "--interval", "0.25"],
+                  targets_dir.parent / "synthetic.log")
+    deadline = time.monotonic() + 60
+    while len(list(targets_dir.glob("*.json"))) < 2 * len(runs):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            _stopper(proc)()
+            log = (targets_dir.parent / "synthetic.log").read_text(errors="replace")
+            raise RuntimeError(f"synthetic metrics source did not announce its exporters:\n{log}")
+        time.sleep(0.1)
+    return MetricsSource(runs=runs, stop=_stopper(proc), whole_catalogue=True)
+
+
+def smoke_train_source(targets_dir: Path) -> MetricsSource:
+    """A real `peirce train` smoke run (tiny Llama, toy task; ~2 min) exporting into targets_dir."""
+    from peirce.config.profiles import SMOKE_TRAIN, as_overrides
+
+    run_dir = targets_dir.parent / "smoke-run"
+    proc = _spawn([sys.executable, "-m", "peirce.cli.main", "train", "configs/train-deduction.yaml",
+                   *as_overrides({**SMOKE_TRAIN, "trainer.max_steps": 1000}), f"run_dir={run_dir}", "--no-progress"],
+                  targets_dir.parent / "smoke.log",
+                  env={"PEIRCE_PROM_TARGETS_DIR": str(targets_dir), "VLLM_HOST_IP": "127.0.0.1",
+                       "RAY_ADDRESS": ""})
+    return MetricsSource(runs=("deduction",), stop=_stopper(proc), rate_window="2m",
+                         may_be_empty=frozenset({"Rejected frames / s"}))
+
+
+SOURCES: dict[str, Callable[[Path], MetricsSource]] = {"synthetic": synthetic_source, "smoke": smoke_train_source}
+
+
+def ensure_prometheus() -> None:
+    if shutil.which("prometheus") and shutil.which("promtool"):
+        return
+    r = subprocess.run(["bash", str(INSTALL)], capture_output=True, text=True, timeout=600)
+    if r.returncode != 0 or not (shutil.which("prometheus") and shutil.which("promtool")):
+        pytest.skip(f"Prometheus cannot be installed here: {r.stderr.strip()[-500:]}")
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    ensure_prometheus()
+    return shutil.which("promtool")
+
+
+@pytest.fixture(scope="session")
+def metrics_source_factory() -> Callable[[Path], MetricsSource]:
+    name = os.environ.get("PEIRCE_DEPLOY_SOURCE", "synthetic")
+    if name not in SOURCES:
+        raise ValueError(f"PEIRCE_DEPLOY_SOURCE={name!r}; choose one of {sorted(SOURCES)}")
+    return SOURCES[name]
+
+
+@pytest.fixture(scope="session")
+def prom_targets_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("prom") / "targets"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture(scope="session")
+def prometheus(promtool, prom_targets_dir) -> PrometheusServer:
+    """A real Prometheus (1 s scrapes) discovering exporters through `prom_targets_dir`."""
+    server = PrometheusServer(render_config(prom_targets_dir, scrape_interval="1s"),
+                              workdir=prom_targets_dir.parent / "server")
+    with server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def metrics_source(prometheus, prom_targets_dir, metrics_source_factory) -> MetricsSource:
+    """The source running, and every one of its targets up in Prometheus."""
+    source = metrics_source_factory(prom_targets_dir)
+    try:
+        def all_up():
+            announced = set()
+            for p in prom_targets_dir.glob("*.json"):
+                try:
+                    announced.add(json.loads(p.read_text())[0]["targets"][0])
+                except FileNotFoundError:  # withdrawn between glob and read
+                    pass
+            up = {t["labels"]["instance"] for t in prometheus.active_targets("peirce") if t["health"] == "up"}
+            return announced and announced <= up
+        prometheus.wait_until(all_up, timeout=300, what="every announced exporter scraped")
+        yield source
+    finally:
+        source.stop()
