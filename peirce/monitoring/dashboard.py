@@ -284,7 +284,7 @@ def lint_query(expr: str) -> list[str]:
         if not re.search(r"by \([^)]*\ble\b", arg):
             problems.append("histogram_quantile without aggregating by (..., le)")
     known = {lab for i in info.values() if i for lab in i[1]}
-    for group in re.findall(r"\bby \(([^)]*)\)", expr):
+    for group in re.findall(r"\bby \(([^)]*)\)", expr) if all(info.values()) else ():
         for label in (s.strip() for s in group.split(",")):
             if label and label not in known:
                 problems.append(f"grouping label {label!r} is not a label of {sorted(info)}")
