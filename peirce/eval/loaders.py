@@ -20,7 +20,9 @@ program once before its tests, so the task's `setup` feeds case 0 to that first 
 defines `_peirce_stdin_case(i)`, which re-runs the program source. The source comes from
 the code reward's sandbox harness (`__main__.job["program"]`), the one place that holds
 it; tests/eval/test_loaders.py checks this against the real reward, so a harness change
-fails loudly there.
+fails loudly there. Known gap: a program that calls exit() at top level on case 0 ends
+that first run with SystemExit, which the harness counts as a failed load, so all its
+cases fail (a `stdin_cases` mode in the code reward would close it).
 """
 
 from __future__ import annotations
@@ -222,7 +224,10 @@ _peirce_sys.stdout = _peirce_capture()
 
 def _lcb_cases(row: dict[str, Any], where: str) -> list[dict[str, str]]:
     raw = _field(row, where, "public_test_cases")
-    cases = json.loads(raw) if isinstance(raw, str) else raw
+    try:
+        cases = json.loads(raw) if isinstance(raw, str) else raw
+    except json.JSONDecodeError as exc:
+        raise BenchmarkFileError(f"{where}: field 'public_test_cases' is not JSON ({exc})") from None
     if not isinstance(cases, list) or not cases:
         raise BenchmarkFileError(f"{where}: field 'public_test_cases' must be a non-empty JSON list")
     for j, c in enumerate(cases):
@@ -249,7 +254,12 @@ def _livecodebench(rows: list[dict[str, Any]], path: Path, seed: int) -> list[Ta
             fn = meta.get("func_name") if isinstance(meta, dict) else None
             if not isinstance(fn, str) or not fn.isidentifier():
                 raise BenchmarkFileError(f"{where}: functional tests need metadata.func_name, got {fn!r}")
-            args = [[json.loads(a) for a in c["input"].split("\n") if a.strip()] for c in cases]
+            try:  # one JSON value per line per argument; the output is one JSON value
+                args = [[json.loads(a) for a in c["input"].split("\n") if a.strip()] for c in cases]
+                for c in cases:
+                    json.loads(c["output"])
+            except json.JSONDecodeError as exc:
+                raise BenchmarkFileError(f"{where}: functional test case is not JSON ({exc})") from None
             tests = [f"assert Solution().{fn}(*_peirce_json.loads({json.dumps(a)!r})) == "
                      f"_peirce_json.loads({c['output'].strip()!r})" for a, c in zip(args, cases)]
             text = f"{question}\n\nComplete this starter code:\n```python\n{starter.rstrip()}\n```"
