@@ -100,6 +100,13 @@ class Learner:
                         pad_token_id=self.pad_token_id)
         return self.engine.logprobs(batch)[0, : len(response_ids)].float().tolist()
 
+    def optimizer_summary(self) -> dict[str, float]:
+        """Step count and moment norms of the optimizer: compared across a resume."""
+        state = self.engine.optimizer.state
+        steps = [float(v["step"]) for v in state.values() if "step" in v]
+        exp_avg = sum(float(v["exp_avg"].float().norm()) for v in state.values() if "exp_avg" in v)
+        return {"step": max(steps, default=0.0), "exp_avg_norm": round(exp_avg, 6)}
+
     def save(self, directory: str, extra_state: dict[str, Any]) -> str:
         return str(self.engine.save_checkpoint(directory, extra_state))
 

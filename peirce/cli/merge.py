@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -29,13 +30,31 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_handle)
 
 
+def _with_default_weights(config: str, overrides: list[str]) -> list[str]:
+    """`weights.induction=0.5` on a config without `weights` changes one reference weight
+    (instead of replacing all three by a one-entry mapping)."""
+    import yaml
+
+    from peirce.merge import REFERENCE_WEIGHTS
+
+    if not any(o.startswith("weights.") for o in overrides):
+        return overrides
+    try:
+        data = yaml.safe_load(Path(config).read_text())
+    except (OSError, yaml.YAMLError):
+        return overrides  # load_config reports the problem
+    if isinstance(data, dict) and "weights" not in data:
+        return [f"weights.{k}={v}" for k, v in REFERENCE_WEIGHTS.items()] + overrides
+    return overrides
+
+
 def _handle(args: argparse.Namespace) -> int:
     from peirce.config import ConfigError, load_config
     from peirce.merge import MergeConfig, MergeError, run_merge
     from peirce.merge.merge import resolve_inputs
 
     try:
-        cfg = load_config(MergeConfig, args.config, list(args.overrides))
+        cfg = load_config(MergeConfig, args.config, _with_default_weights(args.config, list(args.overrides)))
         resolve_inputs(cfg)  # a missing folder is a usage error, reported before mergekit loads
     except (ConfigError, MergeError) as exc:
         print(f"peirce merge: {exc}", file=sys.stderr)

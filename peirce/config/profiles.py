@@ -9,7 +9,7 @@ SMOKE_TRAIN: dict[str, Any] = {
     "model.path": "tiny", "model.max_model_len": 256,
     "tasks.families": "[uppercase]", "tasks.levels": "[1]", "tasks.n_per_level": 8,
     "tasks.prompt_style": "reference", "rollout.prompts_per_step": 2, "rollout.n_samples": 2,
-    "rollout.max_tokens": 8, "rollout.temperature": 1.0, "rollout.kv_cache_gib": 1,
+    "rollout.max_tokens": 8, "rollout.temperature": 1.0, "rollout.top_k": 20, "rollout.kv_cache_gib": 1,
     "learner.lr": 1.0e-3, "learner.micro_batch_size": 4,
     "algorithm.kl_coef": 0.0, "trainer.max_steps": 3, "trainer.save_every": 100, "trainer.metrics_port": 0,
 }

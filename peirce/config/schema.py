@@ -51,6 +51,7 @@ class RolloutConfig(_Strict):
     n_samples: int = Field(4, ge=1, description="Samples per prompt (the GRPO/RLOO group).")
     temperature: float = Field(0.7, ge=0.0, description="Sampling temperature.")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling.")
+    top_k: int = Field(0, ge=0, description="Sample among the k most likely tokens (0 = off).")
     max_tokens: int = Field(256, ge=1, description="Response token limit.")
     kv_cache_gib: int = Field(1, ge=1, description="KV cache GiB of each rollout engine on CPU (VLLM_CPU_KVCACHE_SPACE).")
     gpu_memory_utilization: float = Field(0.35, gt=0, le=1, description="vLLM GPU memory fraction per engine (engines may share a GPU).")

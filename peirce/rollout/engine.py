@@ -37,7 +37,7 @@ from typing import Any, Literal
 from peirce.rollout.sampling import GenRequest, GenResult, SamplingSpec, SamplingSpecError
 
 __all__ = ["GenRequest", "GenResult", "RolloutEngine", "SamplingSpec", "SamplingSpecError",
-           "WeightLoadError", "WeightLoadStats", "check_named_tensors", "checkpoint_shapes"]
+           "WeightLoadError", "WeightLoadStats", "check_named_tensors", "checkpoint_shapes", "safetensors_shapes"]
 
 log = logging.getLogger(__name__)
 
@@ -60,17 +60,22 @@ class WeightLoadStats:
     via: str
 
 
+def safetensors_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes of one safetensors file, read from its header only."""
+    with open(path, "rb") as fh:
+        (n,) = struct.unpack("<Q", fh.read(8))
+        header = json.loads(fh.read(n))
+    return {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"}
+
+
 def checkpoint_shapes(model_dir: str | Path) -> dict[str, tuple[int, ...]]:
-    """Tensor names and shapes of a safetensors checkpoint, read from the headers only."""
+    """Tensor names and shapes of a safetensors checkpoint folder."""
     files = sorted(Path(model_dir).glob("*.safetensors"))
     if not files:
         raise FileNotFoundError(f"model_dir={str(model_dir)!r}: no *.safetensors files")
     shapes: dict[str, tuple[int, ...]] = {}
     for f in files:
-        with open(f, "rb") as fh:
-            (n,) = struct.unpack("<Q", fh.read(8))
-            header = json.loads(fh.read(n))
-        shapes.update({k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__"})
+        shapes.update(safetensors_shapes(f))
     return shapes
 
 
@@ -292,6 +297,28 @@ class RolloutEngine:
             self.last_load = stats
         log.info("loaded weights v%d via %s: %d tensors, %.1f MB in %.3f s", version, via, stats.tensors,
                  nbytes / 1e6, stats.seconds)
+        return stats
+
+    def load_weights_file(self, path: str | Path, version: int) -> WeightLoadStats:
+        """Load a full state dict that is already a safetensors file (e.g. received straight
+        into /dev/shm): skips the engine-side copy; the file is left in place."""
+        if type(version) is not int or version < 0:
+            raise WeightLoadError(f"version={version!r}: must be an int >= 0")
+        t0 = time.perf_counter()
+        shapes = safetensors_shapes(path)
+        if self.tied_head:
+            shapes.pop(_TIED_HEAD, None)
+        if shapes != self.shapes:
+            diff = sorted(set(shapes.items()) ^ set(self.shapes.items()))[:3]
+            raise WeightLoadError(f"file {str(path)!r}: names/shapes differ from the served model, e.g. {diff}")
+        with self._lock:
+            worker_s = self._llm.collective_rpc("peirce_reload_from_file", args=(str(path),))
+            self._llm.reset_prefix_cache()
+            self._version = version
+            stats = WeightLoadStats(version=version, tensors=len(shapes), bytes=os.path.getsize(path),
+                                    seconds=time.perf_counter() - t0, write_seconds=0.0,
+                                    worker_seconds=max(worker_s), via="file")
+            self.last_load = stats
         return stats
 
     def reload_from_disk(self, version: int, weights_path: str | None = None) -> float:

@@ -119,7 +119,10 @@ class Orchestrator:
 
     def status(self) -> dict[str, Any]:
         return {"run": self.cfg.name, "step": self.step, "rollout": self.rollout_pool.size,
-                "reward": self.reward_pool.size, "level": self.source.level, "in_flight": len(self.groups)}
+                "reward": self.reward_pool.size, "level": self.source.level, "in_flight": len(self.groups),
+                "rollout_registered": self.rollout_dispatch.live_workers(),
+                "reward_registered": self.reward_dispatch.live_workers(),
+                "worker_deaths": self.rollout_pool.deaths + self.reward_pool.deaths}
 
     def get_version(self) -> int:
         return self.version
@@ -178,7 +181,8 @@ class Orchestrator:
             self.seq += 1
             rc = self.cfg.rollout
             msg = TaskMsg(task=task, group_id=gid, n_samples=rc.n_samples,
-                          sampling={"temperature": rc.temperature, "top_p": rc.top_p, "max_tokens": rc.max_tokens},
+                          sampling={"temperature": rc.temperature, "top_p": rc.top_p, "top_k": rc.top_k,
+                                    "max_tokens": rc.max_tokens},
                           policy_version_at_dispatch=self.version)
             self.groups[gid] = msg
             self.rollout_dispatch.submit(gid, [bytes(memoryview(f)) for f in pack_messages([msg])])

@@ -70,3 +70,80 @@ def test_weight_sync_is_exact(ray_runtime, tmp_path):
         assert max(abs(a - b) for a, b in zip(ours, theirs)) < 0.05, (ours[:4], theirs[:4])
     finally:
         shutdown()
+
+
+def _expected_task_ids(cfg: TrainConfig) -> list[str]:
+    return sorted(t.id for tasks in build_level_sets(cfg).values() for t in tasks)
+
+
+def test_scaling_up_and_down_loses_and_duplicates_nothing(ray_runtime, tmp_path):
+    """One epoch over 60 tasks while a second rollout worker and a second reward worker
+    join and a rollout worker leaves again: every task is trained exactly once."""
+    cfg = _cfg(tmp_path, "scale", **{"tasks.n_per_level": 60, "trainer.max_steps": 1000,
+                                      "async.max_staleness": 1, "rollout.max_tokens": 16})
+    orch = Orchestrator(cfg, progress=False)
+    seen: dict[str, object] = {}
+
+    def operator():
+        from peirce.trainer.control import ControlRequest, send_control
+
+        deadline = time.time() + 400
+        while time.time() < deadline and not RunDir(Path(cfg.run_dir)).read_metrics():
+            time.sleep(0.5)
+        seen["up"] = scale(cfg.run_dir, rollout=2, reward=2)
+        while time.time() < deadline:
+            state = send_control(cfg.run_dir, ControlRequest(op="status"))
+            if state["rollout_registered"] >= 2:
+                seen["both_registered_at_step"] = state["step"]
+                break
+            time.sleep(0.5)
+        seen["down"] = scale(cfg.run_dir, rollout=1)
+
+    t = threading.Thread(target=operator, daemon=True)
+    t.start()
+    orch.run()
+    t.join(timeout=30)
+    assert "both_registered_at_step" in seen, f"the second rollout worker never registered: {seen}"
+    trained = [e["task_id"] for e in _ledger(cfg.run_dir)]
+    dupes = [k for k, v in collections.Counter(trained).items() if v > 1]
+    assert not dupes, f"trained twice: {dupes}"
+    assert sorted(trained) == _expected_task_ids(cfg), "some tasks were lost"
+    rows = RunDir(Path(cfg.run_dir)).read_metrics()
+    assert max(r["rollout_workers"] for r in rows) == 2 and rows[-1]["rollout_workers"] == 1
+
+
+def test_resume_continues_step_curriculum_and_optimizer(ray_runtime, tmp_path):
+    values = {"tasks.n_per_level": 8, "trainer.save_every": 1, "async.max_staleness": 1}
+    first = _cfg(tmp_path, "resume", **values, **{"trainer.max_steps": 2})
+    orch = Orchestrator(first, progress=False)
+    shutdown, orch.shutdown = orch.shutdown, lambda: None
+    orch.run()
+    saved_opt = ray_runtime.get(orch.learner.optimizer_summary.remote())
+    shutdown()
+
+    second = _cfg(tmp_path, "resume", **values, **{"trainer.max_steps": 4})
+    orch = Orchestrator(second, resume=True, progress=False)
+    assert orch.step == 2 and orch.version == 2
+    assert ray_runtime.get(orch.learner.optimizer_summary.remote()) == saved_opt
+    orch.run()
+    rows = RunDir(Path(second.run_dir)).read_metrics()
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert [r["policy_version"] for r in rows] == [1, 2, 3, 4]
+    # 8 tasks, 2 per step: the two runs together are exactly one epoch, no task twice.
+    trained = sorted(e["task_id"] for e in _ledger(second.run_dir))
+    assert trained == _expected_task_ids(second)
+
+
+def test_mean_reward_rises_on_an_easy_verifiable_task(ray_runtime, tmp_path):
+    """The whole loop learns: on the toy task (reward = fraction of upper-case letters;
+    the tiny random model starts near 0.05), seeded, 16 steps of GRPO. Measured here:
+    0.05 -> 0.87 in 20 steps; we ask for a rise of at least 0.25 between the first and
+    last four steps. A sign error, a broken advantage or a weight sync that never lands
+    keeps it flat."""
+    cfg = _cfg(tmp_path, "learn", **{"tasks.n_per_level": 400, "rollout.prompts_per_step": 4, "rollout.n_samples": 4,
+                                      "algorithm.advantage": "grpo", "learner.lr": 1.0e-2, "trainer.max_steps": 16,
+                                      "async.max_staleness": 1})
+    Orchestrator(cfg, progress=False).run()
+    rewards = [r["reward_mean"] for r in RunDir(Path(cfg.run_dir)).read_metrics()]
+    first, last = sum(rewards[:4]) / 4, sum(rewards[-4:]) / 4
+    assert last > first + 0.25, rewards
