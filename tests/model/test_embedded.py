@@ -41,6 +41,23 @@ def test_second_prepare_reuses_folder_without_converting(embedded_model_dir, mon
     assert weights.stat().st_mtime_ns == before
 
 
+
+@pytest.mark.slow
+def test_conversion_from_scratch_is_deterministic_and_then_cached(embedded_model_dir, tmp_path, monkeypatch):
+    import torch
+    from safetensors.torch import load_file
+
+    monkeypatch.setenv("PEIRCE_HOME", str(tmp_path))
+    fresh = prepare_embedded_model()
+    assert fresh == tmp_path / "models" / EMBEDDED_NAME
+    assert [p.name for p in fresh.parent.iterdir()] == [EMBEDDED_NAME]  # no temp folder left behind
+    ours, shared = load_file(fresh / "model.safetensors"), load_file(embedded_model_dir / "model.safetensors")
+    assert ours.keys() == shared.keys()
+    assert all(torch.equal(ours[k], shared[k]) for k in ours)
+    before = (fresh / "model.safetensors").stat().st_mtime_ns
+    assert prepare_embedded_model() == fresh
+    assert (fresh / "model.safetensors").stat().st_mtime_ns == before
+
 def test_prepare_without_package_names_the_install_command(tmp_path, monkeypatch):
     monkeypatch.setenv("PEIRCE_HOME", str(tmp_path))
     monkeypatch.setattr(embedded, "find_gguf", lambda: None)
