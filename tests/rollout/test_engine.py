@@ -206,3 +206,27 @@ def test_rejected_load_changes_nothing(engine, tiny_state):
     with pytest.raises(WeightLoadError, match="version"):
         engine.load_weights(tiny_state.items(), version=-1)
     assert engine.policy_version == version and engine.param_digest() == digest
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_load_weights_file_loads_a_ready_safetensors_file(engine, tiny_state, tmp_path):
+    from safetensors.torch import save_file
+
+    version, digest = engine.policy_version, engine.param_digest()
+    sharp = tmp_path / "sharp.safetensors"
+    save_file({k: (v.float() * 10).to(v.dtype) if "embed_tokens" in k else v for k, v in tiny_state.items()},
+              str(sharp))
+    original = tmp_path / "original.safetensors"
+    save_file(tiny_state, str(original))
+    bad = tmp_path / "bad.safetensors"
+    save_file({k: v for k, v in tiny_state.items() if "layers.0." not in k}, str(bad))
+    with pytest.raises(WeightLoadError, match="differ from the served model"):
+        engine.load_weights_file(bad, version=version + 1)
+    try:
+        stats = engine.load_weights_file(sharp, version=version + 1)
+        assert stats.via == "file" and engine.policy_version == version + 1
+        assert engine.param_digest() != digest
+    finally:
+        engine.load_weights_file(original, version=version + 2)
+    assert engine.param_digest() == digest and sharp.exists()
