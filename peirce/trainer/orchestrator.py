@@ -88,7 +88,7 @@ class Orchestrator:
         if resume and (ckpt := self.run_dir.latest_checkpoint()) is not None:
             extra = ray.get(self.learner.load.remote(str(ckpt)))
             self._restore(extra)
-            start_version, engine_dir = int(extra["policy_version"]), ckpt / "hf"
+            start_version, engine_dir = int(extra["policy_version"]), ckpt
             self.version = start_version
             self.run_dir.truncate_metrics_after(self.step)
             log.info("resumed %s at step %d (policy version %d)", cfg.name, self.step, start_version)
@@ -166,6 +166,10 @@ class Orchestrator:
                     train_ref, batch = None, None
                 if self.source.done and not self.groups and train_ref is None:
                     break  # curriculum exhausted and everything trained
+            if not self._stop_requested:
+                if self.run_dir.latest_checkpoint() != self.run_dir.checkpoint_path(self.step):
+                    self.checkpoint(self.version)  # the curriculum ended between save points
+                self.run_dir.done_path.write_text(str(self.step))
             return {"step": self.step, "run_dir": str(self.run_dir.root)}
         finally:
             bar.close()

@@ -5,7 +5,8 @@ Layout::
     <run>/config.yaml            resolved config (defaults filled in)
     <run>/metrics.jsonl          one JSON object per learner step
     <run>/control.json           endpoint of the live run's control socket (peirce scale)
-    <run>/checkpoints/step-000010/   HF folder + optimizer + RNG + driver state
+    <run>/checkpoints/step-000010/   an HF folder (transformers/vLLM/mergekit load it) that
+                                     also holds optimizer, RNG and driver state
     <run>/checkpoints/latest     name of the newest complete checkpoint
     <run>/DONE                   written when the run finished
 """
@@ -88,6 +89,5 @@ class RunDir:
         return path if path.exists() else None
 
     def model_dir(self) -> Path | None:
-        """The newest checkpoint's HF folder (what merge and eval consume)."""
-        ckpt = self.latest_checkpoint()
-        return ckpt / "hf" if ckpt is not None else None
+        """The newest checkpoint, itself an HF folder (what merge and eval consume)."""
+        return self.latest_checkpoint()

@@ -1,0 +1,42 @@
+"""`peirce run CONFIG.yaml [key=value ...]`: the whole recipe, resumable."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _handle(args: argparse.Namespace) -> int:
+    from peirce.config import ConfigError, load_config
+    from peirce.pipeline.config import PipelineConfig
+
+    try:
+        pc = load_config(PipelineConfig, args.config, args.overrides)
+    except ConfigError as exc:
+        print(f"peirce run: {exc}", file=sys.stderr)
+        return 2
+    from peirce.actors.runtime import ensure_ray
+    from peirce.pipeline.runner import StageError, run_pipeline
+
+    ensure_ray()
+    try:
+        report = run_pipeline(pc)
+    except (StageError, ConfigError) as exc:
+        print(f"peirce run: {exc}", file=sys.stderr)
+        return 1
+    print(f"peirce run: done; report at {report}")
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run",
+        help="Run the whole meta-ability recipe: specialists -> merge -> domain RL -> evaluation -> report.",
+        description="Stage A trains the deduction, induction and abduction specialists concurrently, stage B "
+        "merges them with mergekit, stage C runs domain RL from the merge and from the base model, then every "
+        "checkpoint is evaluated and a report (Markdown + PNG plots) is written to the run directory. Re-running "
+        "skips completed stages. Overrides use dotted keys, e.g. profile=smoke or stage_b.method=ties.",
+    )
+    p.add_argument("config", help="pipeline YAML (see configs/default.yaml)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    p.set_defaults(handler=_handle)

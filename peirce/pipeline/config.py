@@ -1,0 +1,62 @@
+"""The whole recipe in one YAML: stage A (three specialists at once), stage B (merge),
+stage C (domain RL from the merge, and from the base as the baseline), evaluation.
+
+Each stage section holds *partial* TrainConfig overrides (dotted keys or nested maps);
+the full config of every run is resolved, validated and written to its run directory.
+`profile: smoke` swaps in a tiny random Llama and toy budgets for every stage.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StageA(_Strict):
+    common: dict[str, Any] = Field(default_factory=dict, description="Overrides shared by every specialist.")
+    specialists: dict[str, dict[str, Any]] = Field(
+        default_factory=lambda: {"deduction": {}, "induction": {}, "abduction": {}},
+        description="Specialist name -> its own overrides (tasks.families defaults to [name]).")
+
+
+class StageB(_Strict):
+    method: Literal["linear", "task_arithmetic", "ties"] = "linear"
+    weights: dict[str, float] = Field(
+        default_factory=lambda: {"deduction": 1.0, "induction": 0.2, "abduction": 0.1},
+        description="Reference weights; mergekit's linear normalises them (effective 0.769/0.154/0.077) "
+                    "unless normalize is false.")
+    normalize: bool = True
+    density: float | None = Field(None, description="ties: fraction of each task vector kept.")
+
+
+class StageC(_Strict):
+    train: dict[str, Any] = Field(default_factory=dict, description="Overrides of the domain-RL runs.")
+    starts: list[Literal["merged", "base"]] = Field(default_factory=lambda: ["merged", "base"],
+                                                     description="Run domain RL from these starting points.")
+
+
+class EvalStage(_Strict):
+    suites: list[str] = Field(default_factory=lambda: ["maa-deduction", "maa-induction", "maa-abduction",
+                                                       "math-sample"])
+    n: int = Field(1, ge=1, description="Samples per problem.")
+    temperature: float = Field(0.0, ge=0.0, description="0 = greedy (pass@1 as in the paper).")
+    k: list[int] = Field(default_factory=lambda: [1])
+    max_tokens: int = Field(256, ge=1)
+    limit: int | None = Field(None, ge=1, description="At most this many problems per suite.")
+
+
+class PipelineConfig(_Strict):
+    name: str = Field("maa", pattern=r"^[A-Za-z0-9_.-]+$")
+    run_dir: str = "runs/maa"
+    profile: Literal["default", "smoke"] = "default"
+    base_model: str = Field("embedded", description="HF folder, 'embedded' or 'tiny'.")
+    common: dict[str, Any] = Field(default_factory=dict, description="Overrides applied to every RL run.")
+    stage_a: StageA = Field(default_factory=StageA)
+    stage_b: StageB = Field(default_factory=StageB)
+    stage_c: StageC = Field(default_factory=StageC)
+    eval: EvalStage = Field(default_factory=EvalStage)
