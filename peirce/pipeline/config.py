@@ -48,6 +48,7 @@ class EvalStage(_Strict):
     k: list[int] = Field(default_factory=lambda: [1])
     max_tokens: int = Field(256, ge=1)
     limit: int | None = Field(None, ge=1, description="At most this many problems per suite.")
+    levels: list[int] = Field(default_factory=lambda: [1, 2], description="Levels of the generated MAA suites.")
 
 
 class PipelineConfig(_Strict):

@@ -83,9 +83,10 @@ def stage_merge(pc: PipelineConfig, specialists: dict[str, Path]) -> Path:
         log.info("stage B already complete; skipping")
         return out
     sb = pc.stage_b
-    cfg = {"method": sb.method, "models": {k: str(v) for k, v in specialists.items()},
-           "weights": {k: sb.weights.get(k, 0.0) for k in specialists}, "normalize": sb.normalize,
-           "base_model": str(resolve_model(base_model(pc)))}
+    cfg: dict[str, Any] = {"method": sb.method, "models": {k: str(v) for k, v in specialists.items()},
+                           "weights": {k: sb.weights.get(k, 0.0) for k in specialists}, "normalize": sb.normalize}
+    if sb.method != "linear":  # task vectors are taken relative to the base model
+        cfg["base_model"] = str(resolve_model(base_model(pc)))
     if sb.density is not None:
         cfg["density"] = sb.density
     actor = MergeActor.remote()
