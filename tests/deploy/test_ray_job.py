@@ -149,7 +149,8 @@ def test_job_config_runs_on_a_private_cluster(tmp_path, promtool):
     targets = tmp_path / "targets"
     # PEIRCE_DEPLOY_JOB=config runs job.yaml's own entrypoint (the smoke training run).
     own = os.environ.get("PEIRCE_DEPLOY_JOB") == "config"
-    cluster = LocalRayCluster(num_cpus=2)
+    # The pipeline's fractional actors need more logical CPUs than cores (as ensure_ray gives locally).
+    cluster = LocalRayCluster(num_cpus=8 if own else 2)
     with cluster:
         status, logs = run_job(cluster, None if own else probe_entrypoint(),
                                env={"PEIRCE_PROM_TARGETS_DIR": str(targets)})
@@ -158,7 +159,7 @@ def test_job_config_runs_on_a_private_cluster(tmp_path, promtool):
             line = next(l for l in logs.splitlines() if l.startswith("PEIRCE_JOB "))
             report = json.loads(line.removeprefix("PEIRCE_JOB "))
             assert report["peirce_file"].startswith(str(cluster.temp_dir)), "working_dir was not uploaded"
-            assert report["cpus"] == 2.0  # joined *this* cluster, not a new local one
+            assert report["cpus"] == cluster.num_cpus  # joined *this* cluster, not a new local one
             assert report["argv"] == ["tasks.families=[uppercase]", "two words"]
             assert report["env"] == {"HF_HUB_OFFLINE": "1", "VLLM_HOST_IP": "127.0.0.1",
                                      "PEIRCE_PROM_TARGETS_DIR": str(targets),
@@ -174,5 +175,7 @@ def test_job_config_runs_on_a_private_cluster(tmp_path, promtool):
                               what=f"ray node metrics {node} up (sd file: {cluster.ray_sd_file})")
             server.wait_until(lambda: server.query('{job="ray", __name__=~"ray_.+"}'), timeout=60,
                               what="ray_* series")
+        if own:  # the run's own exporters announced themselves where the job env said
+            assert "finished at step" in logs, logs[-4000:]
     assert cluster._our_pids() == [], "Ray processes of the test cluster survived"
     assert others <= _other_ray_pids(), "another Ray cluster on this machine was touched"
