@@ -11,6 +11,7 @@ merge.yaml OUT` reproduces the weights).
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import tempfile
@@ -37,6 +38,17 @@ TOKENIZER_FILES: tuple[str, ...] = (
     "generation_config.json",
 )
 WEIGHT_PATTERNS: tuple[str, ...] = ("*.safetensors", "pytorch_model*.bin")
+# config.json values that decide tensor shapes: inputs must agree on all of them.
+SHAPE_KEYS: tuple[str, ...] = (
+    "model_type",
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "tie_word_embeddings",
+)
 
 
 class MergeError(RuntimeError):
@@ -57,10 +69,26 @@ def check_model_folder(field: str, path: str | Path) -> Path:
     return folder.resolve()
 
 
+def check_same_architecture(folders: dict[str, Path]) -> None:
+    """Every folder (field name -> folder) has the reference folder's shape-defining config values."""
+    ref_field, *_ = folders
+    configs = {field: json.loads((folder / "config.json").read_text()) for field, folder in folders.items()}
+    ref = configs[ref_field]
+    for field, conf in configs.items():
+        for key in SHAPE_KEYS:
+            if conf.get(key) != ref.get(key):
+                raise MergeError(
+                    f"{field}: config.json {key}={conf.get(key)!r} differs from {ref_field}'s {ref.get(key)!r} "
+                    "(merged models must share one architecture)"
+                )
+
+
 def resolve_inputs(cfg: MergeConfig) -> tuple[dict[str, Path], Path | None]:
     """Check every input folder of `cfg`; returns (specialist name -> folder, base folder)."""
     models = {name: check_model_folder(f"models.{name}", p) for name, p in cfg.models.items()}
     base = check_model_folder("base_model", cfg.base_model) if cfg.base_model else None
+    fields = {"base_model": base} if base is not None else {}
+    check_same_architecture({**fields, **{f"models.{n}": f for n, f in models.items()}})
     return models, base
 
 
@@ -93,6 +121,19 @@ def copy_tokenizer(donor: Path, out_dir: Path) -> list[str]:
     return copied
 
 
+def _forget_mergekit_loaders() -> None:
+    """Drop mergekit's process-wide tensor loaders (a class-level dict keyed by path).
+
+    Without this a long-lived process (MergeActor, the `peirce run` driver) merges a
+    folder that was rewritten since the last merge from the stale cached loader.
+    """
+    from mergekit.io.tasks import LoaderCache
+
+    cache = LoaderCache()
+    cache.flush_all()
+    cache.loaders.clear()
+
+
 def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise MergeError(f"out_dir: {str(out_dir)!r} exists and is not a folder")
@@ -120,10 +161,13 @@ def run_merge(cfg: MergeConfig, out_dir: str | Path, *, overwrite: bool = False)
     try:
         options = MergeOptions(device="cpu", copy_tokenizer=False, write_model_card=False, quiet=True)
         LOG.info("merging %s with %s into %s", list(models), cfg.method, out)
+        _forget_mergekit_loaders()
         try:
             mergekit_run_merge(mk_config, str(tmp), options=options)
         except Exception as exc:
             raise MergeError(f"mergekit {cfg.method} merge of {list(models)} failed: {type(exc).__name__}: {exc}") from exc
+        finally:
+            _forget_mergekit_loaders()
         copy_tokenizer(base if base is not None else next(iter(models.values())), tmp)
         (tmp / "merge.yaml").write_text(yaml.safe_dump(mk_dict, sort_keys=False))
         if out.exists():

@@ -1,8 +1,7 @@
-"""Merge fixtures: four tiny random Llamas (a base and three specialists) and hand-built variants.
+"""Merge fixtures: four tiny random Llamas (a base and three specialists), one seed each.
 
-The seeded tiny models are cached under $PEIRCE_HOME (built once, ~5 s each). Hand-built
-specialists are the base plus chosen deltas, stored in float32 so the expected merge can
-be written down exactly.
+The seeded tiny models are cached under $PEIRCE_HOME (built once, ~5 s each); tests that
+need exactly known deltas build float32 variants of the base with `merge_helpers.write_variant`.
 """
 
 from __future__ import annotations

@@ -7,12 +7,14 @@ arithmetic on them is exact up to float32 rounding of the weighted sums).
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 import yaml
+from merge_helpers import SPECIALISTS, load_state, write_variant
 
 from peirce.merge import MergeError, parse_merge_config, run_merge
-from merge_helpers import SPECIALISTS, load_state, write_variant
 
 REF = {"deduction": 1.0, "induction": 0.2, "abduction": 0.1}
 
@@ -231,3 +233,30 @@ def test_output_folder_loads_in_transformers(tmp_path, quartet, quartet_states, 
     with torch.no_grad():
         logits = model(ids).logits
     assert logits.shape == (1, ids.shape[1], len(tok)) and torch.isfinite(logits).all()
+
+
+def test_same_folder_rewritten_between_merges_is_read_again(tmp_path, quartet, quartet_states):
+    """mergekit caches tensor loaders per path for the whole process; a specialist retrained
+    into the same folder must not be merged from the stale cache (long-lived MergeActor)."""
+    names = ("deduction", "induction")
+    folders = {n: tmp_path / n for n in names}
+    for n in names:
+        write_variant(quartet[n], folders[n], {k: v.float() for k, v in quartet_states[n].items()})
+    data = {"models": {n: str(folders[n]) for n in names}, "weights": {"deduction": 1.0, "induction": 1.0}, "dtype": "float32"}
+    first = merge(tmp_path, data, "first")
+    key = "model.layers.0.mlp.down_proj.weight"
+    shutil.rmtree(folders["induction"])
+    write_variant(quartet["abduction"], folders["induction"], {k: v.float() for k, v in quartet_states["abduction"].items()})
+    second = merge(tmp_path, data, "second")
+    want = (quartet_states["deduction"][key].double() + quartet_states["abduction"][key].double()) / 2
+    torch.testing.assert_close(second[key].double(), want, rtol=1e-6, atol=1e-7)
+    assert not torch.equal(first[key], second[key])
+
+
+def test_architecture_mismatch_named_before_mergekit(tmp_path, cfg_dict):
+    from peirce.model.tiny import build_tiny_llama
+
+    wide = build_tiny_llama(hidden_size=128, num_heads=2, seed=0)
+    data = {**cfg_dict, "models": {**cfg_dict["models"], "abduction": str(wide)}}
+    with pytest.raises(MergeError, match=r"models\.abduction: config\.json hidden_size=128 differs from models\.deduction's 64"):
+        run_merge(parse_merge_config(data), tmp_path / "out")
