@@ -4,7 +4,7 @@ Rows are checkpoints in the order given (the paper's: base, each specialist, mer
 domain-RL from merged, domain-RL from base); columns are the suites in order of first
 appearance, then "average". A suite a checkpoint was not evaluated on (or a metric it
 lacks, e.g. pass@8 of a greedy run) is a missing cell, shown as "-". The average is over
-the cells present; when some are missing it is marked "*" in Markdown and carries
+the cells present; when some are missing it gets a (Markdown-escaped) "*" and carries
 `average_over` in JSON, so a partial average is never mistaken for a full one.
 """
 
@@ -54,12 +54,12 @@ class Table:
         for r in self.rows:
             avg = fmt(r.average, best_avg)
             if r.average is not None and r.average_over < len(self.columns):
-                avg, partial = avg + "*", True
+                avg, partial = avg + "\\*", True
             lines.append("| " + " | ".join([r.name, *(fmt(r.cells[c], best[c]) for c in self.columns), avg]) + " |")
         lines.append("")
         lines.append(f"{self.metric} in %.")
         if partial:
-            lines.append("* average over the suites present in that row only.")
+            lines.append("\\* average over the suites present in that row only.")
         return "\n".join(lines) + "\n"
 
 

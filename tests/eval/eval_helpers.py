@@ -26,3 +26,14 @@ GPQA_ROWS = [
      "High-level domain": "Physics"}
     for i in range(12)
 ]
+
+
+def make_result(model: str, metrics: dict[str, dict[str, float]], n: int = 1):
+    """An EvalResult with the given per-suite metrics (as `evaluate` would save it)."""
+    from peirce.eval.runner import EvalResult, EvalSettings, SuiteResult
+
+    temperature = 0.0 if n == 1 else 1.0
+    suites = {name: SuiteResult(suite=name, tasks=10, samples=10 * n, metrics=m, mean_reward=0.0, format_rate=1.0,
+                                truncated_rate=0.0, reward_errors=0) for name, m in metrics.items()}
+    return EvalResult(model=model, settings=EvalSettings(n=n, temperature=temperature, k_values=(1,)), suites=suites,
+                      samples_path=None, seconds=1.0)

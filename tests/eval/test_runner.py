@@ -1,0 +1,125 @@
+"""evaluate() with a scripted engine (real tokenizer, real rewards), settings checks, result files.
+
+The scripted engine answers each request with a chosen response, so the aggregation can be
+checked against known counts; the real-vLLM run is in test_eval_e2e.py.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from peirce.eval.runner import EvalConfigError, EvalSettings, evaluate, load_result, request_seed
+from peirce.eval.suites import Suite, load_suite
+from peirce.rollout.sampling import GenResult, SamplingSpec
+
+
+class ScriptedEngine:
+    """Stands in for RolloutEngine: `answer(task_id, sample_index) -> completion text`."""
+
+    def __init__(self, tokenizer, answer, max_model_len=2048):
+        self.tokenizer, self.answer, self.max_model_len = tokenizer, answer, max_model_len
+        self.requests = []
+
+    def generate(self, requests):
+        self.requests += requests
+        return [GenResult(request_id=r.request_id, sample_index=i, prompt_token_ids=r.prompt_token_ids,
+                          response_token_ids=[1, 2, 3], response_logprobs=[], text=self.answer(r.request_id, i),
+                          finish_reason="stop", stop_reason=None, policy_version=0)
+                for r in requests for i in range(r.sampling.n)]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(tiny_model_dir))
+
+
+def gold_completion(task) -> str:
+    if task.task in ("deduction", "induction", "abduction"):  # the prompt pre-fills "<think>"
+        return f" thinking</think><answer>{task.solution_text}</answer>"
+    return task.solution_text
+
+
+def test_gold_answers_score_one_and_files_have_every_sample(tokenizer, tmp_path):
+    code = load_suite("code-sample").tasks[:2]  # each code sample is a sandboxed run: keep them few
+    suites = [load_suite("math-sample"), load_suite("science-sample"), Suite("code-sample", code),
+              Suite("maa-induction", _maa("induction"))]
+    by_id = {t.id: t for s in suites for t in s.tasks}
+    engine = ScriptedEngine(tokenizer, lambda tid, i: gold_completion(by_id[tid]))
+    res = evaluate("unused", suites, n=2, temperature=1.0, k_values=[1, 2], seed=7, out_dir=tmp_path, engine=engine)
+    for s in suites:
+        r = res.suites[s.name]
+        assert r.metrics == {"pass@1": 1.0, "pass@2": 1.0, "avg@2": 1.0}, s.name
+        assert (r.tasks, r.samples, r.format_rate, r.reward_errors) == (len(s.tasks), 2 * len(s.tasks), 1.0, 0)
+    lines = [json.loads(x) for x in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert len(lines) == sum(2 * len(s.tasks) for s in suites)
+    assert {(x["suite"], x["task_id"], x["sample_index"]) for x in lines} == {
+        (s.name, t.id, i) for s in suites for t in s.tasks for i in range(2)}
+    maa = [x for x in lines if x["task"] == "induction"]
+    assert maa and all(x["response"].startswith("<think>") and x["reward"] == 3.0 for x in maa)
+    assert load_result(tmp_path / "results.json") == res
+    seeds = {r.request_id: r.sampling.seed for r in engine.requests}
+    assert seeds["math-test-0000"] == request_seed(7, "math-sample", "math-test-0000")
+    assert len(set(seeds.values())) == len(seeds)
+
+
+def _maa(task):
+    from peirce.tasks.dataset import generate_dataset
+
+    return generate_dataset(task, 1, 3, split="test", seed=0)
+
+
+def test_pass_at_k_from_known_counts(tokenizer):
+    suite = load_suite("math-sample")
+    correct = {t.id: j for j, t in enumerate(suite.tasks[:4])}  # task j: first j of 4 samples right (j = 0..3)
+    tasks = {t.id: t for t in suite.tasks}
+
+    def answer(tid, i):
+        return tasks[tid].solution_text if i < correct.get(tid, 0) else "\\boxed{nonsense-9999}"
+
+    engine = ScriptedEngine(tokenizer, answer)
+    res = evaluate("unused", Suite("m", suite.tasks[:4]), n=4, temperature=0.6, k_values=[1, 2, 4], engine=engine)
+    m = res.suites["m"].metrics
+    assert m["pass@1"] == pytest.approx((0 + 1 / 4 + 2 / 4 + 3 / 4) / 4)
+    assert m["pass@2"] == pytest.approx((0 + 0.5 + (1 - 1 / 6) + 1) / 4)  # 1 - C(4-c,2)/C(4,2)
+    assert m["pass@4"] == pytest.approx(3 / 4)
+    assert m["avg@4"] == pytest.approx(m["pass@1"])
+
+
+def test_greedy_requests_have_no_seed_and_reward_errors_are_counted(tokenizer):
+    suite = load_suite("code-sample")
+    broken = Suite("broken", [suite.tasks[0].__class__(**{**_fields(suite.tasks[0]), "puzzle": {}})])
+    engine = ScriptedEngine(tokenizer, lambda tid, i: "```python\npass\n```")
+    res = evaluate("unused", broken, engine=engine)  # defaults: greedy, n=1
+    assert engine.requests[0].sampling.seed is None and engine.requests[0].sampling.temperature == 0
+    assert res.suites["broken"].reward_errors == 1 and res.suites["broken"].metrics["pass@1"] == 0.0
+
+
+def _fields(task):
+    import msgspec
+
+    return msgspec.structs.asdict(task)
+
+
+def test_prompt_too_long_for_the_engine_is_a_clear_error(tokenizer):
+    engine = ScriptedEngine(tokenizer, lambda tid, i: "", max_model_len=8)
+    with pytest.raises(EvalConfigError, match="math-test-0000.*max_model_len=8"):
+        evaluate("unused", "math-sample", engine=engine)
+
+
+@pytest.mark.parametrize(("kwargs", "field"), [
+    ({"n": 0}, "n=0"), ({"n": 4, "temperature": 0.0}, "greedy"), ({"n": 2, "temperature": 1.0, "k_values": (4,)},
+                                                                   "k <= n=2"),
+    ({"k_values": ()}, "k_values"), ({"top_p": 0.0}, "top_p"), ({"max_tokens": 0}, "max_tokens"),
+    ({"prompt_style": "fancy"}, "prompt_style"), ({"temperature": -1.0}, "temperature"),
+])
+def test_settings_name_the_bad_value(kwargs, field):
+    with pytest.raises(EvalConfigError, match=field):
+        EvalSettings(**kwargs)
+
+
+def test_sampling_seeds_fit_the_engine():
+    assert SamplingSpec(seed=request_seed(2**40, "s" * 100, "t")).seed < 2**63
