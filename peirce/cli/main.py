@@ -20,6 +20,7 @@ COMMANDS: tuple[str, ...] = (
     "score",
     "train",
     "scale",
+    "stop",
     "merge",
     "eval",
     "run",

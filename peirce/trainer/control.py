@@ -103,3 +103,8 @@ def scale(run: str | Path, rollout: int | None = None, reward: int | None = None
         if value is not None and value < 0:
             raise ControlError(f"scale: {name} must be >= 0, got {value}")
     return send_control(run, ControlRequest(op="scale", rollout=rollout, reward=reward), timeout_s)
+
+
+def stop(run: str | Path, timeout_s: float = 60.0) -> dict[str, Any]:
+    """Stop a live run gracefully: no new rollouts, train what was admitted, checkpoint."""
+    return send_control(run, ControlRequest(op="stop"), timeout_s)

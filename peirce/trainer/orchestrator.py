@@ -137,6 +137,11 @@ class Orchestrator:
         self.step, self.seq = int(extra["step"]), int(extra["seq"])
         self.source.load_state_dict(extra["source"])
         self.staleness.load_state_dict(extra["staleness"])
+        # Scored-but-untrained samples are not checkpointed: their tasks are regenerated
+        # (pushed to the front below), so their accepted counts go.
+        for version, count in extra["staleness"].get("accepted", {}).items():
+            if count:
+                self.staleness.on_discarded(int(version), int(count))
         # Tasks that were dispatched but not trained when we stopped go first, regenerated.
         self.source.push_front([msgspec.convert(t, Task) for t in extra.get("in_flight", [])])
 
@@ -149,14 +154,17 @@ class Orchestrator:
                    dynamic_ncols=True)
         train_ref, batch = None, None
         try:
-            while self.step < cfg.trainer.max_steps and not self._stop_requested:
+            while self.step < cfg.trainer.max_steps:
                 self.control.poll()
                 self.rollout_pool.reap()
                 self.reward_pool.reap()
-                self._admit(train_in_flight=train_ref is not None)
+                finishing = self._stop_requested or self.source.done
+                if not self._stop_requested:
+                    self._admit()
                 self._pump_rollouts()
                 self._pump_rewards()
-                if train_ref is None and self.staleness.may_train():
+                last_partial = finishing and self.ready and len(self.ready) == len(self.groups)
+                if train_ref is None and (self.staleness.may_train() or last_partial):
                     batch = self._take_batch()
                     flat = [s for g in batch for s in g]
                     train_ref = self.learner.train.remote([bytes(memoryview(f)) for f in pack_messages(flat)])
@@ -164,18 +172,18 @@ class Orchestrator:
                 if train_ref is not None and ray.wait([train_ref], timeout=0)[0]:
                     self._finish_step(ray.get(train_ref), batch, bar)
                     train_ref, batch = None, None
-                if self.source.done and not self.groups and train_ref is None:
-                    break  # curriculum exhausted and everything trained
+                if finishing and not self.groups and train_ref is None:
+                    break  # curriculum exhausted (or stop requested) and everything admitted trained
+            if self.step and self.run_dir.latest_checkpoint() != self.run_dir.checkpoint_path(self.step):
+                self.checkpoint(self.version)  # ended between save points
             if not self._stop_requested:
-                if self.run_dir.latest_checkpoint() != self.run_dir.checkpoint_path(self.step):
-                    self.checkpoint(self.version)  # the curriculum ended between save points
                 self.run_dir.done_path.write_text(str(self.step))
             return {"step": self.step, "run_dir": str(self.run_dir.root)}
         finally:
             bar.close()
             self.shutdown()
 
-    def _admit(self, train_in_flight: bool) -> None:
+    def _admit(self) -> None:
         while not self.source.done and self.staleness.try_admit(1):
             task = self.source.next_task()
             if task is None:
@@ -261,7 +269,7 @@ class Orchestrator:
         self.step += 1
         self.version = int(out["policy_version"])
         self.source.report(stats.level_rewards)
-        record = {"step": self.step, "policy_version": int(out["policy_version"]),
+        record = {"step": self.step, "time": time.time(), "policy_version": int(out["policy_version"]),
                   "level": self.source.level, "rollout_workers": self.rollout_pool.size,
                   "reward_workers": self.reward_pool.size, "dropped_groups": self.dropped_groups,
                   "failed_groups": self.failed_groups, **stats.as_record(), **_learner_fields(out)}
