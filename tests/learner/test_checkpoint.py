@@ -150,3 +150,33 @@ def test_rng_capture_restore():
     ckpt.restore_rng_state(state)
     b = (random.random(), np.random.rand(), torch.rand(2))
     assert a[:2] == b[:2] and torch.equal(a[2], b[2])
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_vllm_serves_the_saved_checkpoint(model_dir, tmp_path):
+    """vLLM loads the folder and scores responses as the learner does (trained, not initial, weights)."""
+    from vllm import SamplingParams
+
+    from peirce.model.loading import open_vllm
+
+    engine = LearnerEngine(model_dir, LearnerConfig(lr=3e-2, micro_batch_size=4))
+    batch = _batch(4)
+    initial = engine.logprobs(batch)
+    for _ in range(2):
+        engine.train_step(batch, pg_loss)
+    trained = engine.logprobs(batch)
+    out = engine.save_checkpoint(tmp_path / "served")
+    mask = batch.response_mask.bool()
+    assert (trained - initial)[mask].abs().max() > 0.2  # the comparison below can tell them apart
+
+    with open_vllm(out, max_model_len=128) as llm:
+        prompts = [{"prompt_token_ids": batch.input_ids[i, : int(batch.seq_lengths[i])].tolist()}
+                   for i in range(batch.size)]
+        results = llm.generate(prompts, SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0),
+                               use_tqdm=False)
+    for i, res in enumerate(results):
+        p, r = int(batch.prompt_lengths[i]), int(batch.response_lengths[i])
+        ids = prompts[i]["prompt_token_ids"]
+        served = [res.prompt_logprobs[t][ids[t]].logprob for t in range(p, p + r)]
+        assert served == pytest.approx(trained[i, :r].tolist(), abs=0.05)
