@@ -81,25 +81,32 @@ def bench_vllm(engine, prompts: list[str], new_tokens: int) -> float:
 
 
 def main() -> None:
-    args = parse_args(__doc__)
+    args = parse_args(__doc__, extra=lambda p: p.add_argument(
+        "--new-tokens", type=int, default=None, help="tokens per response (default 128, --quick 32)"))
     from safetensors.torch import load_file
 
     from peirce.model.embedded import prepare_embedded_model
     from peirce.rollout.engine import RolloutEngine
     from peirce.rollout.sampling import GenRequest, SamplingSpec
 
+    from transformers import AutoTokenizer
+
     model_dir = prepare_embedded_model()
     batches, new_tokens, repeats = ((8, 16), 32, 2) if args.quick else ((8, 64), 128, 3)
+    new_tokens = args.new_tokens or new_tokens
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    # transformers first, before vLLM's processes exist, so neither run shares the CPUs with the other
+    hf = {}
+    for b in batches:
+        hf[b] = bench_transformers(model_dir, chat_prompts(tokenizer, b), new_tokens)
+        emit(BENCH, f"hf_gen_tokens_per_s_batch{b}", round(hf[b], 1), "tokens/s", new_tokens=new_tokens)
     engine = RolloutEngine(model_dir, dtype="bfloat16", max_model_len=1024, seed=0)
     emit(BENCH, "vllm_startup_s", round(engine.startup_seconds, 2), "s")
     try:
         engine.generate([GenRequest(request_id="warm", prompt="Hi", sampling=SamplingSpec(max_tokens=4))])
-        tokenizer = engine.tokenizer
         for batch in batches:
-            prompts = chat_prompts(tokenizer, batch)
-            v = bench_vllm(engine, prompts, new_tokens)
-            h = bench_transformers(model_dir, prompts, new_tokens)
-            emit(BENCH, f"gen_tokens_per_s_batch{batch}", round(v, 1), "tokens/s", baseline=round(h, 1),
+            v = bench_vllm(engine, chat_prompts(tokenizer, batch), new_tokens)
+            emit(BENCH, f"gen_tokens_per_s_batch{batch}", round(v, 1), "tokens/s", baseline=round(hf[batch], 1),
                  new_tokens=new_tokens, baseline_name="transformers generate", logprobs=True)
 
         state = load_file(str(model_dir / "model.safetensors"))

@@ -155,6 +155,8 @@ class RolloutEngine:
         import torch
         from vllm import LLM
 
+        if dtype not in ("bfloat16", "float16", "float32"):
+            raise ValueError(f"dtype={dtype!r}: must be 'bfloat16', 'float16' or 'float32'")
         self.model_dir = str(model_dir)
         self.shapes = checkpoint_shapes(self.model_dir)
         self.on_cpu = _on_cpu()
