@@ -13,9 +13,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -41,6 +43,8 @@ class MetricsSource:
     rate_window: str = "15s"
     # True when every CATALOGUE metric is emitted for every run (the synthetic source).
     whole_catalogue: bool = False
+    # Seconds until every announced exporter must be scraped (vLLM start-up is slow).
+    startup_timeout: float = 60.0
 
 
 def _spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -49,15 +53,35 @@ def _spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subp
                                 env={**os.environ, **(env or {})}, start_new_session=True)
 
 
+def _session_pids(sid: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[3]) == sid:
+                pids.append(int(entry.name))
+        except (OSError, IndexError, ValueError):
+            pass
+    return pids
+
+
 def _stopper(proc: subprocess.Popen) -> Callable[[], None]:
+    """SIGTERM the source, then SIGKILL whatever it left in its session (Ray, vLLM workers)."""
     def stop() -> None:
         if proc.poll() is None:
             proc.terminate()
             try:
-                proc.wait(30)
+                proc.wait(60)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)
+        deadline = time.monotonic() + 20
+        while _session_pids(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        for pid in _session_pids(proc.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
     return stop
 
 
@@ -77,6 +101,22 @@ def synthetic_source(targets_dir: Path) -> MetricsSource:
     return MetricsSource(runs=runs, stop=_stopper(proc), whole_catalogue=True)
 
 
+def _positive_series(targets_dir: Path) -> set[str]:
+    """Names of series with a value > 0 on any exporter announced in targets_dir (scraped directly)."""
+    names: set[str] = set()
+    for path in targets_dir.glob("*.json"):
+        try:
+            address = json.loads(path.read_text())[0]["targets"][0]
+            text = urllib.request.urlopen(f"http://{address}/metrics", timeout=5).read().decode()
+        except (OSError, ValueError, KeyError, IndexError):
+            continue
+        for line in text.splitlines():
+            name, _, value = line.partition("{")
+            if name.startswith("peirce_") and float(value.rsplit(" ", 1)[-1]) > 0:
+                names.add(name)
+    return names
+
+
 def smoke_train_source(targets_dir: Path) -> MetricsSource:
     """A real `peirce train` smoke run (tiny Llama, toy task; ~2 min) exporting into targets_dir."""
     from peirce.config.profiles import SMOKE_TRAIN, as_overrides
@@ -87,8 +127,16 @@ def smoke_train_source(targets_dir: Path) -> MetricsSource:
                   targets_dir.parent / "smoke.log",
                   env={"PEIRCE_PROM_TARGETS_DIR": str(targets_dir), "VLLM_HOST_IP": "127.0.0.1",
                        "RAY_ADDRESS": ""})
-    return MetricsSource(runs=("deduction",), stop=_stopper(proc), rate_window="2m",
-                         may_be_empty=frozenset({"Rejected frames / s"}))
+    # Ready once samples were both generated and trained on (vLLM and DeepSpeed start-up first).
+    deadline = time.monotonic() + 900
+    while not {"peirce_rollout_samples_total", "peirce_trained_samples_total"} <= _positive_series(targets_dir):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            _stopper(proc)()
+            raise RuntimeError(f"smoke run trained nothing; see {targets_dir.parent / 'smoke.log'}")
+        time.sleep(2)
+    return MetricsSource(runs=("deduction",), stop=_stopper(proc), rate_window="2m", startup_timeout=300,
+                         # a clean run rejects no frame; SMOKE_TRAIN has kl_coef=0, so no KL is reported
+                         may_be_empty=frozenset({"Rejected frames / s", "KL to reference"}))
 
 
 SOURCES: dict[str, Callable[[Path], MetricsSource]] = {"synthetic": synthetic_source, "smoke": smoke_train_source}
@@ -146,7 +194,7 @@ def metrics_source(prometheus, prom_targets_dir, metrics_source_factory) -> Metr
                     pass
             up = {t["labels"]["instance"] for t in prometheus.active_targets("peirce") if t["health"] == "up"}
             return announced and announced <= up
-        prometheus.wait_until(all_up, timeout=300, what="every announced exporter scraped")
+        prometheus.wait_until(all_up, timeout=source.startup_timeout, what="every announced exporter scraped")
         yield source
     finally:
         source.stop()
