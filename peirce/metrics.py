@@ -102,6 +102,13 @@ class MetricsExporter:
             self._target_file = None
 
 
+def withdraw_target(run: str, worker: str, targets_dir: str | Path | None = None) -> None:
+    """Remove a worker's discovery file on its behalf (it died without withdrawing)."""
+    targets_dir = targets_dir or os.environ.get("PEIRCE_PROM_TARGETS_DIR")
+    if targets_dir:
+        (Path(targets_dir) / f"{run}-{worker}.json").unlink(missing_ok=True)
+
+
 def announce_target(targets_dir: str | Path, run: str, worker: str, address: str) -> Path:
     """Write a Prometheus file_sd entry atomically (write then rename)."""
     d = Path(targets_dir)

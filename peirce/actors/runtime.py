@@ -30,8 +30,13 @@ def ensure_ray(num_cpus: float | None = None) -> None:
         os.environ.setdefault(k, v)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     env = {**ACTOR_ENV, **{k: os.environ[k] for k in _PASS_THROUGH if k in os.environ}}
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"], runtime_env={"env_vars": env}, log_to_driver=True)
+    if os.environ.get("RAY_ADDRESS") or os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR"):
+        # Inside `ray job submit` the job's runtime_env already carries our variables, and
+        # Ray refuses to merge a second env_vars into it; elsewhere pass only what the
+        # cluster cannot know.
+        in_job = bool(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR"))
+        kwargs = {} if in_job else {"runtime_env": {"env_vars": env}}
+        ray.init(address=os.environ.get("RAY_ADDRESS", "auto"), log_to_driver=True, **kwargs)
         return
     cores = os.cpu_count() or 2
     ray.init(num_cpus=num_cpus or max(8, 2 * cores), include_dashboard=False, runtime_env={"env_vars": env},

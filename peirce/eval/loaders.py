@@ -268,7 +268,8 @@ def _livecodebench(rows: list[dict[str, Any]], path: Path, seed: int) -> list[Ta
             raise BenchmarkFileError(f"{where}: mixes 'stdin' and 'functional' test cases")
         else:
             tests = [f"_peirce_stdin_case({j})" for j in range(len(cases))]
-            text = f"{question}\n\nWrite a complete program that reads from standard input and writes to standard output."
+            text = (f"{question}\n\nWrite a complete program that reads from standard input and writes to "
+                    "standard output.")
             setup = _STDIN_SETUP.format(cases=repr([(c["input"], c["output"]) for c in cases]))
         # Built directly (not by code_task) so the user text shows the question, not a harness call.
         tasks.append(Task(id=tid, task="code", level=1, split="test", puzzle_text=text, solution_text="",

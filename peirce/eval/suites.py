@@ -44,7 +44,8 @@ class SuiteOptions:
     file_seed: int = 0  # GPQA choice shuffle
 
     def __post_init__(self) -> None:
-        if self.levels is not None and (not self.levels or not all(type(x) is int and 1 <= x <= 5 for x in self.levels)):
+        levels = self.levels
+        if levels is not None and (not levels or not all(type(x) is int and 1 <= x <= 5 for x in levels)):
             raise SuiteError(f"levels={self.levels!r}: must be a non-empty tuple of ints in 1..5")
         if type(self.per_level) is not int or self.per_level < 1:
             raise SuiteError(f"per_level={self.per_level!r}: must be an int >= 1")
@@ -116,7 +117,8 @@ def _file(spec: str, options: SuiteOptions) -> list[Task]:
 
     parts = spec.split(":", 2)
     if len(parts) != 3 or parts[1] not in FORMATS or not parts[2]:
-        raise SuiteError(f"suite {spec!r}: file suites are 'file:<format>:<path>' with format one of {', '.join(FORMATS)}")
+        raise SuiteError(f"suite {spec!r}: file suites are 'file:<format>:<path>' with format one of "
+                         f"{', '.join(FORMATS)}")
     return load_benchmark_file(parts[2], parts[1], seed=options.file_seed)
 
 

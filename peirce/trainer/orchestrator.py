@@ -25,7 +25,7 @@ from peirce.actors.learner import LearnerActor
 from peirce.actors.reward_worker import RewardWorkerActor
 from peirce.actors.rollout_worker import RolloutWorkerActor
 from peirce.config import TrainConfig, dump_config
-from peirce.metrics import MetricsExporter
+from peirce.metrics import MetricsExporter, withdraw_target
 from peirce.rewards.worker import ERROR_MARKER
 from peirce.rollout.staleness import StalenessController
 from peirce.tasks.base import Task
@@ -94,17 +94,24 @@ class Orchestrator:
             log.info("resumed %s at step %d (policy version %d)", cfg.name, self.step, start_version)
         self.weight_endpoint = ray.get(self.learner.weight_endpoint.remote())
         rc = cfg.rollout
-        self.rollout_pool = WorkerPool("rollout", on_dead=self.rollout_dispatch.retire, spawn=lambda wid: RolloutWorkerActor.options(
+        self.rollout_pool = WorkerPool("rollout", on_dead=self._dead(self.rollout_dispatch), spawn=lambda wid: RolloutWorkerActor.options(
             num_cpus=rc.num_cpus, num_gpus=rc.num_gpus).remote(
             str(engine_dir), cfg_dict, self.rollout_dispatch.endpoint, self.weight_endpoint, cfg.name, wid,
             start_version))
         scheme = {k: getattr(cfg.reward, k) for k in ("format_ok", "format_bad", "answer_correct", "answer_wrong",
                                                       "answer_unparsable")}
-        self.reward_pool = WorkerPool("reward", on_dead=self.reward_dispatch.retire, spawn=lambda wid: RewardWorkerActor.options(num_cpus=0.25).remote(
+        self.reward_pool = WorkerPool("reward", on_dead=self._dead(self.reward_dispatch), spawn=lambda wid: RewardWorkerActor.options(num_cpus=0.25).remote(
             self.reward_dispatch.endpoint, cfg.name, wid, cfg.reward.name, scheme))
         self.rollout_pool.resize(rc.workers)
         self.reward_pool.resize(cfg.reward.workers)
         self.control = ControlServer(self.run_dir, self._on_control, host=cfg.transport.host)
+
+    def _dead(self, dispatcher: WorkDispatcher):
+        """What to do when a pool buries a worker: re-queue its items now, drop its target."""
+        def on_dead(worker_id: str) -> None:
+            dispatcher.retire(worker_id)
+            withdraw_target(self.cfg.name, worker_id)
+        return on_dead
 
     # -- control ----------------------------------------------------------------------
     def _on_control(self, req: ControlRequest) -> dict[str, Any]:
