@@ -95,7 +95,8 @@ def test_livecodebench_stdin_wrong_programs_fail(lcb_jsonl):
 def test_livecodebench_functional(lcb_jsonl):
     task = load_benchmark_file(lcb_jsonl, "livecodebench")[1]
     assert task.id == "livecodebench-2828" and "class Solution" in task.puzzle_text
-    good = "```python\nclass Solution:\n    def total(self, nums: List[int], k: int) -> int:\n        return sum(nums) + k\n```"
+    good = ("```python\nclass Solution:\n    def total(self, nums: List[int], k: int) -> int:\n"
+            "        return sum(nums) + k\n```")
     assert judge(task, good).correct is True
     assert judge(task, good.replace("+ k", "+ 1")).correct is False
 
@@ -132,7 +133,8 @@ def test_file_level_errors(tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"problem": "a", "answer": "1"}\n{oops\n')
     with pytest.raises(BenchmarkFileError, match="bad.jsonl:2: not JSON"):
         load_benchmark_file(tmp_path / "bad.jsonl", "math500")
-    write_csv(tmp_path / "dup.csv", [{"ID": "1", "Question": "q", "Answer": "1"}, {"ID": "1", "Question": "r", "Answer": "2"}])
+    write_csv(tmp_path / "dup.csv", [{"ID": "1", "Question": "q", "Answer": "1"},
+                                     {"ID": "1", "Question": "r", "Answer": "2"}])
     with pytest.raises(BenchmarkFileError, match="occurs twice"):
         load_benchmark_file(tmp_path / "dup.csv", "aime")
     assert set(FORMATS) == {"math500", "aime", "amc", "gpqa", "mbpp", "livecodebench"}

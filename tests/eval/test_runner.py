@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+import msgspec
 import pytest
 
 from peirce.eval.runner import EvalConfigError, EvalSettings, evaluate, load_result, request_seed
@@ -91,17 +92,11 @@ def test_pass_at_k_from_known_counts(tokenizer):
 
 def test_greedy_requests_have_no_seed_and_reward_errors_are_counted(tokenizer):
     suite = load_suite("code-sample")
-    broken = Suite("broken", [suite.tasks[0].__class__(**{**_fields(suite.tasks[0]), "puzzle": {}})])
+    broken = Suite("broken", [msgspec.structs.replace(suite.tasks[0], puzzle={})])  # no tests: the reward raises
     engine = ScriptedEngine(tokenizer, lambda tid, i: "```python\npass\n```")
     res = evaluate("unused", broken, engine=engine)  # defaults: greedy, n=1
     assert engine.requests[0].sampling.seed is None and engine.requests[0].sampling.temperature == 0
     assert res.suites["broken"].reward_errors == 1 and res.suites["broken"].metrics["pass@1"] == 0.0
-
-
-def _fields(task):
-    import msgspec
-
-    return msgspec.structs.asdict(task)
 
 
 def test_prompt_too_long_for_the_engine_is_a_clear_error(tokenizer):
