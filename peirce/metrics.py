@@ -28,7 +28,11 @@ CATALOGUE: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "peirce_weight_sync_seconds": ("histogram", "Seconds to broadcast + load one weight version", ("side",)),
     "peirce_weight_sync_bytes_total": ("counter", "Bytes of weights sent or received", ("side",)),
     "peirce_reward_samples_total": ("counter", "Samples scored", ("task", "level")),
-    "peirce_reward_sum_total": ("counter", "Sum of rewards (divide by samples for the mean)", ("task", "level")),
+    # Rewards may be negative (MAA: -3..3). Counters only go up and prometheus_client drops
+    # a histogram's _sum once it has negative buckets, so the sum travels as two counters:
+    # mean reward = (rate(positive) - rate(negative)) / rate(samples).
+    "peirce_reward_positive_sum_total": ("counter", "Sum of the positive rewards scored", ("task", "level")),
+    "peirce_reward_negative_sum_total": ("counter", "Sum of |negative rewards| scored", ("task", "level")),
     "peirce_reward_mean": ("gauge", "Mean reward of the last learner batch", ("task", "level")),
     "peirce_staleness_steps": ("histogram", "Policy versions between generation and training, per sample", ()),
     "peirce_staleness_mean_steps": ("gauge", "Mean staleness of the last learner batch", ()),
@@ -45,6 +49,8 @@ CATALOGUE: dict[str, tuple[str, str, tuple[str, ...]]] = {
 }
 
 _BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+# Histograms whose values are not durations.
+_HISTOGRAM_BUCKETS = {"peirce_staleness_steps": (0, 1, 2, 3, 4, 6, 8, 16)}
 
 
 @dataclass
@@ -71,7 +77,8 @@ class MetricsExporter:
                 elif kind == "gauge":
                     m = Gauge(name, doc, labels, registry=self.registry)
                 else:
-                    m = Histogram(name, doc, labels, registry=self.registry, buckets=_BUCKETS)
+                    m = Histogram(name, doc, labels, registry=self.registry,
+                                  buckets=_HISTOGRAM_BUCKETS.get(name, _BUCKETS))
                 self._metrics[name] = m
             return self._metrics[name]
 
@@ -83,6 +90,14 @@ class MetricsExporter:
 
     def set(self, name: str, value: float, **labels: str) -> None:
         self._bound(name, labels).set(value)
+
+    def add_reward(self, reward: float, **labels: str) -> None:
+        """Count one scored sample's reward (see the catalogue note on negative rewards)."""
+        self.inc("peirce_reward_samples_total", 1, **labels)
+        if reward >= 0:
+            self.inc("peirce_reward_positive_sum_total", reward, **labels)
+        else:
+            self.inc("peirce_reward_negative_sum_total", -reward, **labels)
 
     def observe(self, name: str, value: float, **labels: str) -> None:
         self._bound(name, labels).observe(value)

@@ -20,8 +20,7 @@ class RewardWorker:
     def _count(self, scored) -> None:
         for s in scored:
             labels = {"task": s.sample.task_name, "level": str(s.sample.level)}
-            self.metrics.inc("peirce_reward_samples_total", **labels)
-            self.metrics.inc("peirce_reward_sum_total", s.reward, **labels)
+            self.metrics.add_reward(s.reward, **labels)
 
     def drain(self, timeout_s: float = 60.0) -> int:
         """Stop taking work, hand back what is unstarted, exit the loop."""

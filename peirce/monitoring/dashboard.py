@@ -123,9 +123,11 @@ def rows() -> tuple[Row, ...]:
                 Query(gauge("avg", "peirce_reward_mean", "task", "level"), "{{run}} {{task}} L{{level}}"),
             ), "Mean reward by task and level of the batch the learner last trained on."),
             Panel("Reward, scored samples (windowed mean)", "short", (
-                Query(ratio("peirce_reward_sum_total", "peirce_reward_samples_total", "task", "level"),
+                Query(f"({rate_sum('peirce_reward_positive_sum_total', 'task', 'level')} - "
+                      f"{rate_sum('peirce_reward_negative_sum_total', 'task', 'level')}) / "
+                      f"{rate_sum('peirce_reward_samples_total', 'task', 'level')}",
                       "{{run}} {{task}} L{{level}}"),
-            ), "Sum of rewards / samples scored over the window, all reward workers."),
+            ), "Sum of rewards / samples scored over the window, all reward workers (rewards may be negative)."),
         )),
         Row("Learner", (
             Panel("Loss", "short", (Query(gauge("avg", "peirce_learner_loss"), "{{run}}"),), width=6),

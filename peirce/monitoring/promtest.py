@@ -182,8 +182,8 @@ def _tick_rollout(m, rng: random.Random, t: int, run: str) -> None:
     m.set("peirce_rollout_policy_version", t // 5)
     for level in TASK_LEVELS.get(run, ("1",)):
         k = rng.randint(1, 4)
-        m.inc("peirce_reward_samples_total", k, task=run, level=level)
-        m.inc("peirce_reward_sum_total", sum(rng.random() < 0.6 / int(level) for _ in range(k)), task=run, level=level)
+        for _ in range(k):
+            m.add_reward(3.0 if rng.random() < 0.6 / int(level) else -0.5, task=run, level=level)
     if t % 5 == 0:
         m.observe("peirce_weight_sync_seconds", rng.uniform(0.2, 0.6), side="load")
         m.inc("peirce_weight_sync_bytes_total", 270e6, side="load")
