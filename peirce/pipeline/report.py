@@ -7,6 +7,7 @@ from pathlib import Path
 
 from peirce.config import TrainConfig
 from peirce.pipeline.config import PipelineConfig
+from peirce.pipeline.resolve import base_model
 from peirce.trainer.run_dir import RunDir
 
 ORDER = ("base", "deduction", "induction", "abduction", "merged", "domain-from-merged", "domain-from-base")
@@ -68,7 +69,7 @@ def write_report(pc: PipelineConfig, root: Path, runs: dict[str, TrainConfig], r
     _plot_rewards(runs, root / "reward_per_step.png")
     _plot_table(table, root / "eval_table.png")
     lines = [f"# peirce run report: {pc.name}", "",
-             f"Base model: `{pc.base_model}` (profile {pc.profile}). Merge: {pc.stage_b.method}, weights "
+             f"Base model: `{base_model(pc)}` (profile {pc.profile}). Merge: {pc.stage_b.method}, weights "
              f"{pc.stage_b.weights} (normalize={pc.stage_b.normalize}).", "",
              "## Stage timings", "", "| stage | seconds |", "|---|---:|",
              *[f"| {k} | {v:.0f} |" for k, v in timings.items()], "",

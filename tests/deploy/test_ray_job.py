@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from peirce.config.profiles import SMOKE_TRAIN, as_overrides
 
 REPO = Path(__file__).resolve().parents[2]
 RAY_DIR = REPO / "deploy" / "ray"
@@ -31,12 +30,10 @@ def _jobspec():
 jobspec = _jobspec()
 
 
-def test_job_yaml_validates_and_runs_the_smoke_profile():
+def test_job_yaml_validates_and_runs_the_smoke_pipeline():
     spec = jobspec.load(RAY_DIR / "job.yaml")
-    assert spec.entrypoint[:5] == ["python", "-m", "peirce.cli.main", "train", "configs/train-deduction.yaml"]
-    assert (REPO / spec.entrypoint[4]).is_file()
-    overrides = sorted(t for t in spec.entrypoint[5:] if "=" in t)
-    assert overrides == sorted(as_overrides(SMOKE_TRAIN)), "job.yaml drifted from peirce.config.profiles.SMOKE_TRAIN"
+    assert spec.entrypoint == ["python", "-m", "peirce.cli.main", "run", "configs/smoke.yaml"]
+    assert yaml.safe_load((REPO / spec.entrypoint[4]).read_text())["profile"] == "smoke"
     env = spec.runtime_env.env_vars
     assert REQUIRED_ENV.items() <= env.items() and env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0"
     assert ".venv/" in spec.runtime_env.excludes and ".git/" in spec.runtime_env.excludes
@@ -51,7 +48,7 @@ def test_submit_argv_resolves_paths_merges_env_and_keeps_argv_verbatim():
     assert rte["working_dir"] == str(REPO) and rte["env_vars"]["X"] == "y"
     assert "--no-wait" in argv
     entry = argv[argv.index("--") + 1:]
-    assert "tasks.families=[uppercase]" in entry and "model.path=tiny" in entry
+    assert entry == spec.entrypoint  # verbatim, no quoting layer
     custom = jobspec.submit_argv(spec, entrypoint=["python", "-c", "print(1)"])
     assert custom[custom.index("--") + 1:] == ["python", "-c", "print(1)"]
     assert custom[custom.index("--submission-id") + 1].startswith("peirce-")
@@ -147,25 +144,24 @@ def test_job_config_runs_on_a_private_cluster(tmp_path, promtool):
 
     others = _other_ray_pids()
     targets = tmp_path / "targets"
-    # PEIRCE_DEPLOY_JOB=config runs job.yaml's own entrypoint (the smoke training run).
-    own = os.environ.get("PEIRCE_DEPLOY_JOB") == "config"
+    # The probe job always runs; then job.yaml's own entrypoint, the smoke pipeline
+    # (PEIRCE_DEPLOY_JOB=probe skips it).
+    own = os.environ.get("PEIRCE_DEPLOY_JOB", "config") == "config"
     # The pipeline's fractional actors need more logical CPUs than cores (as ensure_ray gives locally).
-    cluster = LocalRayCluster(num_cpus=8 if own else 2)
+    cluster = LocalRayCluster(num_cpus=8)
     with cluster:
-        status, logs = run_job(cluster, None if own else probe_entrypoint(),
-                               env={"PEIRCE_PROM_TARGETS_DIR": str(targets)})
+        status, logs = run_job(cluster, probe_entrypoint(), env={"PEIRCE_PROM_TARGETS_DIR": str(targets)})
         assert status == "SUCCEEDED", logs[-4000:]
-        if not own:
-            line = next(l for l in logs.splitlines() if l.startswith("PEIRCE_JOB "))
-            report = json.loads(line.removeprefix("PEIRCE_JOB "))
-            assert report["peirce_file"].startswith(str(cluster.temp_dir)), "working_dir was not uploaded"
-            assert report["cpus"] == cluster.num_cpus  # joined *this* cluster, not a new local one
-            assert report["argv"] == ["tasks.families=[uppercase]", "two words"]
-            assert report["env"] == {"HF_HUB_OFFLINE": "1", "VLLM_HOST_IP": "127.0.0.1",
-                                     "PEIRCE_PROM_TARGETS_DIR": str(targets),
-                                     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-            doctor = json.loads(logs[logs.index("\n{", logs.index("PEIRCE_JOB")) + 1:])
-            assert doctor["packages"]["ray"] == importlib.metadata.version("ray")
+        line = next(l for l in logs.splitlines() if l.startswith("PEIRCE_JOB "))
+        report = json.loads(line.removeprefix("PEIRCE_JOB "))
+        assert report["peirce_file"].startswith(str(cluster.temp_dir)), "working_dir was not uploaded"
+        assert report["cpus"] == cluster.num_cpus  # joined *this* cluster, not a new local one
+        assert report["argv"] == ["tasks.families=[uppercase]", "two words"]
+        assert report["env"] == {"HF_HUB_OFFLINE": "1", "VLLM_HOST_IP": "127.0.0.1",
+                                 "PEIRCE_PROM_TARGETS_DIR": str(targets),
+                                 "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+        doctor = json.loads(logs[logs.index("\n{", logs.index("PEIRCE_JOB")) + 1:])
+        assert doctor["packages"]["ray"] == importlib.metadata.version("ray")
         # The shipped config's `ray` job, pointed at this cluster's discovery file.
         server = PrometheusServer(render_config(targets, ray_sd_file=cluster.ray_sd_file),
                                   workdir=tmp_path / "prom")
@@ -175,7 +171,13 @@ def test_job_config_runs_on_a_private_cluster(tmp_path, promtool):
                               what=f"ray node metrics {node} up (sd file: {cluster.ray_sd_file})")
             server.wait_until(lambda: server.query('{job="ray", __name__=~"ray_.+"}'), timeout=60,
                               what="ray_* series")
-        if own:  # the run's own exporters announced themselves where the job env said
-            assert "finished at step" in logs, logs[-4000:]
+        if own:  # the whole recipe, submitted with the shipped job config
+            status, logs = run_job(cluster, None, env={"PEIRCE_PROM_TARGETS_DIR": str(targets)}, timeout=2400)
+            assert status == "SUCCEEDED", logs[-4000:]
+            line = next(l for l in logs.splitlines() if l.startswith("peirce run: done; report at "))
+            report = Path(line.removeprefix("peirce run: done; report at ").strip())
+            if not report.is_absolute():
+                report = next(Path(cluster.temp_dir).rglob(str(report)))
+            assert "| domain-from-merged |" in report.read_text()
     assert cluster._our_pids() == [], "Ray processes of the test cluster survived"
     assert others <= _other_ray_pids(), "another Ray cluster on this machine was touched"
