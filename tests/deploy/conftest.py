@@ -123,7 +123,8 @@ def smoke_train_source(targets_dir: Path) -> MetricsSource:
 
     run_dir = targets_dir.parent / "smoke-run"
     proc = _spawn([sys.executable, "-m", "peirce.cli.main", "train", "configs/train-deduction.yaml",
-                   *as_overrides({**SMOKE_TRAIN, "trainer.max_steps": 1000}), f"run_dir={run_dir}", "--no-progress"],
+                   *as_overrides({**SMOKE_TRAIN, "trainer.max_steps": 1000, "algorithm.kl_coef": 0.001}),
+                   f"run_dir={run_dir}", "--no-progress"],
                   targets_dir.parent / "smoke.log",
                   env={"PEIRCE_PROM_TARGETS_DIR": str(targets_dir), "VLLM_HOST_IP": "127.0.0.1",
                        "RAY_ADDRESS": ""})
@@ -135,8 +136,22 @@ def smoke_train_source(targets_dir: Path) -> MetricsSource:
             raise RuntimeError(f"smoke run trained nothing; see {targets_dir.parent / 'smoke.log'}")
         time.sleep(2)
     return MetricsSource(runs=("deduction",), stop=_stopper(proc), rate_window="2m", startup_timeout=300,
-                         # a clean run rejects no frame; SMOKE_TRAIN has kl_coef=0, so no KL is reported
-                         may_be_empty=frozenset({"Rejected frames / s", "KL to reference"}))
+                         # a clean run rejects no frame
+                         may_be_empty=frozenset({"Rejected frames / s"}))
+
+
+def wait_all_up(prometheus: PrometheusServer, targets_dir: Path, timeout: float) -> None:
+    """Until every exporter announced in `targets_dir` is scraped and up."""
+    def all_up():
+        announced = set()
+        for p in targets_dir.glob("*.json"):
+            try:
+                announced.add(json.loads(p.read_text())[0]["targets"][0])
+            except FileNotFoundError:  # withdrawn between glob and read
+                pass
+        up = {t["labels"]["instance"] for t in prometheus.active_targets("peirce") if t["health"] == "up"}
+        return announced and announced <= up
+    prometheus.wait_until(all_up, timeout=timeout, what="every announced exporter scraped")
 
 
 SOURCES: dict[str, Callable[[Path], MetricsSource]] = {"synthetic": synthetic_source, "smoke": smoke_train_source}
@@ -185,16 +200,7 @@ def metrics_source(prometheus, prom_targets_dir, metrics_source_factory) -> Metr
     """The source running, and every one of its targets up in Prometheus."""
     source = metrics_source_factory(prom_targets_dir)
     try:
-        def all_up():
-            announced = set()
-            for p in prom_targets_dir.glob("*.json"):
-                try:
-                    announced.add(json.loads(p.read_text())[0]["targets"][0])
-                except FileNotFoundError:  # withdrawn between glob and read
-                    pass
-            up = {t["labels"]["instance"] for t in prometheus.active_targets("peirce") if t["health"] == "up"}
-            return announced and announced <= up
-        prometheus.wait_until(all_up, timeout=source.startup_timeout, what="every announced exporter scraped")
+        wait_all_up(prometheus, prom_targets_dir, source.startup_timeout)
         yield source
     finally:
         source.stop()

@@ -9,7 +9,7 @@ import yaml
 
 from peirce.metrics import CATALOGUE, MetricsExporter
 from peirce.monitoring.dashboard import build_dashboard, queries, render_query
-from peirce.monitoring.promtest import SHIPPED_CONFIG, check_config, render_config
+from peirce.monitoring.promtest import SHIPPED_CONFIG, PrometheusServer, check_config, render_config
 
 
 def test_shipped_config_passes_promtool(promtool):
@@ -60,13 +60,13 @@ def test_every_catalogue_metric_is_scraped_for_every_run(prometheus, metrics_sou
         assert runs
 
 
-def test_every_dashboard_query_returns_data_per_run(prometheus, metrics_source):
+def _assert_dashboard_queries_return_data(prometheus, source) -> None:
     checked = 0
     for title, expr in queries(build_dashboard()):
-        if title in metrics_source.may_be_empty:
+        if title in source.may_be_empty:
             continue
-        for run in metrics_source.runs:
-            promql = render_query(expr, run=run, rate_interval=metrics_source.rate_window)
+        for run in source.runs:
+            promql = render_query(expr, run=run, rate_interval=source.rate_window)
 
             def finite_for_run():
                 rows = prometheus.query(promql)
@@ -76,7 +76,29 @@ def test_every_dashboard_query_returns_data_per_run(prometheus, metrics_source):
             rows = prometheus.wait_until(finite_for_run, timeout=60, what=f"{title}: {promql}")
             assert all(r["metric"].get("run", r["metric"].get("peirce_run")) == run for r in rows), rows
             checked += 1
-    assert checked >= 20 * len(metrics_source.runs)
+    assert checked >= 20 * len(source.runs)
+
+
+def test_every_dashboard_query_returns_data_per_run(prometheus, metrics_source):
+    _assert_dashboard_queries_return_data(prometheus, metrics_source)
+
+
+@pytest.mark.slow
+def test_dashboard_queries_return_data_from_a_running_smoke_job(promtool, tmp_path):
+    """The real thing: a real Prometheus scrapes a live `peirce train` smoke job (Ray actors,
+    vLLM, DeepSpeed) discovered through file_sd, and every dashboard query returns data."""
+    from conftest import smoke_train_source, wait_all_up
+
+    targets = tmp_path / "targets"
+    targets.mkdir()
+    server = PrometheusServer(render_config(targets, scrape_interval="1s"), workdir=tmp_path / "server")
+    with server:
+        source = smoke_train_source(targets)
+        try:
+            wait_all_up(server, targets, source.startup_timeout)
+            _assert_dashboard_queries_return_data(server, source)
+        finally:
+            source.stop()
 
 
 def test_run_variable_lists_every_run(prometheus, metrics_source):
