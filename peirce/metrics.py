@@ -94,10 +94,9 @@ class MetricsExporter:
     def add_reward(self, reward: float, **labels: str) -> None:
         """Count one scored sample's reward (see the catalogue note on negative rewards)."""
         self.inc("peirce_reward_samples_total", 1, **labels)
-        if reward >= 0:
-            self.inc("peirce_reward_positive_sum_total", reward, **labels)
-        else:
-            self.inc("peirce_reward_negative_sum_total", -reward, **labels)
+        # Both series always exist (inc by 0), so their difference is defined per label set.
+        self.inc("peirce_reward_positive_sum_total", max(reward, 0.0), **labels)
+        self.inc("peirce_reward_negative_sum_total", max(-reward, 0.0), **labels)
 
     def observe(self, name: str, value: float, **labels: str) -> None:
         self._bound(name, labels).observe(value)

@@ -38,3 +38,18 @@ def test_catalogue_names_follow_convention():
         assert kind in {"counter", "gauge", "histogram"}
         if kind == "counter":
             assert name.endswith("_total"), name
+
+
+def test_negative_rewards_are_summed_without_breaking_counters():
+    m = MetricsExporter(run="r", worker="reward-0")
+    port = m.serve()
+    for r in (3.0, -0.5, -3.0):
+        m.add_reward(r, task="deduction", level="1")
+    m.add_reward(0.5, task="uppercase", level="1")
+    text = _scrape(port)
+    lab = 'level="1",run="r",task="deduction",worker="reward-0"'
+    assert f"peirce_reward_positive_sum_total{{{lab}}} 3.0" in text
+    assert f"peirce_reward_negative_sum_total{{{lab}}} 3.5" in text
+    assert f"peirce_reward_samples_total{{{lab}}} 3.0" in text
+    # a task that never scored below zero still exposes its negative series (at 0)
+    assert 'peirce_reward_negative_sum_total{level="1",run="r",task="uppercase",worker="reward-0"} 0.0' in text
