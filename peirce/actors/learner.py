@@ -21,9 +21,24 @@ from peirce.transport.weight_sync import WeightPublisher
 from peirce.transport.wire import ScoredSample
 
 
+def cpu_has_native_bf16() -> bool:
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
+
+
+def use_bf16(precision: str) -> bool:
+    """`auto`: bf16 where the hardware has it (CUDA, AVX512-BF16/AMX CPUs), else fp32."""
+    if precision != "auto":
+        return precision == "bf16"
+    return torch.cuda.is_available() or cpu_has_native_bf16()
+
+
 def learner_config(cfg: TrainConfig) -> LearnerConfig:
     lc = cfg.learner
-    return LearnerConfig(zero_stage=lc.zero_stage, bf16=cfg.model.dtype == "bfloat16", lr=lc.lr,
+    return LearnerConfig(zero_stage=lc.zero_stage, bf16=use_bf16(lc.precision), lr=lc.lr,
                          weight_decay=lc.weight_decay, grad_clip=lc.grad_clip, micro_batch_size=lc.micro_batch_size,
                          gradient_checkpointing=lc.gradient_checkpointing, ref_model=cfg.algorithm.kl_coef > 0,
                          seed=cfg.trainer.seed)
