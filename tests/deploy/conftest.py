@@ -123,7 +123,8 @@ def smoke_train_source(targets_dir: Path) -> MetricsSource:
 
     run_dir = targets_dir.parent / "smoke-run"
     proc = _spawn([sys.executable, "-m", "peirce.cli.main", "train", "configs/train-deduction.yaml",
-                   *as_overrides({**SMOKE_TRAIN, "trainer.max_steps": 1000, "algorithm.kl_coef": 0.001}),
+                   *as_overrides({**SMOKE_TRAIN, "trainer.max_steps": 1000, "tasks.n_per_level": 400,
+                                  "algorithm.kl_coef": 0.001}),
                    f"run_dir={run_dir}", "--no-progress"],
                   targets_dir.parent / "smoke.log",
                   env={"PEIRCE_PROM_TARGETS_DIR": str(targets_dir), "VLLM_HOST_IP": "127.0.0.1",
