@@ -38,3 +38,19 @@ def tiny_model_dir(embedded_model_dir):
     from peirce.model.tiny import build_tiny_llama
 
     return build_tiny_llama()
+
+
+_LAUNCHER_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_launcher_env():
+    """A learner built in-process sets MASTER_PORT etc.; don't let it leak into later tests'
+    subprocesses and Ray workers (they would rendezvous on a port this process holds)."""
+    before = {k: os.environ.get(k) for k in _LAUNCHER_VARS}
+    yield
+    for k, v in before.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v

@@ -14,6 +14,7 @@ from peirce.actors.common import actor_setup
 from peirce.config.schema import TrainConfig
 from peirce.learner.advantages import compute_advantages
 from peirce.learner.batch import Sample, collate
+from peirce.learner.dist_env import claim_single_rank_env
 from peirce.learner.engine import LearnerConfig, LearnerEngine
 from peirce.learner.losses import LossConfig, compute_loss
 from peirce.transport.groups import unpack_messages
@@ -70,6 +71,7 @@ class Learner:
     def __init__(self, model_dir: str, cfg_dict: dict[str, Any], run: str) -> None:
         self.cfg = TrainConfig.model_validate(cfg_dict)
         self.metrics = actor_setup(run, "learner")
+        claim_single_rank_env()  # one rank per learner actor today
         self.engine = LearnerEngine(model_dir, learner_config(self.cfg))
         self.loss_fn = functools.partial(compute_loss, loss_config(self.cfg))
         self.publisher = WeightPublisher(f"tcp://{self.cfg.transport.host}:*",

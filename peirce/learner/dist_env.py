@@ -71,6 +71,17 @@ def ensure_dist_env(
     return DistEnv(r, local, ws, addr, port, backend=default_backend())
 
 
+def claim_single_rank_env() -> DistEnv:
+    """Rank 0 of 1 on loopback with a port of its own, whatever the process inherited.
+
+    A Ray actor inherits the environment of whoever started Ray; a driver that ran a
+    learner itself (a notebook, a test) leaves MASTER_PORT pointing at a port its own
+    process group still holds, and the actor's rendezvous then dies with EADDRINUSE.
+    """
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    return ensure_dist_env(rank=0, world_size=1, master_addr="127.0.0.1", master_port=free_port())
+
+
 def default_backend() -> str:
     import torch
 

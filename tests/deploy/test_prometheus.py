@@ -87,7 +87,7 @@ def test_every_dashboard_query_returns_data_per_run(prometheus, metrics_source):
 def test_dashboard_queries_return_data_from_a_running_smoke_job(promtool, tmp_path):
     """The real thing: a real Prometheus scrapes a live `peirce train` smoke job (Ray actors,
     vLLM, DeepSpeed) discovered through file_sd, and every dashboard query returns data."""
-    from conftest import smoke_train_source, wait_all_up
+    from prom_sources import smoke_train_source, wait_all_up
 
     targets = tmp_path / "targets"
     targets.mkdir()
