@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
+import os
 import sys
 
 # Order is the order shown in --help.
@@ -45,7 +47,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def configure_logging() -> None:
+    """peirce's own messages (stage skipped, worker added, ...) on stderr; PEIRCE_LOG_LEVEL
+    changes the level. Only the `peirce` logger: libraries keep their own settings."""
+    level = os.environ.get("PEIRCE_LOG_LEVEL", "INFO").upper()
+    logger = logging.getLogger("peirce")
+    if logger.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+    logger.addHandler(handler)
+    logger.setLevel(level if level in logging.getLevelNamesMapping() else "INFO")
+    logger.propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
+    configure_logging()
     parser = build_parser()
     args = parser.parse_args(argv)
     return int(args.handler(args) or 0)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import time
 from pathlib import Path
@@ -39,7 +38,6 @@ def _err(msg: str) -> None:
 def _prepare(args: argparse.Namespace) -> int:
     from peirce.model.embedded import EmbeddedModelError, prepare_embedded_model, status
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     st = status()
     if st.ready and not args.force:
         _err(f"already prepared at {st.path}")
