@@ -9,7 +9,7 @@ import pytest
 
 from peirce.eval.suites import REFERENCE_ENV, SuiteError, SuiteOptions, file_suite_name, load_suite, reference_dir
 
-REFERENCE = Path("/work/shared/reference-data/maa")
+REFERENCE = reference_dir()
 
 
 @pytest.mark.parametrize("task", ["deduction", "induction", "abduction"])

@@ -31,8 +31,9 @@ from peirce.tasks.abduction_logic import (
     render_premise,
 )
 from peirce.tasks.base import get_family
+from peirce.eval.suites import reference_dir
 
-REF_DIR = "/work/shared/reference-data/maa/abduction"
+REF_DIR = str(reference_dir() / "abduction")
 REF_FILES = sorted(glob.glob(f"{REF_DIR}/level*-test.parquet"))
 FAM = Abduction()
 

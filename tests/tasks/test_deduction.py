@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from peirce.eval.suites import reference_dir
 from peirce.tasks.base import get_family
 from peirce.tasks.deduction import (
     LEVELS,
@@ -37,7 +38,7 @@ from peirce.tasks.logic_formula import (
     truth_table,
 )
 
-REF_DIR = "/work/shared/reference-data/maa/deduction"
+REF_DIR = str(reference_dir() / "deduction")
 REF_LEVELS = [lv for lv in range(1, 6) if os.path.exists(f"{REF_DIR}/level{lv}-test.parquet")]
 FAM = DeductionFamily()
 

@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from peirce.eval.suites import reference_dir
 from peirce.tasks.base import get_family
 from peirce.tasks.induction import (
     InductionFamily,
@@ -27,7 +28,7 @@ from peirce.tasks.induction import (
     parse_puzzle_text,
 )
 
-REF_DIR = "/work/shared/reference-data/maa/induction"
+REF_DIR = str(reference_dir() / "induction")
 REF_LEVELS = [lv for lv in range(1, 6) if os.path.exists(f"{REF_DIR}/level{lv}-test.parquet")]
 FIXTURE = Path(__file__).parent / "fixtures" / "ambiguous_induction.json"
 FAM = InductionFamily()

@@ -8,6 +8,7 @@ import os
 import pyarrow.parquet as pq
 import pytest
 
+from peirce.eval.suites import reference_dir
 from peirce.tasks.base import Task
 from peirce.tasks.prompts import (
     PROMPT_STYLES,
@@ -18,7 +19,7 @@ from peirce.tasks.prompts import (
     render_prompt,
 )
 
-REF_DIR = "/work/shared/reference-data/maa"
+REF_DIR = str(reference_dir())
 REF_FILES = sorted(glob.glob(f"{REF_DIR}/*/*.parquet"))
 needs_ref = pytest.mark.skipif(not REF_FILES, reason="reference data not present")
 

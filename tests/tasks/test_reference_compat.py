@@ -16,8 +16,9 @@ import pytest
 from peirce.rewards.maa import score_maa
 from peirce.tasks.base import family_names
 from peirce.tasks.dataset import read_tasks, write_jsonl, write_parquet
+from peirce.eval.suites import reference_dir
 
-REF_DIR = "/work/shared/reference-data/maa"
+REF_DIR = str(reference_dir())  # ../shared/reference-data/maa or $PEIRCE_REFERENCE_DATA
 REF_FILES = sorted(glob.glob(f"{REF_DIR}/*/*.parquet"))
 FAMILIES = set(family_names())
 
