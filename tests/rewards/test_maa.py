@@ -11,25 +11,12 @@ from peirce.rewards.registry import RewardResult, UnknownRewardError, get_reward
 from peirce.tasks.base import UnknownTaskError, family_names
 from peirce.tasks.dataset import generate_dataset
 from peirce.tasks.prompts import TASK_INSTRUCTIONS
+from peirce.testing import wrap_response, wrong_answer
 
 FAMILIES = [f for f in family_names() if f in TASK_INSTRUCTIONS]  # the MAA logic families
 pytestmark = pytest.mark.skipif(not FAMILIES, reason="no task family is registered yet")
 
 
-def wrap(answer: str) -> str:
-    return f"<think>reasoning</think>\n<answer>\n{answer}</answer>"
-
-
-def wrong_answer(gold: str) -> str:
-    """A well-formed, wrong answer: every judgement flipped (consistent when a goal repeats),
-    or one added to an integer."""
-    g = gold.strip()
-    if g.lstrip("-").isdigit():
-        return str(int(g) + 1)
-    flipped = g.replace("unreachable", "\0").replace("reachable", "unreachable").replace("\0", "reachable")
-    flipped = flipped.replace("True", "\0").replace("False", "True").replace("\0", "False")
-    assert flipped != g, f"cannot make a wrong answer from {gold!r}"
-    return flipped
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
@@ -39,16 +26,16 @@ def tasks(request):
 
 def test_the_four_totals(tasks):
     for t in tasks:
-        gold = score_maa(t.task, wrap(t.solution_text), t.solution_text)
+        gold = score_maa(t.task, wrap_response(t.solution_text), t.solution_text)
         assert gold == RewardResult(3.0, True, True, t.solution_text.strip())
-        wrong = score_maa(t.task, wrap(wrong_answer(t.solution_text)), t.solution_text)
+        wrong = score_maa(t.task, wrap_response(wrong_answer(t.solution_text)), t.solution_text)
         assert (wrong.reward, wrong.format_ok, wrong.correct) == (-0.5, True, False)
-        junk = score_maa(t.task, wrap("no idea"), t.solution_text)
+        junk = score_maa(t.task, wrap_response("no idea"), t.solution_text)
         assert (junk.reward, junk.format_ok, junk.correct, junk.answer) == (-1.0, True, None, "no idea")
         bare = score_maa(t.task, t.solution_text, t.solution_text)
         assert (bare.reward, bare.format_ok, bare.correct, bare.answer) == (-3.0, False, None, None)
         # Gold answer but a broken format: the answer part is -2 as well.
-        twice = score_maa(t.task, wrap(t.solution_text) + "<answer>x</answer>", t.solution_text)
+        twice = score_maa(t.task, wrap_response(t.solution_text) + "<answer>x</answer>", t.solution_text)
         assert (twice.reward, twice.format_ok, twice.correct) == (-3.0, False, None)
 
 
@@ -62,11 +49,11 @@ def test_prefill_counts_for_the_format(tasks):
 def test_custom_scheme(tasks):
     t = tasks[0]
     scheme = MaaRewardScheme(format_ok=0.5, format_bad=-0.25, answer_correct=1.0, answer_wrong=-0.1, answer_unparsable=-7.0)
-    assert score_maa(t.task, wrap(t.solution_text), t.solution_text, scheme).reward == 1.5
-    assert score_maa(t.task, wrap(wrong_answer(t.solution_text)), t.solution_text, scheme).reward == pytest.approx(0.4)
-    assert score_maa(t.task, wrap("?"), t.solution_text, scheme).reward == -6.5
+    assert score_maa(t.task, wrap_response(t.solution_text), t.solution_text, scheme).reward == 1.5
+    assert score_maa(t.task, wrap_response(wrong_answer(t.solution_text)), t.solution_text, scheme).reward == pytest.approx(0.4)
+    assert score_maa(t.task, wrap_response("?"), t.solution_text, scheme).reward == -6.5
     assert score_maa(t.task, "x", t.solution_text, scheme).reward == -7.25
-    assert maa_reward(scheme)(t, wrap(t.solution_text)).reward == 1.5
+    assert maa_reward(scheme)(t, wrap_response(t.solution_text)).reward == 1.5
 
 
 def test_registry(tasks, monkeypatch):
@@ -75,7 +62,7 @@ def test_registry(tasks, monkeypatch):
     t = tasks[0]
     fn = get_reward("maa")
     assert "maa" in reward_names()
-    assert fn(t, wrap(t.solution_text)).reward == 3.0
+    assert fn(t, wrap_response(t.solution_text)).reward == 3.0
     with pytest.raises(UnknownRewardError, match="unknown reward 'nope'; valid rewards: .*maa"):
         get_reward("nope")
 
@@ -103,4 +90,4 @@ _GOLD = {name: generate_dataset(name, 1, 1, "test", seed=0)[0].solution_text for
 def test_any_response_gets_one_of_the_four_totals(text):
     for name, gold in _GOLD.items():
         assert score_maa(name, text, gold).reward in (3.0, -0.5, -1.0, -3.0)
-        assert score_maa(name, text + "\n" + wrap(gold), gold).reward in (3.0, -0.5, -1.0, -3.0)
+        assert score_maa(name, text + "\n" + wrap_response(gold), gold).reward in (3.0, -0.5, -1.0, -3.0)

@@ -16,6 +16,7 @@ import pytest
 from peirce.rewards.maa import score_maa
 from peirce.tasks.base import family_names
 from peirce.tasks.dataset import read_tasks, write_jsonl, write_parquet
+from peirce.testing import wrap_response, wrong_answer
 from peirce.eval.suites import reference_dir
 
 REF_DIR = str(reference_dir())  # ../shared/reference-data/maa or $PEIRCE_REFERENCE_DATA
@@ -33,17 +34,6 @@ pytestmark = pytest.mark.skipif(not REF_FILES, reason="reference data not presen
 PARAMS = [_file_param(p) for p in REF_FILES]
 
 
-def wrong_answer(gold: str) -> str:
-    """A well-formed, wrong answer: every judgement flipped (consistent when a goal repeats),
-    or one added to an integer."""
-    g = gold.strip()
-    if g.lstrip("-").isdigit():
-        return str(int(g) + 1)
-    flipped = g.replace("unreachable", "\0").replace("reachable", "unreachable").replace("\0", "reachable")
-    flipped = flipped.replace("True", "\0").replace("False", "True").replace("\0", "False")
-    assert flipped != g, f"cannot make a wrong answer from {gold!r}"
-    return flipped
-
 
 @pytest.mark.parametrize("path", PARAMS)
 def test_reference_rows_score_3_minus_half_minus_3(path):
@@ -53,9 +43,9 @@ def test_reference_rows_score_3_minus_half_minus_3(path):
     for t, gold in zip(tasks, raw):
         gold = str(gold)
         assert t.solution_text == gold
-        turn = f"<think>I worked it out.</think>\n<answer>\n{gold}</answer>"
+        turn = wrap_response(gold, "I worked it out.")
         assert score_maa(t.task, turn, gold).reward == 3.0, t.id
-        bad = f"<think>I worked it out.</think>\n<answer>\n{wrong_answer(gold)}</answer>"
+        bad = wrap_response(wrong_answer(gold), "I worked it out.")
         assert score_maa(t.task, bad, gold).reward == -0.5, t.id
         assert score_maa(t.task, gold, gold).reward == -3.0, t.id
 
