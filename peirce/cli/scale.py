@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
+
+from peirce.cli.control_call import print_control_reply
 
 
 def _parse_assignments(items: list[str]) -> dict[str, int]:
@@ -21,18 +21,12 @@ def _parse_assignments(items: list[str]) -> dict[str, int]:
 
 
 def _handle(args: argparse.Namespace) -> int:
-    from peirce.trainer.control import ControlError, scale, send_control, ControlRequest
+    from peirce.trainer.control import ControlRequest, scale, send_control
 
-    try:
-        if args.assignments:
-            state = scale(args.run, **_parse_assignments(args.assignments), timeout_s=args.timeout)
-        else:
-            state = send_control(args.run, ControlRequest(op="status"), args.timeout)
-    except ControlError as exc:
-        print(f"peirce scale: {exc}", file=sys.stderr)
-        return 1
-    print(json.dumps(state, indent=2, sort_keys=True))
-    return 0
+    if args.assignments:
+        roles = _parse_assignments(args.assignments)
+        return print_control_reply("scale", lambda: scale(args.run, **roles, timeout_s=args.timeout))
+    return print_control_reply("scale", lambda: send_control(args.run, ControlRequest(op="status"), args.timeout))
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
+
+from peirce.cli.control_call import print_control_reply
 
 
 def _handle(args: argparse.Namespace) -> int:
-    from peirce.trainer.control import ControlError, stop
+    from peirce.trainer.control import stop
 
-    try:
-        state = stop(args.run, timeout_s=args.timeout)
-    except ControlError as exc:
-        print(f"peirce stop: {exc}", file=sys.stderr)
-        return 1
-    print(json.dumps(state, indent=2, sort_keys=True))
-    return 0
+    return print_control_reply("stop", lambda: stop(args.run, timeout_s=args.timeout))
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

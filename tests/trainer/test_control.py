@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -19,6 +20,8 @@ def live_run(tmp_path):
     state = {"rollout": 1, "reward": 1}
 
     def handler(req: ControlRequest) -> dict:
+        if req.op == "stop":
+            state["stopping"] = True
         if req.op == "scale":
             if req.rollout is not None:
                 if req.rollout > 8:
@@ -69,6 +72,23 @@ def test_cli_scale(live_run):
         capture_output=True, text=True, timeout=60,
     )
     assert bad.returncode != 0 and "expected rollout=N or reward=M" in bad.stderr
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "peirce.cli.main", *args], capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_cli_status_and_stop(live_run, tmp_path):
+    run, state = live_run
+    status = _cli("scale", str(run.root))
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout) == {"rollout": 1, "reward": 1}
+    stopped = _cli("stop", str(run.root))
+    assert stopped.returncode == 0, stopped.stderr
+    assert json.loads(stopped.stdout)["stopping"] is True
+    nothing = _cli("stop", str(tmp_path / "elsewhere"), "--timeout", "2")
+    assert nothing.returncode == 1 and nothing.stderr.startswith("peirce stop: ") and "no live run" in nothing.stderr
 
 
 def test_no_live_run_is_a_clear_error(tmp_path):
