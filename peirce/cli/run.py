@@ -6,12 +6,21 @@ import argparse
 import sys
 
 
+STARTS = {"merged": "[merged]", "base": "[base]", "both": "[merged, base]"}
+
+
+def pipeline_overrides(args: argparse.Namespace) -> list[str]:
+    """The dotted overrides, with `--from` as the stage_c.starts it abbreviates."""
+    extra = [f"stage_c.starts={STARTS[args.start]}"] if args.start else []
+    return [*args.overrides, *extra]
+
+
 def _handle(args: argparse.Namespace) -> int:
     from peirce.config import ConfigError, load_config
     from peirce.pipeline.config import PipelineConfig
 
     try:
-        pc = load_config(PipelineConfig, args.config, args.overrides)
+        pc = load_config(PipelineConfig, args.config, pipeline_overrides(args))
     except ConfigError as exc:
         print(f"peirce run: {exc}", file=sys.stderr)
         return 2
@@ -39,4 +48,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("config", help="pipeline YAML (see configs/default.yaml)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    p.add_argument("--from", dest="start", choices=sorted(STARTS),
+                   help="where stage C (domain RL) starts: the merged model, the base model (the baseline), "
+                   "or both (the config's stage_c.starts; default both)")
     p.set_defaults(handler=_handle)
