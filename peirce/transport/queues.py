@@ -45,10 +45,8 @@ def _remaining_ms(deadline: float | None) -> int:
     return -1 if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
 
 
-class SendChannel(abc.ABC):
-    @abc.abstractmethod
-    def send(self, msg: Message, timeout: float | None = None) -> bool:
-        """Queue `msg`; False if not accepted within `timeout` seconds (nothing sent)."""
+class Closable(abc.ABC):
+    """A socket owner usable as a context manager (closed on exit)."""
 
     @abc.abstractmethod
     def close(self) -> None: ...
@@ -60,7 +58,13 @@ class SendChannel(abc.ABC):
         self.close()
 
 
-class RecvChannel(abc.ABC):
+class SendChannel(Closable):
+    @abc.abstractmethod
+    def send(self, msg: Message, timeout: float | None = None) -> bool:
+        """Queue `msg`; False if not accepted within `timeout` seconds (nothing sent)."""
+
+
+class RecvChannel(Closable):
     rejected: RejectCounter  # add hooks here to export counts (e.g. Prometheus)
 
     @property
@@ -71,15 +75,6 @@ class RecvChannel(abc.ABC):
     @abc.abstractmethod
     def recv(self, timeout: float | None = None) -> Message | None:
         """Next valid message, or None after `timeout` seconds."""
-
-    @abc.abstractmethod
-    def close(self) -> None: ...
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 class Channel(SendChannel, RecvChannel):
