@@ -18,6 +18,7 @@ test with `entry_point`), optional `setup` (code run before the program, e.g. MB
 
 from __future__ import annotations
 
+import functools
 import json
 import secrets
 from dataclasses import dataclass, field
@@ -161,11 +162,7 @@ def score_code(task: Task, assistant_turn: str, config: CodeRewardConfig = CodeR
 
 def code_reward(config: CodeRewardConfig) -> RewardFn:
     """A registry-shaped code reward with custom mode/limits."""
-
-    def reward(task: Task, assistant_turn: str) -> RewardResult:
-        return score_code(task, assistant_turn, config)
-
-    return reward
+    return functools.partial(score_code, config=config)
 
 
 @register_reward("code")

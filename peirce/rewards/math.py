@@ -10,6 +10,7 @@ killed and restarted when a check overruns (e.g. `2^{2^{2^{40}}}` makes sympy ha
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import multiprocessing as mp
@@ -173,10 +174,8 @@ def score_math(task: Task, assistant_turn: str, config: MathRewardConfig = MathR
 
 
 def math_reward(config: MathRewardConfig) -> RewardFn:
-    def reward(task: Task, assistant_turn: str) -> RewardResult:
-        return score_math(task, assistant_turn, config)
-
-    return reward
+    """A registry-shaped math reward with a custom equivalence config."""
+    return functools.partial(score_math, config=config)
 
 
 @register_reward("math")
