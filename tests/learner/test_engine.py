@@ -191,3 +191,17 @@ def test_compute_loss_from_losses_module(engine):
     m = engine.train_step(batch, partial(losses.compute_loss, cfg), with_entropy=True)
     assert torch.isfinite(torch.tensor(m["loss"])) and m["grad_norm"] > 0
     json.dumps(m)  # metrics are plain floats, ready for logging
+
+
+def test_gradient_checkpointing_gives_the_same_step(model_dir):
+    """Recomputing activations (the memory saver `make run` uses) must not change the update."""
+    batch = collate(make_samples())
+    steps = {}
+    for ckpt in (False, True):
+        eng = LearnerEngine(model_dir, LearnerConfig(bf16=False, lr=5e-3, micro_batch_size=2, seed=1,
+                                                     gradient_checkpointing=ckpt))
+        assert eng.hf_model.is_gradient_checkpointing == ckpt
+        m = eng.train_step(batch, pg_loss)
+        steps[ckpt] = (m["grad_norm"], eng.logprobs(batch))
+    assert steps[True][0] == pytest.approx(steps[False][0], rel=1e-4)
+    torch.testing.assert_close(steps[True][1], steps[False][1], atol=1e-5, rtol=0)
