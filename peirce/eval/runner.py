@@ -213,7 +213,8 @@ def evaluate(model_dir: str | Path, suite: Suite | str | Sequence[Suite | str], 
         samples_path = Path(out_dir) / SAMPLES_FILE
         fh = open(samples_path, "wb")
     try:
-        results = {s.name: _run_suite(engine, s, prompts[s.name], settings, fh, batch_tasks, reward_workers)
+        outputs = _generate_all(engine, suites, prompts, settings, batch_tasks)
+        results = {s.name: _score_suite(s, prompts[s.name], outputs[s.name], settings, fh, reward_workers)
                    for s in suites}
     finally:
         if fh is not None:
@@ -227,50 +228,72 @@ def evaluate(model_dir: str | Path, suite: Suite | str | Sequence[Suite | str], 
     return result
 
 
-def _run_suite(engine: Any, suite: Suite, rendered: list[tuple[list[int], str]], settings: EvalSettings,
-               fh: Any, batch_tasks: int, reward_workers: int) -> SuiteResult:
-    from peirce.rewards.worker import RewardResolver
+def eval_request_id(suite: str, task_id: str) -> str:
+    """Engine request id of a task: suites share one batch, and task ids repeat across suites."""
+    return f"{suite}\x00{task_id}"
+
+
+def split_request_id(request_id: str) -> tuple[str, str]:
+    suite, _, task_id = request_id.partition("\x00")
+    return suite, task_id
+
+
+def _generate_all(engine: Any, suites: list[Suite], prompts: dict[str, list[tuple[list[int], str]]],
+                  settings: EvalSettings, batch_tasks: int) -> dict[str, list[Any]]:
+    """Every suite's requests through the engine together, `batch_tasks` prompts a call:
+    one batch of all suites keeps the engine busier than a small batch per suite."""
     from peirce.rollout.sampling import GenRequest, SamplingSpec
+
+    greedy = settings.temperature == 0
+    requests, owner = [], {}
+    for suite in suites:
+        for task, (ids, _) in zip(suite.tasks, prompts[suite.name]):
+            room = engine.max_model_len - len(ids)
+            if room < 1:
+                raise EvalConfigError(f"suite {suite.name!r} task {task.id!r}: prompt of {len(ids)} tokens "
+                                      f"leaves no room under max_model_len={engine.max_model_len}")
+            spec = SamplingSpec(n=settings.n, temperature=settings.temperature, top_p=settings.top_p,
+                                max_tokens=min(settings.max_tokens, room), logprobs=False,
+                                seed=None if greedy else request_seed(settings.seed, suite.name, task.id))
+            request_id = eval_request_id(suite.name, task.id)
+            owner[request_id] = suite.name
+            requests.append(GenRequest(request_id=request_id, prompt_token_ids=ids, sampling=spec))
+    outputs: dict[str, list[Any]] = {suite.name: [] for suite in suites}
+    for start in range(0, len(requests), batch_tasks):
+        for out in engine.generate(requests[start:start + batch_tasks]):
+            outputs[owner[out.request_id]].append(out)
+    return outputs
+
+
+def _score_suite(suite: Suite, rendered: list[tuple[list[int], str]], outputs: list[Any], settings: EvalSettings,
+                 fh: Any, reward_workers: int) -> SuiteResult:
+    from peirce.rewards.worker import RewardResolver
 
     resolver = RewardResolver("auto")
     encoder = msgspec.json.Encoder()
-    greedy = settings.temperature == 0
     correct: dict[str, int] = {t.id: 0 for t in suite.tasks}
     rewards: list[float] = []
     formats = truncated = errors = 0
+    by_id = {eval_request_id(suite.name, task.id): (task, prefill) for task, (_, prefill) in zip(suite.tasks, rendered)}
+    turns = [(by_id[o.request_id][0], by_id[o.request_id][1] + o.text, o) for o in outputs]
     with ThreadPoolExecutor(max(1, reward_workers)) as pool:
-        for start in range(0, len(suite.tasks), batch_tasks):
-            chunk = list(zip(suite.tasks[start:start + batch_tasks], rendered[start:start + batch_tasks]))
-            requests = []
-            for task, (ids, _) in chunk:
-                room = engine.max_model_len - len(ids)
-                if room < 1:
-                    raise EvalConfigError(f"suite {suite.name!r} task {task.id!r}: prompt of {len(ids)} tokens "
-                                          f"leaves no room under max_model_len={engine.max_model_len}")
-                spec = SamplingSpec(n=settings.n, temperature=settings.temperature, top_p=settings.top_p,
-                                    max_tokens=min(settings.max_tokens, room), logprobs=False,
-                                    seed=None if greedy else request_seed(settings.seed, suite.name, task.id))
-                requests.append(GenRequest(request_id=task.id, prompt_token_ids=ids, sampling=spec))
-            outputs = engine.generate(requests)
-            by_id = {task.id: (task, prefill) for task, (_, prefill) in chunk}
-            turns = [(by_id[o.request_id][0], by_id[o.request_id][1] + o.text, o) for o in outputs]
-            scored = pool.map(lambda item: _score_one(resolver, item[0], item[1]), turns)
-            for (task, turn, out), (res, err) in zip(turns, scored):
-                ok = bool(res.correct)
-                correct[task.id] += ok
-                rewards.append(float(res.reward))
-                formats += bool(res.format_ok)
-                truncated += out.finish_reason == "length"
-                errors += err is not None
-                if fh is not None:
-                    rec = SampleRecord(suite=suite.name, task_id=task.id, task=task.task, level=task.level,
-                                       sample_index=out.sample_index, response=turn, reward=float(res.reward),
-                                       correct=ok, format_ok=bool(res.format_ok), answer=res.answer,
-                                       finish_reason=out.finish_reason,
-                                       response_tokens=len(out.response_token_ids), error=err)
-                    fh.write(encoder.encode(rec) + b"\n")
-            if fh is not None:
-                fh.flush()
+        scored = list(pool.map(lambda item: _score_one(resolver, item[0], item[1]), turns))
+    for (task, turn, out), (res, err) in zip(turns, scored):
+        ok = bool(res.correct)
+        correct[task.id] += ok
+        rewards.append(float(res.reward))
+        formats += bool(res.format_ok)
+        truncated += out.finish_reason == "length"
+        errors += err is not None
+        if fh is not None:
+            rec = SampleRecord(suite=suite.name, task_id=task.id, task=task.task, level=task.level,
+                               sample_index=out.sample_index, response=turn, reward=float(res.reward),
+                               correct=ok, format_ok=bool(res.format_ok), answer=res.answer,
+                               finish_reason=out.finish_reason,
+                               response_tokens=len(out.response_token_ids), error=err)
+            fh.write(encoder.encode(rec) + b"\n")
+    if fh is not None:
+        fh.flush()
     total = len(rewards)
     return SuiteResult(suite=suite.name, tasks=len(suite.tasks), samples=total,
                        metrics=summarize([(settings.n, c) for c in correct.values()], settings.k_values),

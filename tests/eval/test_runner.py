@@ -11,7 +11,7 @@ import json
 import msgspec
 import pytest
 
-from peirce.eval.runner import EvalConfigError, EvalSettings, evaluate, load_result, request_seed
+from peirce.eval.runner import EvalConfigError, EvalSettings, evaluate, load_result, request_seed, split_request_id
 from peirce.eval.suites import Suite, load_suite
 from peirce.rollout.sampling import GenResult, SamplingSpec
 
@@ -26,7 +26,8 @@ class ScriptedEngine:
     def generate(self, requests):
         self.requests += requests
         return [GenResult(request_id=r.request_id, sample_index=i, prompt_token_ids=r.prompt_token_ids,
-                          response_token_ids=[1, 2, 3], response_logprobs=[], text=self.answer(r.request_id, i),
+                          response_token_ids=[1, 2, 3], response_logprobs=[],
+                          text=self.answer(split_request_id(r.request_id)[1], i),
                           finish_reason="stop", stop_reason=None, policy_version=0)
                 for r in requests for i in range(r.sampling.n)]
 
@@ -62,7 +63,7 @@ def test_gold_answers_score_one_and_files_have_every_sample(tokenizer, tmp_path)
     maa = [x for x in lines if x["task"] == "induction"]
     assert maa and all(x["response"].startswith("<think>") and x["reward"] == 3.0 for x in maa)
     assert load_result(tmp_path / "results.json") == res
-    seeds = {r.request_id: r.sampling.seed for r in engine.requests}
+    seeds = {split_request_id(r.request_id)[1]: r.sampling.seed for r in engine.requests}
     assert seeds["math-test-0000"] == request_seed(7, "math-sample", "math-test-0000")
     assert len(set(seeds.values())) == len(seeds)
 
@@ -118,3 +119,20 @@ def test_settings_name_the_bad_value(kwargs, field):
 
 def test_sampling_seeds_fit_the_engine():
     assert SamplingSpec(seed=request_seed(2**40, "s" * 100, "t")).seed < 2**63
+
+
+def test_all_suites_share_one_engine_batch(tokenizer):
+    """Suites are generated together (one engine call when they fit `batch_tasks`), and a task
+    id that two suites share still gets its own request."""
+    math = load_suite("math-sample")
+    suites = [math, Suite("math-again", math.tasks)]
+    calls = []
+    engine = ScriptedEngine(tokenizer, lambda tid, i: "\\boxed{0}")
+    original = engine.generate
+    engine.generate = lambda reqs: calls.append(len(reqs)) or original(reqs)
+    res = evaluate("unused", suites, engine=engine, batch_tasks=64)
+    assert calls == [2 * len(math.tasks)]
+    assert {s: res.suites[s].samples for s in ("math-sample", "math-again")} == {
+        "math-sample": len(math.tasks), "math-again": len(math.tasks)}
+    evaluate("unused", suites, engine=engine, batch_tasks=3)
+    assert calls[1:] == [3] * (2 * len(math.tasks) // 3) + ([2 * len(math.tasks) % 3] if 2 * len(math.tasks) % 3 else [])
