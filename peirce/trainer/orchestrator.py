@@ -277,7 +277,10 @@ class Orchestrator:
         self.version = int(out["policy_version"])
         self.source.report(stats.level_rewards)
         record = {"step": self.step, "time": time.time(), "policy_version": int(out["policy_version"]),
-                  "level": self.source.level, "rollout_workers": self.rollout_pool.size,
+                  # level: the highest level this step trained on; next_level: where the
+                  # curriculum draws from now (None once every level is done)
+                  "level": max((lv for _, lv in stats.level_rewards), default=None),
+                  "next_level": self.source.level, "rollout_workers": self.rollout_pool.size,
                   "reward_workers": self.reward_pool.size, "dropped_groups": self.dropped_groups,
                   "failed_groups": self.failed_groups, **stats.as_record(), **_learner_fields(out)}
         self.run_dir.append_metrics(record)
