@@ -30,8 +30,11 @@ def main(argv: list[str] | None = None) -> int:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=HERE.parent)
         assert proc.stdout is not None
         for line in proc.stdout:
-            sys.stdout.write(line)
-            sys.stdout.flush()
+            # Result lines are JSON objects; anything else (Ray forwards its actors' logs
+            # to the driver's stdout) goes to stderr so stdout stays one JSON per line.
+            out = sys.stdout if line.lstrip().startswith("{") else sys.stderr
+            out.write(line)
+            out.flush()
         if proc.wait() != 0:
             failed += 1
             print(json.dumps({"bench": script.stem.removeprefix("bench_"), "metric": "error", "value": proc.returncode,
