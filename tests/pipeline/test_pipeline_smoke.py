@@ -26,6 +26,7 @@ def test_smoke_pipeline_runs_every_stage_and_resumes(tmp_path):
         assert (run_dir / "stage_a" / spec / "DONE").exists()
         rows = [json.loads(x) for x in (run_dir / "stage_a" / spec / "metrics.jsonl").read_text().splitlines()]
         assert rows and all(f"reward/{spec}/L1" in r for r in rows)
+        assert all(r["level"] == 1 for r in rows)  # the level each step trained (never None)
     merged = run_dir / "stage_b" / "merged"
     assert (merged / "config.json").exists() and (merged / "merge.yaml").exists()
     for start in ("merged", "base"):
