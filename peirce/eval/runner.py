@@ -245,7 +245,7 @@ def _generate_all(engine: Any, suites: list[Suite], prompts: dict[str, list[tupl
     from peirce.rollout.sampling import GenRequest, SamplingSpec
 
     greedy = settings.temperature == 0
-    requests, owner = [], {}
+    requests = []
     for suite in suites:
         for task, (ids, _) in zip(suite.tasks, prompts[suite.name]):
             room = engine.max_model_len - len(ids)
@@ -255,13 +255,12 @@ def _generate_all(engine: Any, suites: list[Suite], prompts: dict[str, list[tupl
             spec = SamplingSpec(n=settings.n, temperature=settings.temperature, top_p=settings.top_p,
                                 max_tokens=min(settings.max_tokens, room), logprobs=False,
                                 seed=None if greedy else request_seed(settings.seed, suite.name, task.id))
-            request_id = eval_request_id(suite.name, task.id)
-            owner[request_id] = suite.name
-            requests.append(GenRequest(request_id=request_id, prompt_token_ids=ids, sampling=spec))
+            requests.append(GenRequest(request_id=eval_request_id(suite.name, task.id), prompt_token_ids=ids,
+                                       sampling=spec))
     outputs: dict[str, list[Any]] = {suite.name: [] for suite in suites}
     for start in range(0, len(requests), batch_tasks):
         for out in engine.generate(requests[start:start + batch_tasks]):
-            outputs[owner[out.request_id]].append(out)
+            outputs[split_request_id(out.request_id)[0]].append(out)
     return outputs
 
 
@@ -274,8 +273,11 @@ def _score_suite(suite: Suite, rendered: list[tuple[list[int], str]], outputs: l
     correct: dict[str, int] = {t.id: 0 for t in suite.tasks}
     rewards: list[float] = []
     formats = truncated = errors = 0
-    by_id = {eval_request_id(suite.name, task.id): (task, prefill) for task, (_, prefill) in zip(suite.tasks, rendered)}
-    turns = [(by_id[o.request_id][0], by_id[o.request_id][1] + o.text, o) for o in outputs]
+    by_id = {task.id: (task, prefill) for task, (_, prefill) in zip(suite.tasks, rendered)}
+    turns = []
+    for out in outputs:
+        task, prefill = by_id[split_request_id(out.request_id)[1]]
+        turns.append((task, prefill + out.text, out))
     with ThreadPoolExecutor(max(1, reward_workers)) as pool:
         scored = list(pool.map(lambda item: _score_one(resolver, item[0], item[1]), turns))
     for (task, turn, out), (res, err) in zip(turns, scored):

@@ -44,7 +44,7 @@ def _int_env(name: str, default: int) -> int:
 def ensure_dist_env(
     rank: int | None = None,
     world_size: int | None = None,
-    master_addr: str = "127.0.0.1",
+    master_addr: str | None = None,
     master_port: int | None = None,
 ) -> DistEnv:
     """Fill in the launcher variables that are missing and return what is in effect.
@@ -59,7 +59,7 @@ def ensure_dist_env(
     if not 0 <= r < ws:
         raise ValueError(f"RANK must be in [0, WORLD_SIZE={ws}), got {r}")
     local = r if rank is not None else _int_env("LOCAL_RANK", r)
-    addr = os.environ.get("MASTER_ADDR") or master_addr
+    addr = master_addr or os.environ.get("MASTER_ADDR") or "127.0.0.1"
     if master_port is not None:
         port = master_port
     else:
@@ -78,7 +78,6 @@ def claim_single_rank_env() -> DistEnv:
     learner itself (a notebook, a test) leaves MASTER_PORT pointing at a port its own
     process group still holds, and the actor's rendezvous then dies with EADDRINUSE.
     """
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
     return ensure_dist_env(rank=0, world_size=1, master_addr="127.0.0.1", master_port=free_port())
 
 

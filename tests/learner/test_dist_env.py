@@ -15,6 +15,7 @@ def test_existing_launcher_values_are_kept(monkeypatch):
     monkeypatch.setenv("MASTER_PORT", "29555")
     env = ensure_dist_env()
     assert (env.rank, env.world_size, env.master_port) == (1, 4, 29555)
+    assert ensure_dist_env(master_addr="10.0.0.2").master_addr == "10.0.0.2"  # explicit arguments win
 
 
 def test_bad_launcher_values_name_the_variable(monkeypatch):
@@ -35,6 +36,7 @@ def test_single_rank_learner_ignores_an_inherited_port_that_is_taken(monkeypatch
         taken = held.getsockname()[1]
         monkeypatch.setenv("MASTER_PORT", str(taken))
         monkeypatch.setenv("WORLD_SIZE", "3")
+        monkeypatch.setenv("MASTER_ADDR", "10.0.0.9")
         env = claim_single_rank_env()
         assert (env.rank, env.world_size, env.master_addr) == (0, 1, "127.0.0.1")
         assert env.master_port != taken
