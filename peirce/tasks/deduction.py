@@ -14,6 +14,7 @@ all assignments and returns the unique model in the reference answer format.
 from __future__ import annotations
 
 import functools
+import math
 import random
 import re
 from fractions import Fraction
@@ -36,6 +37,9 @@ LEVELS: dict[int, tuple[int, int]] = {1: (4, 1), 2: (6, 2), 3: (8, 3), 4: (10, 4
 MIN_FORMULAS, MAX_FORMULAS = 3, 6
 P_NEGATED_LITERAL = 0.4
 P_NEGATION_NODE = 0.2
+# Draws per `generate_one` before giving up: the rarest level (5) accepts ~1 in 160
+# candidates, so 20,000 failing in a row has probability < 1e-50.
+MAX_ATTEMPTS = 20_000
 
 HEADER = "Below are some nested formulas:\n"
 FOOTER = "Please list the truth value of each variable\n"
@@ -71,90 +75,103 @@ def render(shape: Shape) -> str:
     return f"({render(shape[1])}{_SPACED_OPS[shape[0]]}{render(shape[2])})"
 
 
+def _weighted_table(groups: list[tuple[Fraction, list]]) -> list:
+    """A list in which `int(u * len(table))` for uniform u picks group g with probability
+    weight_g and an entry uniformly within the group: one draw, one lookup, no branches.
+    Each group is repeated so that the counts are exactly in the ratio of the weights.
+    The last entry is repeated once at the end: `u * len` can round up to `len`."""
+    sizes = [len(entries) for _, entries in groups]
+    # copies_g * size_g proportional to weight_g, all integers
+    per_entry = [w / size for (w, _), size in zip(groups, sizes)]
+    scale = math.lcm(*(f.denominator for f in per_entry))
+    copies = [f * scale for f in per_entry]
+    common = math.gcd(*(int(c) for c in copies))
+    table = []
+    for (_, entries), c in zip(groups, copies):
+        table += entries * (int(c) // common)
+    return table + table[-1:]
+
+
+def _combine(k: int, lv: int, rv: int, full: int) -> int:
+    """Truth table of (left OPS[k] right), bit-parallel over all assignments."""
+    if k == 0:  # →
+        return (full ^ lv) | rv
+    if k == 1:  # ∧
+        return lv & rv
+    if k == 2:  # ∨
+        return lv | rv
+    if k == 3:  # ↔
+        return full ^ (lv ^ rv)
+    return lv ^ rv  # ⊕
+
+
 @functools.lru_cache(maxsize=16)
 def _formula_sampler(n: int, max_depth: int) -> Callable[[Callable[[], float]], tuple[Shape, int]]:
     """A sampler of one random formula as (shape, truth table) for n variables (`render`
     turns a shape into text).
 
-    Speed, without changing the distribution of recipe.md: a literal is one of 5n equally
-    likely slots (per variable 2 negated, 3 plain: p=0.4), and a node one level above the
-    leaves (`¬(lit)` with p=0.2, else `(lit OP lit)`) is one entry of a precomputed table
-    of all slot combinations, so it costs one uniform draw and one lookup; only the upper
-    nodes are built recursively."""
+    Speed, without changing the distribution of recipe.md: every random choice is one
+    uniform draw indexing a table whose entries are repeated in proportion to their
+    probabilities (`_weighted_table`). A literal is negated with p=0.4; a node one level
+    above the leaves (`¬(lit)` with p=0.2, else `(lit OP lit)`) is one entry of a
+    precomputed table of all literal combinations; an upper node's kind (¬ with p=0.2, else
+    one of the five operators) is one entry of a 25-slot table. Only the upper nodes are
+    built recursively."""
     names = variable_names(n)
     masks, full = var_masks(n), full_mask(n)
-    neg_w = Fraction(P_NEGATED_LITERAL).limit_denominator(100)
-    lits = list(zip(names, masks)) + [("¬" + name, full ^ mask) for name, mask in zip(names, masks)]
-    n_lits = len(lits)  # index i: variable i, index n + i: its negation
-    slots = []  # equally likely literal slots
-    for i in range(n):
-        slots += [n + i] * neg_w.numerator + [i] * (neg_w.denominator - neg_w.numerator)
-    n_slots, n_ops, p_not = len(slots), len(OPS), P_NEGATION_NODE
-
-    def apply(k: int, lv: int, rv: int) -> int:
-        if k == 0:  # →
-            return (full ^ lv) | rv
-        if k == 1:  # ∧
-            return lv & rv
-        if k == 2:  # ∨
-            return lv | rv
-        if k == 3:  # ↔
-            return full ^ (lv ^ rv)
-        return lv ^ rv  # ⊕
-
-    # each distinct node built once; the slot tables repeat references to them
-    neg_nodes = [("¬(" + t + ")", full ^ v) for t, v in lits]
-    bin_nodes = [("(" + lt + _SPACED_OPS[k] + rt + ")", apply(k, lv, rv))
-                 for k in range(n_ops) for lt, lv in lits for rt, rv in lits]
-    leaf_table = [lits[a] for a in slots]
-    neg_table = [neg_nodes[a] for a in slots]
-    bin_table = [bin_nodes[(k * n_lits + a) * n_lits + b] for k in range(n_ops) for a in slots for b in slots]
-    n_neg, n_bin = len(neg_table), len(bin_table)
-    neg_scale, bin_scale = n_neg / p_not, n_bin / (1.0 - p_not)
-    op_scale = n_ops / (1.0 - p_not)
+    p_neg_lit = Fraction(P_NEGATED_LITERAL).limit_denominator(100)
+    p_not = Fraction(P_NEGATION_NODE).limit_denominator(100)
+    plain = list(zip(names, masks))
+    negated = [("¬" + name, full ^ mask) for name, mask in zip(names, masks)]
+    leaf_table = _weighted_table([(p_neg_lit, negated), (1 - p_neg_lit, plain)])[:-1]  # literal slots
+    n_ops = len(OPS)
+    kinds = _weighted_table([(p_not, [-1]), (1 - p_not, list(range(n_ops)))])  # -1: ¬(child)
+    # each distinct node is built once; the tables repeat references to them
+    neg_node = {t: ("¬(" + t + ")", full ^ v) for t, v in plain + negated}
+    bin_node = {(k, lt, rt): ("(" + lt + _SPACED_OPS[k] + rt + ")", _combine(k, lv, rv, full))
+                for k in range(n_ops) for lt, lv in plain + negated for rt, rv in plain + negated}
+    above_table = _weighted_table([
+        (p_not, [neg_node[t] for t, _ in leaf_table]),
+        (1 - p_not, [bin_node[k, lt, rt] for k in range(n_ops) for lt, _ in leaf_table for rt, _ in leaf_table]),
+    ])
+    leaf_table.append(leaf_table[-1])
+    n_leaf, n_above, n_kinds = len(leaf_table) - 1, len(above_table) - 1, len(kinds) - 1
 
     def leaf(rnd: Callable[[], float]) -> tuple[str, int]:
-        return leaf_table[min(int(rnd() * n_slots), n_slots - 1)]
+        return leaf_table[int(rnd() * n_leaf)]
 
     def above_leaves(rnd: Callable[[], float]) -> tuple[str, int]:
-        u = rnd()
-        if u < p_not:
-            return neg_table[min(int(u * neg_scale), n_neg - 1)]
-        return bin_table[min(int((u - p_not) * bin_scale), n_bin - 1)]
+        return above_table[int(rnd() * n_above)]
 
     def two_above_leaves(rnd: Callable[[], float]) -> tuple[Shape, int]:
-        """`inner(above_leaves)` with the child calls inlined (the hot path at levels 2-5)."""
-        u = rnd()
-        if u < p_not:
-            u = rnd()
-            if u < p_not:
-                t, v = neg_table[min(int(u * neg_scale), n_neg - 1)]
-            else:
-                t, v = bin_table[min(int((u - p_not) * bin_scale), n_bin - 1)]
+        """`inner(above_leaves)` with the child calls and `_combine` inlined (the hot path)."""
+        k = kinds[int(rnd() * n_kinds)]
+        if k < 0:
+            t, v = above_table[int(rnd() * n_above)]
             return (-1, t), full ^ v
-        k = min(int((u - p_not) * op_scale), n_ops - 1)
-        u = rnd()
-        if u < p_not:
-            lt, lv = neg_table[min(int(u * neg_scale), n_neg - 1)]
+        lt, lv = above_table[int(rnd() * n_above)]
+        rt, rv = above_table[int(rnd() * n_above)]
+        if k == 1:
+            v = lv & rv
+        elif k == 2:
+            v = lv | rv
+        elif k == 4:
+            v = lv ^ rv
+        elif k == 0:
+            v = (full ^ lv) | rv
         else:
-            lt, lv = bin_table[min(int((u - p_not) * bin_scale), n_bin - 1)]
-        u = rnd()
-        if u < p_not:
-            rt, rv = neg_table[min(int(u * neg_scale), n_neg - 1)]
-        else:
-            rt, rv = bin_table[min(int((u - p_not) * bin_scale), n_bin - 1)]
-        return (k, lt, rt), apply(k, lv, rv)
+            v = full ^ lv ^ rv
+        return (k, lt, rt), v
 
     def inner(child: Callable) -> Callable:
         def node(rnd: Callable[[], float]) -> tuple[Shape, int]:
-            u = rnd()
-            if u < p_not:
+            k = kinds[int(rnd() * n_kinds)]
+            if k < 0:
                 t, v = child(rnd)
                 return (-1, t), full ^ v
-            k = min(int((u - p_not) * op_scale), n_ops - 1)
             lt, lv = child(rnd)
             rt, rv = child(rnd)
-            return (k, lt, rt), apply(k, lv, rv)
+            return (k, lt, rt), _combine(k, lv, rv, full)
 
         return node
 
@@ -166,6 +183,23 @@ def _formula_sampler(n: int, max_depth: int) -> Callable[[Callable[[], float]], 
     for _ in range(max_depth - 2):
         sampler = inner(sampler)
     return sampler
+
+
+def _one_model_candidate(sample: Callable, rnd: Callable[[], float], count: int,
+                         full: int) -> tuple[list[Shape], int] | None:
+    """`count` sampled formulas and the index of their one common model, or None when they
+    have none (stopping at the first formula that empties the model set) or several."""
+    sat = full
+    shapes = []
+    for _ in range(count):
+        shape, table = sample(rnd)
+        shapes.append(shape)
+        sat &= table
+        if not sat:
+            return None
+    if sat & (sat - 1):
+        return None
+    return shapes, sat.bit_length() - 1
 
 
 def variable_names(n: int) -> list[str]:
@@ -259,24 +293,26 @@ class DeductionFamily(TaskFamily):
     name = "deduction"
 
     def generate_one(self, level: int, rng: random.Random) -> tuple[dict[str, Any], str, str] | None:
+        """Retry rejected candidates from the same `rng` (up to `MAX_ATTEMPTS`) instead of
+        returning None: the first accepted draw of an i.i.d. stream has exactly the
+        conditional distribution of one accepted candidate, and at level 3 only ~2% of
+        candidates have one model, so seeding a fresh `random.Random` per rejection
+        (what the dataset loop does for a None) cost a third of the generation time."""
         n, max_depth = level_params(level)
-        sample, rnd = _formula_sampler(n, max_depth), rng.random
-        count = rng.randint(MIN_FORMULAS, MAX_FORMULAS)
-        sat = full_mask(n)
-        shapes = []
-        for _ in range(count):
-            shape, table = sample(rnd)
-            shapes.append(shape)
-            sat &= table
-            if not sat:
-                return None  # unsatisfiable already
-        if sat & (sat - 1):
-            return None  # more than one model
+        sample, rnd, full = _formula_sampler(n, max_depth), rng.random, full_mask(n)
+        randint = rng.randint
+        for _ in range(MAX_ATTEMPTS):
+            shapes = _one_model_candidate(sample, rnd, randint(MIN_FORMULAS, MAX_FORMULAS), full)
+            if shapes is not None:
+                return self._puzzle(n, *shapes)
+        return None
+
+    @staticmethod
+    def _puzzle(n: int, shapes: list[Shape], model: int) -> tuple[dict[str, Any], str, str]:
         names = variable_names(n)
-        assignment = assignment_of(sat.bit_length() - 1, names)
         formulas = [render(sh) for sh in shapes]
         puzzle = {"formulas": formulas, "variables": names}
-        return puzzle, format_puzzle(formulas), format_solution(assignment)
+        return puzzle, format_puzzle(formulas), format_solution(assignment_of(model, names))
 
     def solve(self, puzzle_text: str) -> str:
         return format_solution(solve_formula_texts(parse_puzzle_text(puzzle_text)))

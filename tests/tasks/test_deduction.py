@@ -10,6 +10,8 @@ import itertools
 import os
 import random
 import re
+from collections import Counter
+from fractions import Fraction
 
 import pyarrow.parquet as pq
 import pytest
@@ -21,7 +23,9 @@ from peirce.tasks.base import get_family
 from peirce.tasks.deduction import (
     LEVELS,
     DeductionFamily,
+    MAX_ATTEMPTS,
     _formula_sampler,
+    _weighted_table,
     format_puzzle,
     parse_puzzle_text,
     render,
@@ -136,16 +140,18 @@ def test_same_seed_same_puzzles_and_only_the_passed_rng_is_used():
     assert any(x is not None for x in first)
 
 
-def test_sampler_follows_recipe_probabilities():
-    """Leaves negated with p=0.4, negation nodes with p=0.2, operators uniform (L2, depth 2)."""
+@pytest.mark.parametrize("n_vars,max_depth", [(6, 2), (8, 3)])
+def test_sampler_follows_recipe_probabilities(n_vars, max_depth):
+    """Leaves negated with p=0.4, negation nodes with p=0.2, operators uniform (depth 2 is
+    the table-lookup path, depth 3 adds a recursively built node above it)."""
     rng = random.Random(3)
-    sample = _formula_sampler(6, 2)
+    sample = _formula_sampler(n_vars, max_depth)
     leaves = neg_leaves = inner = neg_nodes = 0
     ops = dict.fromkeys(OPS, 0)
 
     def walk(f, d):
         nonlocal leaves, neg_leaves, inner, neg_nodes
-        if d == 2:
+        if d == max_depth:
             leaves += 1
             neg_leaves += isinstance(f, Not)
             return
@@ -165,6 +171,24 @@ def test_sampler_follows_recipe_probabilities():
     assert abs(neg_nodes / inner - 0.2) < 0.02
     share = [c / sum(ops.values()) for c in ops.values()]
     assert max(abs(s - 0.2) for s in share) < 0.02
+
+
+def test_weighted_table_repeats_entries_in_exact_proportion():
+    table = _weighted_table([(Fraction(1, 5), ["neg"]), (Fraction(4, 5), ["a", "b", "c", "d", "e"])])
+    body, pad = table[:-1], table[-1]
+    counts = Counter(body)
+    assert Fraction(counts["neg"], len(body)) == Fraction(1, 5)
+    assert {counts[x] for x in "abcde"} == {counts["a"]}  # uniform within the group
+    assert pad == body[-1]  # u * len(body) rounding up to len(body) lands on a real entry
+
+
+def test_generate_one_retries_rejections_from_the_same_rng():
+    """A None from `generate_one` makes the dataset loop seed a fresh Random; at level 3
+    ~98% of candidates are rejected, so the family retries internally and practically
+    never returns None."""
+    rng = random.Random(11)
+    assert all(DeductionFamily().generate_one(3, rng) is not None for _ in range(50))
+    assert MAX_ATTEMPTS >= 10_000
 
 
 def test_sampler_truth_tables_match_naive_evaluation():
