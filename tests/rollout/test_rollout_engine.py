@@ -230,3 +230,37 @@ def test_load_weights_file_loads_a_ready_safetensors_file(engine, tiny_state, tm
     finally:
         engine.load_weights_file(original, version=version + 2)
     assert engine.param_digest() == digest and sharp.exists()
+
+
+def test_kv_cache_gib_must_be_positive(tiny_dir):
+    from peirce.rollout.engine import RolloutEngine
+
+    with pytest.raises(ValueError, match="kv_cache_gib"):
+        RolloutEngine(tiny_dir, kv_cache_gib=0)
+    with pytest.raises(ValueError, match="dtype"):
+        RolloutEngine(tiny_dir, dtype="fp8")
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_auto_dtype_and_a_fractional_kv_cache_size_the_engine(tiny_dir):
+    """dtype 'auto' serves in the dtype `resolve_dtype` picks for this host, and 0.25 GiB
+    of KV cache (below VLLM_CPU_KVCACHE_SPACE's 1 GiB granularity) is what vLLM allocates."""
+    import json
+
+    from peirce.model.precision import resolve_dtype
+    from peirce.rollout.engine import RolloutEngine
+
+    eng = RolloutEngine(tiny_dir, max_model_len=256, seed=0, kv_cache_gib=0.25)
+    try:
+        assert eng.dtype == getattr(torch, resolve_dtype("auto"))
+        cfg = json.loads((tiny_dir / "config.json").read_text())
+        head_dim = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+        bytes_per_token = 2 * cfg["num_hidden_layers"] * cfg["num_key_value_heads"] * head_dim * eng.dtype.itemsize
+        cache = eng._llm.llm_engine.vllm_config.cache_config
+        allocated = cache.num_gpu_blocks * cache.block_size * bytes_per_token
+        assert allocated == pytest.approx(0.25 * 2**30, rel=0.02)
+        out = eng.generate([GenRequest(request_id="kv", prompt="hello", sampling=SamplingSpec(max_tokens=4))])
+        assert len(out) == 1 and len(out[0].response_token_ids) >= 1
+    finally:
+        eng.close()
