@@ -289,9 +289,7 @@ class RolloutEngine:
         Generation pauses for the swap (the engine lock); the prefix cache is reset since
         cached KV entries came from the old weights.
         """
-        if type(version) is not int or version < 0:
-            raise WeightLoadError(f"version={version!r}: must be an int >= 0")
-        self._check_reloadable()
+        self._check_load(version)
         if via not in ("shm", "rpc"):
             raise WeightLoadError(f"via={via!r}: must be 'shm' or 'rpc'")
         t0 = time.perf_counter()
@@ -320,18 +318,20 @@ class RolloutEngine:
                  nbytes / 1e6, stats.seconds)
         return stats
 
-    def _check_reloadable(self) -> None:
+    def _check_load(self, version: int) -> None:
+        """What every in-place load checks first: a valid version, and an engine whose dtype
+        vLLM can reload in place."""
         import torch
 
+        if type(version) is not int or version < 0:
+            raise WeightLoadError(f"version={version!r}: must be an int >= 0")
         if self.on_cpu and self.dtype == torch.float32:
             raise WeightLoadError(FP32_CPU_RELOAD)
 
     def load_weights_file(self, path: str | Path, version: int) -> WeightLoadStats:
         """Load a full state dict that is already a safetensors file (e.g. received straight
         into /dev/shm): skips the engine-side copy; the file is left in place."""
-        if type(version) is not int or version < 0:
-            raise WeightLoadError(f"version={version!r}: must be an int >= 0")
-        self._check_reloadable()
+        self._check_load(version)
         t0 = time.perf_counter()
         shapes = safetensors_shapes(path)
         if self.tied_head:

@@ -24,6 +24,7 @@ from peirce.tasks.base import TaskFamily, register_family
 from peirce.tasks.logic_formula import (
     FormulaSyntaxError,
     OPS,
+    combine,
     full_mask,
     parse_formula,
     solve_formulas,
@@ -92,19 +93,6 @@ def _weighted_table(groups: list[tuple[Fraction, list]]) -> list:
     return table + table[-1:]
 
 
-def _combine(k: int, lv: int, rv: int, full: int) -> int:
-    """Truth table of (left OPS[k] right), bit-parallel over all assignments."""
-    if k == 0:  # →
-        return (full ^ lv) | rv
-    if k == 1:  # ∧
-        return lv & rv
-    if k == 2:  # ∨
-        return lv | rv
-    if k == 3:  # ↔
-        return full ^ (lv ^ rv)
-    return lv ^ rv  # ⊕
-
-
 @functools.lru_cache(maxsize=16)
 def _formula_sampler(n: int, max_depth: int) -> Callable[[Callable[[], float]], tuple[Shape, int]]:
     """A sampler of one random formula as (shape, truth table) for n variables (`render`
@@ -123,19 +111,19 @@ def _formula_sampler(n: int, max_depth: int) -> Callable[[Callable[[], float]], 
     p_not = Fraction(P_NEGATION_NODE).limit_denominator(100)
     plain = list(zip(names, masks))
     negated = [("¬" + name, full ^ mask) for name, mask in zip(names, masks)]
-    leaf_table = _weighted_table([(p_neg_lit, negated), (1 - p_neg_lit, plain)])[:-1]  # literal slots
+    leaf_table = _weighted_table([(p_neg_lit, negated), (1 - p_neg_lit, plain)])
+    slots = leaf_table[:-1]  # equally likely literal slots (without the rounding pad)
     n_ops = len(OPS)
     kinds = _weighted_table([(p_not, [-1]), (1 - p_not, list(range(n_ops)))])  # -1: ¬(child)
     # each distinct node is built once; the tables repeat references to them
     neg_node = {t: ("¬(" + t + ")", full ^ v) for t, v in plain + negated}
-    bin_node = {(k, lt, rt): ("(" + lt + _SPACED_OPS[k] + rt + ")", _combine(k, lv, rv, full))
+    bin_node = {(k, lt, rt): ("(" + lt + _SPACED_OPS[k] + rt + ")", combine(OPS[k], lv, rv, full))
                 for k in range(n_ops) for lt, lv in plain + negated for rt, rv in plain + negated}
     above_table = _weighted_table([
-        (p_not, [neg_node[t] for t, _ in leaf_table]),
-        (1 - p_not, [bin_node[k, lt, rt] for k in range(n_ops) for lt, _ in leaf_table for rt, _ in leaf_table]),
+        (p_not, [neg_node[t] for t, _ in slots]),
+        (1 - p_not, [bin_node[k, lt, rt] for k in range(n_ops) for lt, _ in slots for rt, _ in slots]),
     ])
-    leaf_table.append(leaf_table[-1])
-    n_leaf, n_above, n_kinds = len(leaf_table) - 1, len(above_table) - 1, len(kinds) - 1
+    n_leaf, n_above, n_kinds = len(slots), len(above_table) - 1, len(kinds) - 1
 
     def leaf(rnd: Callable[[], float]) -> tuple[str, int]:
         return leaf_table[int(rnd() * n_leaf)]
@@ -144,7 +132,7 @@ def _formula_sampler(n: int, max_depth: int) -> Callable[[Callable[[], float]], 
         return above_table[int(rnd() * n_above)]
 
     def two_above_leaves(rnd: Callable[[], float]) -> tuple[Shape, int]:
-        """`inner(above_leaves)` with the child calls and `_combine` inlined (the hot path)."""
+        """`inner(above_leaves)` with the child calls and `combine` inlined (the hot path)."""
         k = kinds[int(rnd() * n_kinds)]
         if k < 0:
             t, v = above_table[int(rnd() * n_above)]
@@ -171,7 +159,7 @@ def _formula_sampler(n: int, max_depth: int) -> Callable[[Callable[[], float]], 
                 return (-1, t), full ^ v
             lt, lv = child(rnd)
             rt, rv = child(rnd)
-            return (k, lt, rt), _combine(k, lv, rv, full)
+            return (k, lt, rt), combine(OPS[k], lv, rv, full)
 
         return node
 
@@ -302,9 +290,9 @@ class DeductionFamily(TaskFamily):
         sample, rnd, full = _formula_sampler(n, max_depth), rng.random, full_mask(n)
         randint = rng.randint
         for _ in range(MAX_ATTEMPTS):
-            shapes = _one_model_candidate(sample, rnd, randint(MIN_FORMULAS, MAX_FORMULAS), full)
-            if shapes is not None:
-                return self._puzzle(n, *shapes)
+            found = _one_model_candidate(sample, rnd, randint(MIN_FORMULAS, MAX_FORMULAS), full)
+            if found is not None:
+                return self._puzzle(n, *found)
         return None
 
     @staticmethod
