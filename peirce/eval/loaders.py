@@ -14,15 +14,9 @@ GPQA's choices are shuffled per question by a hash of (seed, question), so the g
 letter is uniform over A-D yet the same on every run and machine.
 
 LiveCodeBench "functional" cases (LeetCode style) become asserts on `Solution().<fn>`.
-"stdin" cases are judged by re-running the answer's program with the case's input on
-stdin and comparing stdout (lines, trailing spaces ignored). The code reward runs a
-program once before its tests, so the task's `setup` feeds case 0 to that first run and
-defines `_peirce_stdin_case(i)`, which re-runs the program source. The source comes from
-the code reward's sandbox harness (`__main__.job["program"]`), the one place that holds
-it; tests/eval/test_loaders.py checks this against the real reward, so a harness change
-fails loudly there. Known gap: a program that calls exit() at top level on case 0 ends
-that first run with SystemExit, which the harness counts as a failed load, so all its
-cases fail (a `stdin_cases` mode in the code reward would close it).
+"stdin" cases become the code reward's `stdin_cases`: the answer's program runs once per
+case with the case's input on stdin, and its stdout is compared (lines, trailing spaces
+ignored) outside the sandbox.
 """
 
 from __future__ import annotations
@@ -182,46 +176,6 @@ _FUNCTIONAL_SETUP = (
     "from collections import *\nimport json as _peirce_json\n"
 )
 
-_STDIN_SETUP = r'''
-import io as _peirce_io, os as _peirce_os, sys as _peirce_sys
-_PEIRCE_CASES = {cases}
-def _peirce_stream(text):
-    """Case input on fd 0 (so input(), sys.stdin.buffer and open(0) all see it)."""
-    data = text.encode()
-    if len(data) > 60000:  # more than a pipe buffer holds without a reader: Python-level only
-        return _peirce_io.TextIOWrapper(_peirce_io.BytesIO(data), encoding="utf-8")
-    r, w = _peirce_os.pipe()
-    _peirce_os.write(w, data)
-    _peirce_os.close(w)
-    if r != 0:  # r is 0 itself when fd 0 was closed (the harness closes stdin)
-        _peirce_os.dup2(r, 0)
-        _peirce_os.close(r)
-    return open(0, "r", encoding="utf-8", closefd=False)
-def _peirce_capture():
-    return _peirce_io.TextIOWrapper(_peirce_io.BytesIO(), encoding="utf-8")
-def _peirce_lines(text):
-    return [line.rstrip() for line in text.strip().splitlines()]
-def _peirce_stdin_case(i):
-    """Run the answer's program as __main__ with case i on stdin; compare stdout."""
-    source = _peirce_sys.modules["__main__"].job["program"]
-    case = _PEIRCE_CASES[i]
-    old_in, old_out = _peirce_sys.stdin, _peirce_sys.stdout
-    _peirce_sys.stdin, _peirce_sys.stdout = _peirce_stream(case[0]), _peirce_capture()
-    try:
-        try:
-            exec(compile(source, "<solution>", "exec"), {{"__name__": "__main__"}})
-        except SystemExit:
-            pass
-        _peirce_sys.stdout.flush()
-        got = _peirce_sys.stdout.buffer.getvalue().decode("utf-8", "replace")
-    finally:
-        _peirce_sys.stdin, _peirce_sys.stdout = old_in, old_out
-    assert _peirce_lines(got) == _peirce_lines(case[1]), "case %d: wrong output" % i
-_peirce_sys.stdin = _peirce_stream(_PEIRCE_CASES[0][0])  # the harness's first run of the program reads case 0
-_peirce_sys.stdout = _peirce_capture()
-'''
-
-
 def _lcb_cases(row: dict[str, Any], where: str) -> list[dict[str, str]]:
     raw = _field(row, where, "public_test_cases")
     try:
@@ -260,20 +214,20 @@ def _livecodebench(rows: list[dict[str, Any]], path: Path, seed: int) -> list[Ta
                     json.loads(c["output"])
             except json.JSONDecodeError as exc:
                 raise BenchmarkFileError(f"{where}: functional test case is not JSON ({exc})") from None
-            tests = [f"assert Solution().{fn}(*_peirce_json.loads({json.dumps(a)!r})) == "
-                     f"_peirce_json.loads({c['output'].strip()!r})" for a, c in zip(args, cases)]
+            checks = {"tests": [f"assert Solution().{fn}(*_peirce_json.loads({json.dumps(a)!r})) == "
+                                f"_peirce_json.loads({c['output'].strip()!r})" for a, c in zip(args, cases)]}
             text = f"{question}\n\nComplete this starter code:\n```python\n{starter.rstrip()}\n```"
             setup = _FUNCTIONAL_SETUP
         elif any(c.get("testtype", "stdin") == "functional" for c in cases):
             raise BenchmarkFileError(f"{where}: mixes 'stdin' and 'functional' test cases")
         else:
-            tests = [f"_peirce_stdin_case({j})" for j in range(len(cases))]
             text = (f"{question}\n\nWrite a complete program that reads from standard input and writes to "
                     "standard output.")
-            setup = _STDIN_SETUP.format(cases=repr([(c["input"], c["output"]) for c in cases]))
+            checks = {"stdin_cases": [{"input": c["input"], "output": c["output"]} for c in cases]}
+            setup = ""
         # Built directly (not by code_task) so the user text shows the question, not a harness call.
         tasks.append(Task(id=tid, task="code", level=1, split="test", puzzle_text=text, solution_text="",
-                          puzzle={"prompt": question, "tests": tests, "setup": setup, "entry_point": None,
+                          puzzle={"prompt": question, **checks, "setup": setup, "entry_point": None,
                                   "reference_solution": "", "starter_code": starter}))
     return tasks
 

@@ -1,65 +1,71 @@
 """Code reward: run the task's tests against the response's last ```python block.
 
-The program and its tests run in `peirce.rewards.sandbox` (separate process, limits,
-no network, chroot, own uid where the machine allows). A harness inside executes the
-program once, then each test in the same namespace, and reports each verdict on stdout
-as a line tagged with a per-run random nonce, right after that test finishes; the
-parent counts only tagged lines. So an early `exit(0)`, a crash, a kill at the time
-limit or an infinite loop in test k leaves tests k.. unreported, i.e. failed, and
-plain prints cannot pose as verdicts. (A program that deliberately searches the
-harness's memory for the nonce could forge verdicts: the sandbox contains code, it does
-not make a hostile program's self-report trustworthy.)
+Threat model. The program is hostile and may know this module's source. It may exit at
+any point, patch anything in its own interpreter (builtins, sys.modules, json, atexit),
+walk its frames and heap, print anything, write anything to any descriptor it holds,
+return objects whose `__eq__`/`__bool__`/`__hash__`/`__repr__`/`__reduce__` lie or
+subclasses of int/str, NaNs, or huge values. None of that may turn a failed test into
+a pass. Defence: **the verdict is computed outside the process that runs the program,
+from plain data only** (peirce.rewards.code_harness has the in-sandbox side):
 
-Task data (Task.puzzle): `tests` (list of Python statements, typically asserts) or
-`test_program` (a program defining `check(candidate)`, HumanEval style, run as one
-test with `entry_point`), optional `setup` (code run before the program, e.g. MBPP's
+- Assert / `check(candidate)` tests: two sandboxes. The *program* process runs setup +
+  program and only answers requests on a pipe pair. The *judge* process never runs model
+  code: it runs the setup and the tests itself; a name a test uses that the judge lacks
+  (the candidate function, `Solution`) is looked up in the program and called across the
+  pipes. What comes back is decoded as plain data (exact builtin types via tagged JSON;
+  never unpickled or evaluated) or stays an opaque handle whose comparison and hashing
+  are local identity. So `assert f(x) == y` compares data with `y` in the judge, and `y`
+  (like every test) never enters the program's process, nor does anything the judge could
+  be tricked with. A malformed reply, a dead program or a broken pipe fails that test and
+  every later one (the judge's ProgramGone is a BaseException, so a test's own
+  `except Exception` cannot swallow it). Modules a test reaches through the program's
+  globals (`math.isclose` after the program's `import math`) are the judge's own copies.
+- stdin/stdout cases: the program runs once per case with the case on stdin; this
+  process compares the captured stdout (lines, trailing spaces ignored).
+- Verdicts are one "i ok" line per test on the judge's stdout, a pipe only the judge
+  holds: the program's own stdout is captured separately (and capped), so printing
+  forged verdicts or 64 KiB of anything changes nothing.
+
+What this relies on: the sandbox's process separation (peirce.rewards.sandbox). With
+its "uid" layer each process has its own uid, so the program cannot signal, ptrace or
+open /proc/<pid>/fd of the judge or of this process; with "fs" there is no /proc at all.
+Without them (not root) a same-uid program could reach sibling processes through /proc,
+as it could reach this one. Residual, by construction of the tests themselves: a test
+that `eval`s a string the program returned runs it in the judge; a test that uses a
+program-defined helper (HumanEval's `poly`) trusts that helper, as the original harness
+does; copy semantics mean a test that checks an argument mutated in place fails.
+
+Task data (Task.puzzle): `tests` (list of Python statements, typically asserts),
+`test_program` (a program defining `check(candidate)`, HumanEval style, run as one test
+with `entry_point`), or `stdin_cases` (list of {"input", "output"} strings); optional
+`setup` (code run before the program and before the tests, e.g. MBPP's
 `test_setup_code`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import inspect
 import json
-import secrets
+import os
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from peirce.rewards import code_harness
 from peirce.rewards.registry import RewardFn, RewardResult, register_reward
 from peirce.rewards.sandbox import SandboxLimits, SandboxResult, run_python
 from peirce.tasks.base import Task
 
 MAX_PROGRAM_CHARS = 100_000
+MAX_VALUE_BYTES = 16 << 20  # one value (JSON) the program returns to the judge
+VERDICT_LINE_BYTES = 16  # judge stdout room per test ("12345 1\n")
+_HARNESS = inspect.getsource(code_harness)
 
-# Runs inside the sandbox; reads the job from stdin. Kept free of f-strings for clarity.
-HARNESS = r"""
-import json, os, sys
-job = json.loads(sys.stdin.read())
-sys.stdin.close()
-tag = job.pop("nonce").encode()
-out = os.dup(1)
-ns = {"__name__": "solution"}  # a main block in the answer does not run
-def report(i, ok):
-    try:
-        sys.stdout.flush()
-    except BaseException:
-        pass
-    os.write(out, b"\n" + tag + b" " + str(i).encode() + b" " + (b"1" if ok else b"0") + b"\n")
-try:
-    exec(compile(job["setup"] + "\n" + job["program"], "<solution>", "exec"), ns)
-    loaded = True
-except BaseException as exc:
-    loaded = False
-    print("program failed:", type(exc).__name__, exc, file=sys.stderr)
-for i, test in enumerate(job["tests"]):
-    ok = False
-    if loaded:
-        try:
-            exec(compile(test, "<test %d>" % i, "exec"), ns)
-            ok = True
-        except BaseException as exc:
-            print("test", i, "failed:", type(exc).__name__, exc, file=sys.stderr)
-    report(i, ok)
-"""
+
+def _harness(role: str) -> str:
+    return f"{_HARNESS}\nmain({role!r})\n"
 
 
 class CodeTaskError(ValueError):
@@ -80,13 +86,23 @@ class CodeRewardConfig:
 
 @dataclass(frozen=True)
 class TestRun:
+    """passed/total tests; `sandbox` is the program's run (the last one for stdin cases),
+    `judge` the judge's (None for stdin cases)."""
+
     passed: int
     total: int
     sandbox: SandboxResult
+    judge: SandboxResult | None = None
 
     @property
     def fraction(self) -> float:
         return self.passed / self.total if self.total else 0.0
+
+
+@dataclass(frozen=True)
+class StdinCase:
+    input: str
+    output: str
 
 
 def extract_code(text: str) -> str | None:
@@ -128,33 +144,92 @@ def task_tests(puzzle: dict[str, Any]) -> list[str]:
         if not isinstance(entry, str) or not entry.isidentifier():
             raise CodeTaskError(f"puzzle.entry_point must be an identifier when test_program is used, got {entry!r}")
         return [f"{program}\ncheck({entry})"]
-    raise CodeTaskError("code task needs puzzle.tests (list of str) or puzzle.test_program (str)")
+    raise CodeTaskError("code task needs puzzle.tests (list of str), puzzle.test_program (str) or puzzle.stdin_cases")
+
+
+def task_stdin_cases(puzzle: dict[str, Any]) -> list[StdinCase] | None:
+    """The task's stdin/stdout cases, None when it has none; CodeTaskError names a bad field."""
+    cases = puzzle.get("stdin_cases")
+    if cases is None:
+        return None
+    ok = isinstance(cases, list) and cases and all(
+        isinstance(c, dict) and isinstance(c.get("input"), str) and isinstance(c.get("output"), str) for c in cases)
+    if not ok:
+        raise CodeTaskError(f"puzzle.stdin_cases must be a non-empty list of {{'input': str, 'output': str}}, "
+                            f"got {cases!r:.200}")
+    return [StdinCase(c["input"], c["output"]) for c in cases]
 
 
 def run_tests(program: str, tests: list[str], setup: str = "", limits: SandboxLimits = SandboxLimits()) -> TestRun:
-    """Run `program` then each test in one sandboxed interpreter; count verified passes."""
-    nonce = secrets.token_hex(16)
-    job = json.dumps({"nonce": nonce, "program": program, "tests": tests, "setup": setup}).encode()
-    res = run_python(HARNESS, stdin=job, limits=limits)
-    passed: set[int] = set()
-    tag = nonce.encode()
-    for line in res.stdout.splitlines():
+    """Run `program` in one sandbox and `tests` in a judge sandbox that calls into it; count
+    the judge's verdicts (see the module docstring)."""
+    to_judge_r, to_judge_w = os.pipe()
+    to_program_r, to_program_w = os.pipe()
+    common = {"setup": setup, "max_frame": MAX_VALUE_BYTES}
+    program_job = json.dumps({**common, "program": program, "rin": to_program_r, "rout": to_judge_w}).encode()
+    judge_job = json.dumps({**common, "tests": tests, "rin": to_judge_r, "rout": to_program_w}).encode()
+    result: list[SandboxResult | BaseException] = []
+
+    def program_side() -> None:
+        try:
+            result.append(run_python(_harness("program"), program_job, limits, pass_fds=(to_program_r, to_judge_w)))
+        except BaseException as exc:  # re-raised below, in the caller's thread
+            result.append(exc)
+
+    thread = threading.Thread(target=program_side, name="code-reward-program", daemon=True)
+    thread.start()
+    try:
+        judge_limits = dataclasses.replace(
+            limits, output_bytes=max(limits.output_bytes, VERDICT_LINE_BYTES * len(tests) + 64))
+        judge = run_python(_harness("judge"), judge_job, judge_limits, pass_fds=(to_judge_r, to_program_w))
+    finally:
+        thread.join()  # the judge's end of the pipes is closed: the program sees EOF and exits
+    if isinstance(result[0], BaseException):
+        raise result[0]
+    return TestRun(passed=len(_verdicts(judge.stdout, len(tests))), total=len(tests), sandbox=result[0], judge=judge)
+
+
+def _verdicts(stdout: bytes, total: int) -> set[int]:
+    passed = set()
+    for line in stdout.splitlines():
         parts = line.split(b" ")
-        if len(parts) == 3 and parts[0] == tag and parts[1].isdigit() and parts[2] == b"1":
-            passed.add(int(parts[1]))
-    passed &= set(range(len(tests)))
-    return TestRun(passed=len(passed), total=len(tests), sandbox=res)
+        if len(parts) == 2 and parts[0].isdigit() and parts[1] == b"1":
+            passed.add(int(parts[0]))
+    return passed & set(range(total))
+
+
+def run_stdin_cases(program: str, cases: list[StdinCase], setup: str = "",
+                    limits: SandboxLimits = SandboxLimits()) -> TestRun:
+    """Run `program` as __main__ once per case with the case on stdin; a case passes when it
+    exits normally (SystemExit counts as normal) and its stdout matches line by line."""
+    job = json.dumps({"setup": setup, "program": program}).encode()
+    passed, res = 0, None
+    for case in cases:
+        want = case.output.encode()
+        case_limits = dataclasses.replace(limits, output_bytes=limits.output_bytes + 2 * len(want))
+        res = run_python(_harness("stdio"), b"%d\n" % len(job) + job + case.input.encode(), case_limits)
+        ok = res.returncode == 0 and not res.timed_out and not res.stdout_truncated
+        passed += ok and _lines(res.stdout.decode("utf-8", "replace")) == _lines(case.output)
+    return TestRun(passed=passed, total=len(cases), sandbox=res)
+
+
+def _lines(text: str) -> list[str]:
+    return [line.rstrip() for line in text.strip().splitlines()]
 
 
 def score_code(task: Task, assistant_turn: str, config: CodeRewardConfig = CodeRewardConfig()) -> RewardResult:
-    tests = task_tests(task.puzzle)
+    cases = task_stdin_cases(task.puzzle)
+    tests = task_tests(task.puzzle) if cases is None else []
     program = extract_code(assistant_turn)
     if program is None or not program.strip() or len(program) > MAX_PROGRAM_CHARS:
         return RewardResult(reward=0.0, format_ok=False, correct=None, answer=None)
     setup = task.puzzle.get("setup") or ""
     if not isinstance(setup, str):
         raise CodeTaskError(f"puzzle.setup must be a string, got {setup!r:.200}")
-    run = run_tests(program, tests, setup, config.limits)
+    if cases is not None:
+        run = run_stdin_cases(program, cases, setup, config.limits)
+    else:
+        run = run_tests(program, tests, setup, config.limits)
     all_pass = run.passed == run.total
     reward = run.fraction if config.mode == "fraction" else float(all_pass)
     return RewardResult(reward=reward, format_ok=True, correct=all_pass, answer=program)

@@ -20,7 +20,10 @@ Each run applies what the machine allows and reports it in `SandboxResult.isolat
 
 Always: empty environment, `python -I -S` (no site-packages, no user paths), a
 wall-clock limit enforced by killing the process group, and stdout/stderr captured up
-to a cap (the rest is drained and discarded). As root, a run that cannot drop
+to a cap (the rest is drained and discarded). `pass_fds` hands extra pipe ends to the
+child under the same numbers; the caller's copies are closed as soon as the child has
+started, so the child holds the only ones (a pipe to it reads EOF once it exits, which
+is how the code reward's judge and program processes see each other end). As root, a run that cannot drop
 privileges is refused rather than run with RLIMIT_NPROC unenforced; as a normal user,
 RLIMIT_NPROC counts all that user's processes, so the program effectively cannot fork.
 """
@@ -106,19 +109,44 @@ def python_executable() -> str:
     return os.path.realpath(sys.executable)
 
 
-def run_python(code: str, stdin: bytes = b"", limits: SandboxLimits = SandboxLimits()) -> SandboxResult:
-    """Run `python -I -S -c code` contained; `stdin` is fed to it and then closed."""
+def run_python(code: str, stdin: bytes = b"", limits: SandboxLimits = SandboxLimits(),
+               pass_fds: tuple[int, ...] = ()) -> SandboxResult:
+    """Run `python -I -S -c code` contained; `stdin` is fed to it and then closed.
+
+    `pass_fds` are open descriptors (pipe ends) the child gets under the same numbers;
+    they are closed here once it has started, or when it could not be started."""
     global _fs_broken
-    if not isinstance(code, str):
-        raise TypeError(f"code must be str, got {type(code).__name__}")
-    with _uid_slot(limits.drop_privileges and os.geteuid() == 0) as uid:
-        use_fs = limits.isolate_fs and os.geteuid() == 0 and not _fs_broken
-        try:
-            return _run(code, stdin, limits, uid, use_fs)
-        except _FsSetupFailed:
-            with _fs_lock:
-                _fs_broken = True
-            return _run(code, stdin, limits, uid, False)
+    handover = _Handover(pass_fds)
+    try:
+        if not isinstance(code, str):
+            raise TypeError(f"code must be str, got {type(code).__name__}")
+        with _uid_slot(limits.drop_privileges and os.geteuid() == 0) as uid:
+            use_fs = limits.isolate_fs and os.geteuid() == 0 and not _fs_broken
+            try:
+                return _run(code, stdin, limits, uid, use_fs, handover)
+            except _FsSetupFailed:
+                with _fs_lock:
+                    _fs_broken = True
+                return _run(code, stdin, limits, uid, False, handover)
+    finally:
+        handover.close()
+
+
+class _Handover:
+    """Descriptors given to a child: closed in this process exactly once."""
+
+    def __init__(self, fds: tuple[int, ...]):
+        if not all(isinstance(fd, int) and not isinstance(fd, bool) and fd > 2 for fd in fds):
+            raise ValueError(f"pass_fds must be descriptor numbers above 2, got {fds!r}")
+        self.fds = tuple(fds)
+        self._open = True
+
+    def close(self) -> None:
+        if self._open:
+            self._open = False
+            for fd in self.fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
 
 
 class _FsSetupFailed(SandboxError):
@@ -262,7 +290,8 @@ def _world_reachable(path: str) -> bool:
         path = parent
 
 
-def _run(code: str, stdin: bytes, limits: SandboxLimits, uid: int | None, use_fs: bool) -> SandboxResult:
+def _run(code: str, stdin: bytes, limits: SandboxLimits, uid: int | None, use_fs: bool,
+         handover: _Handover) -> SandboxResult:
     exe = python_executable()
     if os.geteuid() == 0 and limits.drop_privileges and not use_fs and not _world_reachable(exe):
         raise SandboxError(
@@ -274,31 +303,38 @@ def _run(code: str, stdin: bytes, limits: SandboxLimits, uid: int | None, use_fs
     try:
         if uid is not None and not use_fs:
             os.chown(tmp, uid, uid)
-        return _spawn(exe, code, stdin, limits, uid, fs_root=tmp if use_fs else None, workdir=tmp)
+        return _spawn(exe, code, stdin, limits, uid, fs_root=tmp if use_fs else None, workdir=tmp,
+                      handover=handover)
     finally:
         if uid is not None:
             _sweep_uid(uid)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _spawn(exe, code, stdin, limits, uid, fs_root, workdir) -> SandboxResult:
-    report_r, report_w = os.pipe()
+_spawn_lock = threading.Lock()  # one fork at a time: a concurrent child cannot hold another's setup pipe
+
+
+def _spawn(exe, code, stdin, limits, uid, fs_root, workdir, handover) -> SandboxResult:
     env = {"PATH": "/usr/bin:/bin", "HOME": "/work" if fs_root else workdir, "LANG": "C.UTF-8"}
     t0 = time.monotonic()
-    try:
-        proc = subprocess.Popen(
-            [exe, "-I", "-S", "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, env=env, close_fds=True, start_new_session=True,
-            preexec_fn=_preexec(limits, uid, fs_root, workdir, report_w),
-        )
-    except subprocess.SubprocessError as exc:
-        if fs_root is not None:
-            raise _FsSetupFailed(str(exc)) from exc
-        raise SandboxError(f"sandbox child setup failed: {exc}") from exc
-    finally:
-        os.close(report_w)
-    with os.fdopen(report_r, "rb") as fh:
-        applied = frozenset(x for x in fh.read().decode().split(",") if x)
+    with _spawn_lock:
+        report_r, report_w = os.pipe()
+        try:
+            proc = subprocess.Popen(
+                [exe, "-I", "-S", "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, env=env, close_fds=True, start_new_session=True, pass_fds=handover.fds,
+                preexec_fn=_preexec(limits, uid, fs_root, workdir, report_w),
+            )
+        except subprocess.SubprocessError as exc:
+            os.close(report_r)
+            if fs_root is not None:
+                raise _FsSetupFailed(str(exc)) from exc
+            raise SandboxError(f"sandbox child setup failed: {exc}") from exc
+        finally:
+            os.close(report_w)
+        handover.close()
+        with os.fdopen(report_r, "rb") as fh:
+            applied = frozenset(x for x in fh.read().decode().split(",") if x)
     if os.geteuid() == 0 and limits.drop_privileges and "uid" not in applied:  # never run root unbounded
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()

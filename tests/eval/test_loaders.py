@@ -71,9 +71,7 @@ STDIN_PROGRAMS = [
     "import sys\na, b = map(int, sys.stdin.buffer.read().split())\nsys.stdout.write(str(a + b) + '\\n')",
     "a, b = map(int, open(0).read().split())\nprint(a + b)",
     "def main():\n    a, b = map(int, input().split())\n    print(a + b)\n\nif __name__ == '__main__':\n    main()",
-    pytest.param("import sys\na, b = map(int, input().split())\nprint(a + b)\nsys.exit(0)",
-                 marks=pytest.mark.xfail(strict=True, reason="the code harness counts SystemExit in the first "
-                                         "(load) run as a failed load; see peirce.eval.loaders")),
+    "import sys\na, b = map(int, input().split())\nprint(a + b)\nsys.exit(0)",
 ]
 
 

@@ -1,18 +1,29 @@
-"""Code reward: extraction, per-test verdicts from the sandboxed harness, modes."""
+"""Code reward: extraction, verdicts from the judge process, stdin cases, the plain-data codec, modes.
+
+Hostile programs are in test_code_hostile.py."""
 
 from __future__ import annotations
 
 import pytest
 
+import collections
+import decimal
+import fractions
+import json
+
 from peirce.rewards.code import (
     CodeRewardConfig,
     CodeTaskError,
+    StdinCase,
     code_reward,
     extract_code,
+    run_stdin_cases,
     run_tests,
     score_code,
+    task_stdin_cases,
     task_tests,
 )
+from peirce.rewards.code_harness import NotPlain, ProtocolError, decode, encode
 from peirce.rewards.registry import get_reward
 from peirce.rewards.sandbox import SandboxLimits
 from peirce.tasks.domain import code_task
@@ -105,3 +116,90 @@ def test_bad_task_data_names_field():
 def test_score_code_reports_program():
     r = score_code(_task(), _block("def add(a, b):\n    return a + b"), CodeRewardConfig(limits=LIMITS))
     assert r.answer.startswith("def add")
+
+
+def test_passing_program_printing_past_the_output_cap_scores_one():
+    program = ("import sys\nprint('x' * 200_000)\nsys.stderr.write('e' * 200_000)\n"
+               "def add(a, b):\n    print('y' * 100_000)\n    return a + b")
+    run = run_tests(program, TESTS, limits=LIMITS)
+    assert run.sandbox.stdout_truncated and run.passed == 3  # verdicts travel apart from the program's stdout
+
+
+def test_tests_run_against_program_objects_like_in_process():
+    program = (
+        "import math\ncounter = [0]\n"
+        "class Box:\n    def __init__(self, v):\n        self.v = v\n    def twice(self):\n        return 2 * self.v\n"
+        "def make(v):\n    return Box(v)\n"
+        "def gen(n):\n    yield from range(n)\n"
+        "def bump():\n    counter[0] += 1\n    return counter[0]\n"
+        "def depth(node):\n    return 0 if node is None else 1 + depth(node.child)\n"
+        "def half(x):\n    if x % 2:\n        raise ValueError(x)\n    return x // 2\n"
+    )
+    tests = [
+        "assert make(3).v == 3 and make(4).twice() == 8",  # non-plain results stay in the program
+        "assert list(gen(3)) == [0, 1, 2] and 2 in gen(3)",
+        "assert bump() == 1",
+        "assert bump() == 2 and counter == [2]",  # one program namespace across tests
+        "assert math.isclose(math.pi, 3.141592653589793)",  # the judge's own math
+        "assert depth(chain) == 3",  # a setup object passed by reference
+        "try:\n    half(3)\n    assert False\nexcept ValueError:\n    pass",  # builtin exceptions keep their type
+        "assert make(1) != 1 and make(1) is not None",
+    ]
+    setup = "class Node:\n    def __init__(self, child=None):\n        self.child = child\nchain = Node(Node(Node()))"
+    run = run_tests(program, tests, setup, LIMITS)
+    assert run.passed == len(tests), run.judge.stderr.decode()
+
+
+def test_stdin_cases_compare_stdout_outside():
+    cases = [StdinCase("1 2\n", "3\n"), StdinCase("40 2\n", "42  \n\n")]
+    good = "import sys\na, b = map(int, input().split())\nprint(a + b)\nsys.exit(1)"  # exit() ends a run normally
+    assert run_stdin_cases(good, cases, limits=LIMITS).passed == 2
+    assert run_stdin_cases("print(3)", cases, limits=LIMITS).passed == 1
+    assert run_stdin_cases("print(3)\nraise RuntimeError", cases, limits=LIMITS).passed == 0
+    big = [StdinCase("", "z" * 300_000 + "\n")]  # beyond the default 64 KiB output cap
+    assert run_stdin_cases("print('z' * 300_000)", big, limits=LIMITS).passed == 1
+
+
+def test_stdin_cases_task_data():
+    assert task_stdin_cases({"tests": ["pass"]}) is None
+    assert task_stdin_cases({"stdin_cases": [{"input": "1", "output": "1"}]}) == [StdinCase("1", "1")]
+    with pytest.raises(CodeTaskError, match="puzzle.stdin_cases"):
+        task_stdin_cases({"stdin_cases": [{"input": 1, "output": "1"}]})
+
+
+PLAIN_VALUES = [
+    None, True, 0, -5, 2**200, -(2**70), 1.5, float("inf"), "s\ud800", b"\x00b", bytearray(b"ab"), 3 + 4j,
+    [1, [2, (3,)]], (1, "a"), {1: "a", (2, 3): [4]}, {1, 2}, frozenset({"x"}), range(1, 9, 2),
+    collections.Counter("aab"), collections.OrderedDict(b=1, a=2), collections.deque([1, 2]),
+    fractions.Fraction(3, 4), decimal.Decimal("1.10"),
+]
+
+
+@pytest.mark.parametrize("value", PLAIN_VALUES, ids=lambda v: type(v).__name__)
+def test_codec_round_trips_plain_values_exactly(value):
+    back = decode(json.loads(json.dumps(encode(value))))
+    assert type(back) is type(value) and back == value and repr(back) == repr(value)
+
+
+def test_codec_accepts_only_exact_builtin_types():
+    class MyInt(int):
+        pass
+
+    for value in (MyInt(1), [MyInt(1)], object(), {"k": lambda: 0}):
+        with pytest.raises(NotPlain):
+            encode(value)
+    assert encode([MyInt(1)], ref=lambda obj: {"H": 7}) == [{"H": 7}]
+    nested: list = []
+    for _ in range(300):
+        nested = [nested]
+    with pytest.raises(NotPlain, match="nested"):
+        encode(nested)
+
+
+@pytest.mark.parametrize("tree", [
+    {"T": [1], "S": [2]}, {"X": 1}, {"__class__": "int"}, {"H": 0}, {"T": 5}, {"S": [[1]]}, {"D": [[1]]},
+    {"R": [0, 5, 0]}, {"C": ["1", 2]}, {"I": "zz"}, {"Fr": [1, 0]}, {"Dec": 5},
+], ids=str)
+def test_codec_rejects_anything_else(tree):
+    with pytest.raises(ProtocolError):
+        decode(tree)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import time
 
 import pytest
@@ -157,3 +158,32 @@ def test_isolation_follows_config():
     assert res.isolation == frozenset({"rlimits"}) and res.returncode == 0
     assert b"peirce-sbx-" in res.stdout  # a fresh host temp dir, deleted afterwards
     assert not os.path.exists(res.stdout.decode().strip())
+
+
+def test_passed_pipe_ends_belong_to_the_children():
+    """Two sandboxes joined by a pipe, as the code reward's judge and program are: the
+    reader sees EOF when the writer exits, so this process kept no copy of either end."""
+    r, w = os.pipe()
+    reader: list = []
+    thread = threading.Thread(target=lambda: reader.append(run_python(
+        f"import os\nn = 0\nwhile chunk := os.read({r}, 4096):\n    n += len(chunk)\nprint(n)",
+        limits=FAST, pass_fds=(r,))))
+    thread.start()
+    writer = run_python(f"import os\nos.write({w}, b'x' * 100)", limits=FAST, pass_fds=(w,))
+    thread.join()
+    assert writer.returncode == 0 and reader[0].stdout == b"100\n"
+    assert not reader[0].timed_out and reader[0].wall_s < FAST.wall_s / 2
+    for fd in (r, w):
+        with pytest.raises(OSError):
+            os.fstat(fd)
+
+
+def test_pass_fds_validate_and_are_closed_when_the_run_is_refused():
+    with pytest.raises(ValueError, match="pass_fds"):
+        run_python("pass", limits=FAST, pass_fds=(1,))
+    r, w = os.pipe()
+    with pytest.raises(TypeError):
+        run_python(b"not str", pass_fds=(r,))  # type: ignore[arg-type]
+    with pytest.raises(OSError):
+        os.fstat(r)  # closed here although no child ever held it
+    os.close(w)
