@@ -349,6 +349,7 @@ def generate_puzzle(
 @register_family
 class Abduction(TaskFamily):
     name = "abduction"
+    worked_variants = 3  # peirce.tasks.worked.phrasing.N_VARIANTS
 
     def generate_one(self, level: int, rng: random.Random) -> tuple[dict[str, Any], str, str] | None:
         if level not in LEVELS:
@@ -361,6 +362,13 @@ class Abduction(TaskFamily):
 
     def solve(self, puzzle_text: str) -> str:
         return solve_puzzle(parse_puzzle_text(puzzle_text))
+
+    def worked_solution(self, puzzle_text: str, variant: int | None = None,
+                        rng: random.Random | None = None) -> str:
+        from peirce.tasks.worked.abduction import worked_abduction  # it imports this module
+        from peirce.tasks.worked.phrasing import Phrasing
+
+        return worked_abduction(puzzle_text, Phrasing(variant, rng))
 
     def parse_answer(self, answer: str) -> dict[str, bool] | None:
         try:

@@ -16,7 +16,7 @@ Formulas are nested tuples, which keeps evaluation cheap: an atom is a `str`,
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Union
 
 Formula = Union[str, tuple]  # str | ("NOT", F) | ("AND"|"OR", F, F)
@@ -160,6 +160,39 @@ def evaluate(f: Formula, a: Mapping[str, bool]) -> bool | None:
     return False if (left is False and right is False) else None
 
 
+def watch_lists(premises: Sequence[Premise]) -> dict[str, list[int]]:
+    """Atom -> indices of the premises whose body mentions it."""
+    watch: dict[str, list[int]] = {}
+    for i, (body, _) in enumerate(premises):
+        for atom in atoms_of(body):
+            watch.setdefault(atom, []).append(i)
+    return watch
+
+
+def forward_closure(
+    premises: Sequence[Premise],
+    start: Mapping[str, bool],
+    watch: Mapping[str, list[int]],
+    on_derive: Callable[[str, int, dict[str, bool]], None] | None = None,
+) -> dict[str, bool]:
+    """`start` plus every head whose body becomes True (three-valued, unknown atoms stay
+    unknown), so sound: what it adds holds in every model extending `start`. Worklist: a
+    premise is re-checked only when an atom of its body becomes True. `on_derive(head,
+    premise index, assignment)` is called as each head is added (the assignment as it was
+    when the body held, for explanations)."""
+    a = dict(start)
+    todo = list(range(len(premises)))
+    while todo:
+        i = todo.pop()
+        body, head = premises[i]
+        if head not in a and evaluate(body, a) is True:
+            if on_derive is not None:
+                on_derive(head, i, a)
+            a[head] = True
+            todo.extend(watch.get(head, ()))
+    return a
+
+
 class Theory:
     """Known atoms + premises, preprocessed once so that many goals are cheap to check."""
 
@@ -169,36 +202,26 @@ class Theory:
         for body, head in self.premises:
             self.by_head.setdefault(head, []).append(body)
         self.known = frozenset(known)
-        self.fixed = self._forward_closure()
+        self.watch = watch_lists(self.premises)
+        # atoms true in every model, by sound forward chaining from the known atoms
+        self.fixed = forward_closure(self.premises, dict.fromkeys(self.known, True), self.watch)
 
-    def _forward_closure(self) -> dict[str, bool]:
-        """Atoms true in every model, by sound three-valued forward chaining: a body that
-        is True while every other atom is unknown is true in every model. Worklist: a
-        premise is re-checked only when an atom of its body becomes True."""
-        a = dict.fromkeys(self.known, True)
-        watch: dict[str, list[int]] = {}
-        for i, (body, _) in enumerate(self.premises):
-            for atom in atoms_of(body):
-                watch.setdefault(atom, []).append(i)
-        todo = list(range(len(self.premises)))
-        while todo:
-            body, head = self.premises[todo.pop()]
-            if head not in a and evaluate(body, a) is True:
-                a[head] = True
-                todo.extend(watch.get(head, ()))
-        return a
+    def countermodel(self, goal: str) -> dict[str, bool] | None:
+        """A model with `goal` False, or None when `goal` is entailed. Atoms missing from the
+        returned assignment are True in it (see `_model_exists`)."""
+        if self.fixed.get(goal):
+            return None
+        return self._model_exists(dict(self.fixed), [(False, goal)], [])
 
     def entails(self, goal: str) -> bool:
         """True iff `goal` holds in every model (no model with goal false exists)."""
-        if self.fixed.get(goal):
-            return True
-        return not self._model_exists(dict(self.fixed), [(False, goal)], [])
+        return self.countermodel(goal) is None
 
     def _model_exists(
         self, a: dict[str, bool], todo: list[tuple[bool, Formula]], branches: list[tuple[bool, Formula]]
-    ) -> bool:
-        """Signed tableau: is there a model extending `a` giving each formula in `todo`
-        its sign? Atoms left unassigned at the end are set True, which satisfies every
+    ) -> dict[str, bool] | None:
+        """Signed tableau: a model extending `a` giving each formula in `todo` its sign, or
+        None when there is none. Atoms left unassigned at the end are set True, which satisfies every
         premise whose head they are; so only an atom set False brings obligations (all
         its bodies False). Conjunctive cases (F-OR, T-AND, NOT) are expanded at once;
         disjunctive ones (F-AND, T-OR) wait in `branches` and are split only if the
@@ -214,7 +237,7 @@ class Theory:
                         if not sign:
                             todo.extend((False, body) for body in by_head.get(f, ()))
                     elif v is not sign:
-                        return False
+                        return None
                 elif f[0] == "NOT":
                     todo.append((not sign, f[1]))
                 elif (f[0] == "OR") is not sign:  # F-OR, T-AND: both parts
@@ -228,13 +251,14 @@ class Theory:
                 if v is None:
                     break
                 if v is not sign:
-                    return False
+                    return None
             else:
-                return True
+                return a
             for part in _branch_order(f):
-                if self._model_exists(dict(a), [(sign, part)], list(branches)):
-                    return True
-            return False
+                model = self._model_exists(dict(a), [(sign, part)], list(branches))
+                if model is not None:
+                    return model
+            return None
 
 
 def _branch_order(f: tuple) -> tuple[Formula, Formula]:

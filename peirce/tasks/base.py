@@ -45,11 +45,16 @@ class UnknownTaskError(KeyError):
         return str(self.args[0])
 
 
+class NoWorkedSolutionError(NotImplementedError):
+    """The family has no program-written worked solutions (only the MAA logic families do)."""
+
+
 class TaskFamily(abc.ABC):
     """A program-generated, program-verified task family."""
 
     name: ClassVar[str]
     levels: ClassVar[tuple[int, ...]] = (1, 2, 3, 4, 5)
+    worked_variants: ClassVar[int] = 0  # phrasings `worked_solution(variant=...)` accepts
 
     @abc.abstractmethod
     def generate_one(self, level: int, rng: random.Random) -> tuple[dict[str, Any], str, str] | None:
@@ -67,6 +72,21 @@ class TaskFamily(abc.ABC):
         from peirce.tasks.prompts import render_prompt
 
         return render_prompt(task, style=style, tokenizer=tokenizer)
+
+    def worked_solution(self, puzzle_text: str, variant: int | None = None,
+                        rng: random.Random | None = None) -> str:
+        """The completion a model should write after the pre-filled `<think>`: a short
+        reasoning trace, `</think>`, then `<answer>...</answer>` in the gold format, so
+        `THINK_PREFILL + worked_solution(text)` earns the full MAA reward. For a supervised
+        warm start: a small model that never samples the answer format gives RL no signal.
+
+        Works from `puzzle_text` alone. `variant` in `range(worked_variants)` fixes one
+        phrasing for every step; `rng` draws each step's phrasing; neither means variant 0.
+        Raises ValueError on unparseable or unsolvable text, `NoWorkedSolutionError` for
+        families without worked solutions."""
+        raise NoWorkedSolutionError(
+            f"task family {self.name!r} has no worked solutions; families with them: deduction, induction, abduction"
+        )
 
     @abc.abstractmethod
     def parse_answer(self, answer: str) -> Any | None:

@@ -10,7 +10,9 @@ the same on every machine, and `Task.seed` regenerates that one puzzle.
 
 Files: verl `RLHFDataset` parquet (the layout of the released MAA files plus peirce
 columns id/task/level/puzzle/seed) and JSONL (one `Task` per line). `read_tasks` reads
-both and the released reference parquet files.
+both and the released reference parquet files. With `worked=True` the writers add a
+`worked_solution` column: the family's worked completion (trace, `</think>`, answer) for
+a supervised warm start, its phrasing drawn from a hash of the task (stable per puzzle).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any, Iterable
 
 import msgspec
 
-from peirce.tasks.base import Task, TaskFamily, family_names, get_family
+from peirce.tasks.base import NoWorkedSolutionError, Task, TaskFamily, UnknownTaskError, family_names, get_family
 from peirce.tasks.prompts import PROMPT_STYLES, TASK_INSTRUCTIONS, chat_messages, render_prompt
 
 # Changing these re-assigns puzzles to splits: treat them as part of the data format.
@@ -92,6 +94,7 @@ def generate_dataset(
     fractions: dict[str, float] = SPLIT_FRACTIONS,
     patience: int = 20_000,
     progress: bool | None = None,
+    worked: bool = False,
 ) -> list[Task]:
     """`n` unique puzzles of one split, deterministic in (task, level, seed).
 
@@ -99,11 +102,15 @@ def generate_dataset(
     candidates bring nothing new (the level's puzzle space, or this split's share of it,
     is exhausted).
     `progress`: tqdm bar; default only for n >= 1000 on a terminal.
+    `worked`: the tasks are meant for `write_*(..., worked=True)`: fail before generating
+    when the family has no worked solutions (the tasks themselves are the same).
     """
     family = get_family(task) if isinstance(task, str) else task
     name = family.name
     if level not in family.levels:
         raise DatasetError(f"level={level!r} is not a level of {name}; valid: {list(family.levels)}")
+    if worked and family.worked_variants == 0:
+        raise DatasetError(f"worked=True: task {name!r} has no worked solutions")
     _check_fractions(fractions)
     if split not in fractions:
         raise DatasetError(f"split={split!r} is not one of {list(fractions)}")
@@ -167,7 +174,24 @@ def generate_dataset(
 # ---------------------------------------------------------------- writing
 
 
-def _parquet_schema():
+def worked_completion(task: Task) -> str:
+    """The task's worked solution, phrasing drawn from a hash of (task, canonical text) so
+    it is the same in every file and process. DatasetError naming the task when its
+    family has none or its text cannot be worked."""
+    try:
+        family = get_family(task.task)
+    except UnknownTaskError as exc:
+        raise DatasetError(f"worked=True: task {task.id!r}: {exc}") from None
+    digest = hashlib.sha256(f"worked|{task.task}\n{canonical_text(task.puzzle_text)}".encode()).digest()
+    try:
+        return family.worked_solution(task.puzzle_text, rng=random.Random(int.from_bytes(digest[:8], "big")))
+    except NoWorkedSolutionError as exc:
+        raise DatasetError(f"worked=True: task {task.id!r}: {exc}") from None
+    except ValueError as exc:
+        raise DatasetError(f"worked=True: task {task.id!r} has no worked solution: {exc}") from None
+
+
+def _parquet_schema(worked: bool = False):
     import pyarrow as pa
 
     message = pa.struct([("content", pa.string()), ("role", pa.string())])
@@ -197,6 +221,7 @@ def _parquet_schema():
             ("puzzle", pa.string()),
             ("seed", pa.uint64()),
         ]
+        + ([("worked_solution", pa.string())] if worked else [])
     )
 
 
@@ -221,11 +246,12 @@ def _prompt_messages(task: Task, prompt_style: str) -> list[dict[str, str]]:
     raise DatasetError(f"prompt_style={prompt_style!r} is not valid; use 'reference' or 'messages'")
 
 
-def task_to_row(task: Task, index: int, prompt_style: str = "reference") -> dict[str, Any]:
+def task_to_row(task: Task, index: int, prompt_style: str = "reference", *, worked: bool = False) -> dict[str, Any]:
     """One verl RLHFDataset row. prompt_style "reference": one user message holding the
     whole pre-rendered Qwen2.5 prompt (as the released files); "messages": system + user
-    messages, for trainers that apply the policy's own chat template."""
-    return {
+    messages, for trainers that apply the policy's own chat template. `worked`: add
+    `worked_solution` (`worked_completion`)."""
+    row = {
         "puzzle_text": task.puzzle_text,
         "solution_text": task.solution_text,
         "data_source": DATA_SOURCE,
@@ -242,6 +268,9 @@ def task_to_row(task: Task, index: int, prompt_style: str = "reference") -> dict
         "puzzle": json.dumps(task.puzzle, ensure_ascii=False, sort_keys=True),
         "seed": task.seed,
     }
+    if worked:
+        row["worked_solution"] = worked_completion(task)
+    return row
 
 
 def _atomic_target(path: Path) -> Path:
@@ -249,16 +278,18 @@ def _atomic_target(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
-def write_parquet(tasks: Iterable[Task], path: str | os.PathLike, prompt_style: str = "reference") -> Path:
-    """Write tasks in the verl layout; written under a temp name, then renamed."""
+def write_parquet(tasks: Iterable[Task], path: str | os.PathLike, prompt_style: str = "reference", *,
+                  worked: bool = False) -> Path:
+    """Write tasks in the verl layout (plus `worked_solution` with `worked`); written under
+    a temp name, then renamed."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     if prompt_style not in ("reference", "messages"):
         raise DatasetError(f"prompt_style={prompt_style!r} is not valid; use 'reference' or 'messages'")
     path = Path(path)
-    rows = [task_to_row(t, i, prompt_style) for i, t in enumerate(tasks)]
-    table = pa.Table.from_pylist(rows, schema=_parquet_schema())
+    rows = [task_to_row(t, i, prompt_style, worked=worked) for i, t in enumerate(tasks)]
+    table = pa.Table.from_pylist(rows, schema=_parquet_schema(worked))
     tmp = _atomic_target(path)
     pq.write_table(table, tmp)
     os.replace(tmp, path)
@@ -269,25 +300,34 @@ _JSON_ENCODER = msgspec.json.Encoder()
 _JSON_TASK_DECODER = msgspec.json.Decoder(Task)
 
 
-def write_jsonl(tasks: Iterable[Task], path: str | os.PathLike) -> Path:
+def write_jsonl(tasks: Iterable[Task], path: str | os.PathLike, *, worked: bool = False) -> Path:
     """One `Task` JSON object per line (fields id, task, level, split, puzzle, puzzle_text,
-    solution_text, seed), so `peirce solve|score` read it directly."""
+    solution_text, seed; `worked_solution` last with `worked`), so `peirce solve|score`
+    read it directly (readers ignore the extra field)."""
     path = Path(path)
     tmp = _atomic_target(path)
-    with open(tmp, "wb") as fh:
-        for t in tasks:
-            fh.write(_JSON_ENCODER.encode(t) + b"\n")
+    try:
+        with open(tmp, "wb") as fh:
+            for t in tasks:
+                record: Any = t
+                if worked:
+                    record = {**msgspec.structs.asdict(t), "worked_solution": worked_completion(t)}
+                fh.write(_JSON_ENCODER.encode(record) + b"\n")
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
     return path
 
 
-def write_tasks(tasks: Iterable[Task], path: str | os.PathLike, prompt_style: str = "reference") -> Path:
-    """Write by suffix: .parquet or .jsonl."""
+def write_tasks(tasks: Iterable[Task], path: str | os.PathLike, prompt_style: str = "reference", *,
+                worked: bool = False) -> Path:
+    """Write by suffix: .parquet or .jsonl; `worked` adds the `worked_solution` column."""
     suffix = Path(path).suffix
     if suffix == ".parquet":
-        return write_parquet(tasks, path, prompt_style)
+        return write_parquet(tasks, path, prompt_style, worked=worked)
     if suffix == ".jsonl":
-        return write_jsonl(tasks, path)
+        return write_jsonl(tasks, path, worked=worked)
     raise DatasetError(f"output path {str(path)!r} must end in .parquet or .jsonl, got suffix {suffix!r}")
 
 
@@ -415,6 +455,7 @@ __all__ = [
     "read_tasks",
     "split_of",
     "task_to_row",
+    "worked_completion",
     "write_jsonl",
     "write_parquet",
     "write_tasks",

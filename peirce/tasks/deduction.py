@@ -22,6 +22,7 @@ from typing import Any, Callable, Union
 
 from peirce.tasks.base import TaskFamily, register_family
 from peirce.tasks.logic_formula import (
+    Formula,
     FormulaSyntaxError,
     OPS,
     combine,
@@ -232,14 +233,19 @@ def _ordered_names(found: set[str]) -> list[str]:
     return sorted(found, key=lambda s: (len(s), s))
 
 
-def solve_formula_texts(formulas: list[str]) -> dict[str, bool]:
+def parse_formula_texts(formulas: list[str]) -> tuple[list[Formula], list[str]]:
+    """Parsed formulas and the variable order of the answer; ValueError naming the formula."""
     parsed = []
     for i, text in enumerate(formulas, 1):
         try:
             parsed.append(parse_formula(text))
         except FormulaSyntaxError as exc:
             raise ValueError(f"formula {i}: {exc}") from None
-    names = _ordered_names(set().union(*(variables_of(f) for f in parsed)))
+    return parsed, _ordered_names(set().union(*(variables_of(f) for f in parsed)))
+
+
+def solve_formula_texts(formulas: list[str]) -> dict[str, bool]:
+    parsed, names = parse_formula_texts(formulas)
     if len(names) > 20:
         raise ValueError(f"too many variables for exhaustive search: {len(names)} > 20")
     models = solve_formulas(parsed, names)
@@ -279,6 +285,7 @@ def parse_assignment(answer: Any) -> dict[str, bool] | None:
 @register_family
 class DeductionFamily(TaskFamily):
     name = "deduction"
+    worked_variants = 3  # peirce.tasks.worked.phrasing.N_VARIANTS
 
     def generate_one(self, level: int, rng: random.Random) -> tuple[dict[str, Any], str, str] | None:
         """Retry rejected candidates from the same `rng` (up to `MAX_ATTEMPTS`) instead of
@@ -304,6 +311,13 @@ class DeductionFamily(TaskFamily):
 
     def solve(self, puzzle_text: str) -> str:
         return format_solution(solve_formula_texts(parse_puzzle_text(puzzle_text)))
+
+    def worked_solution(self, puzzle_text: str, variant: int | None = None,
+                        rng: random.Random | None = None) -> str:
+        from peirce.tasks.worked.deduction import worked_deduction  # it imports this module
+        from peirce.tasks.worked.phrasing import Phrasing
+
+        return worked_deduction(puzzle_text, Phrasing(variant, rng))
 
     def parse_answer(self, answer: str) -> dict[str, bool] | None:
         return parse_assignment(answer)

@@ -101,9 +101,30 @@ def _describe(name: str, sets: Sequence[Iterable[Op] | None]) -> str:
     return f"{name} ({', '.join(parts)})"
 
 
-def _fit_cycle(name: str, seq: Masked, m: int, domains: tuple[_Domain, ...]) -> dict[int | None, str]:
-    """Predicted value -> rule description for every op cycle over `domains` that reproduces
-    the visible terms; None as a key means the rule leaves the answer free."""
+@dataclass(frozen=True)
+class RuleFit:
+    """One rule that reproduces the visible terms and what it predicts (None: anything).
+
+    `ops`: for cycle families, one operation per cycle position (transition t uses
+    `ops[t % len(ops)]`; when several fit a position, the first in sorted order; None where
+    no visible transition fixes it). `second_order`: (start, first difference, step)."""
+
+    description: str
+    complexity: int
+    value: int | None
+    ops: tuple[Op | None, ...] | None = None
+    second_order: tuple[int, int, int] | None = None
+
+
+def _cycle_rule(name: str, complexity: int, value: int | None, sets: Sequence[Iterable[Op] | None]) -> RuleFit:
+    ops = tuple(min(s) if s else None for s in sets)
+    return RuleFit(_describe(name, sets), complexity, value, ops)
+
+
+def _fit_cycle(name: str, complexity: int, seq: Masked, m: int,
+               domains: tuple[_Domain, ...]) -> dict[int | None, RuleFit]:
+    """Predicted value -> rule for every op cycle over `domains` that reproduces the
+    visible terms; None as a key means the rule leaves the answer free."""
     n, k = len(seq), len(domains)
     constraint: list[frozenset[Op] | None] = [None] * k
     for t in range(n - 1):
@@ -118,32 +139,34 @@ def _fit_cycle(name: str, seq: Masked, m: int, domains: tuple[_Domain, ...]) -> 
     def options(r: int) -> frozenset[Op] | None:
         return constraint[r] if constraint[r] is not None else domains[r].ops
 
-    out: dict[int | None, str] = {}
+    out: dict[int | None, RuleFit] = {}
     if m == n - 1:
         r = (n - 2) % k
         opts = options(r)
         if opts is None:
-            return {None: _describe(name, constraint)}
+            return {None: _cycle_rule(name, complexity, None, constraint)}
         for op in sorted(opts):
-            sets = list(constraint)
-            sets[r] = [op]
-            out.setdefault(apply_op(op, seq[n - 2]), _describe(name, sets))
+            value = apply_op(op, seq[n - 2])
+            if value not in out:
+                sets = list(constraint)
+                sets[r] = [op]
+                out[value] = _cycle_rule(name, complexity, value, sets)
         return out
     r1, r2 = (m - 1) % k, m % k
     o1, o2 = options(r1), options(r2)
     if o1 is None or o2 is None:
-        return {None: _describe(name, constraint)}
+        return {None: _cycle_rule(name, complexity, None, constraint)}
     for op1 in sorted(o1):
         v = apply_op(op1, seq[m - 1])
         for op2 in sorted(o2) if r1 != r2 else [op1]:
-            if apply_op(op2, v) == seq[m + 1]:
+            if apply_op(op2, v) == seq[m + 1] and v not in out:
                 sets = list(constraint)
                 sets[r1], sets[r2] = [op1], [op2]
-                out.setdefault(v, _describe(name, sets))
+                out[v] = _cycle_rule(name, complexity, v, sets)
     return out
 
 
-def _fit_second_order(seq: Masked, m: int) -> dict[int | None, str]:
+def _fit_second_order(seq: Masked, m: int) -> dict[int | None, RuleFit]:
     """x_i = x0 + d*i + e*i(i-1)/2 with integers x0, d, e (differences form an arithmetic
     progression), fitted exactly through the visible terms."""
     pts = [(i, x) for i, x in enumerate(seq) if x is not None]
@@ -167,30 +190,38 @@ def _fit_second_order(seq: Masked, m: int) -> dict[int | None, str]:
         return {}
     if any(at(i) != x for i, x in pts[3:]):
         return {}
-    return {int(at(m)): f"second-order difference (start {x0}, first difference {d}, step {e})"}
+    value = int(at(m))
+    desc = f"second-order difference (start {x0}, first difference {d}, step {e})"
+    return {value: RuleFit(desc, 2, value, second_order=(int(x0), int(d), int(e)))}
 
 
-def induction_candidates(sequence_with_mask: Sequence[int | str | None]) -> list[tuple[str, int, int | None]]:
-    """Every fitting rule family's predictions as (rule description, complexity, value),
-    simplest first; value None means that rule fits but leaves the answer free. Several
-    distinct values at the lowest complexity mean the puzzle is ambiguous."""
+def induction_rules(sequence_with_mask: Sequence[int | str | None]) -> list[RuleFit]:
+    """Every fitting rule family's predictions, simplest first (one per distinct value and
+    complexity). Several distinct values at the lowest complexity mean the puzzle is
+    ambiguous."""
     seq, m = _normalise(sequence_with_mask)
-    found: list[tuple[str, int, int | None]] = []
+    found: list[RuleFit] = []
     seen: set[tuple[int, int | None]] = set()
 
-    def add(preds: dict[int | None, str], complexity: int) -> None:
-        for value, desc in preds.items():
-            if (complexity, value) not in seen:
-                seen.add((complexity, value))
-                found.append((desc, complexity, value))
+    def add(fits: dict[int | None, RuleFit]) -> None:
+        for value, fit in fits.items():
+            if (fit.complexity, value) not in seen:
+                seen.add((fit.complexity, value))
+                found.append(fit)
 
     for name, complexity, patterns in _CYCLE_FAMILIES:
         for domains in patterns:
-            add(_fit_cycle(name, seq, m, domains), complexity)
+            add(_fit_cycle(name, complexity, seq, m, domains))
         if name == "alternating add":
-            add(_fit_second_order(seq, m), 2)
-    found.sort(key=lambda c: c[1])
+            add(_fit_second_order(seq, m))
+    found.sort(key=lambda f: f.complexity)
     return found
+
+
+def induction_candidates(sequence_with_mask: Sequence[int | str | None]) -> list[tuple[str, int, int | None]]:
+    """`induction_rules` as (rule description, complexity, value) triples; value None
+    means that rule fits but leaves the answer free."""
+    return [(f.description, f.complexity, f.value) for f in induction_rules(sequence_with_mask)]
 
 
 @dataclass(frozen=True)
@@ -369,6 +400,7 @@ def parse_integer_answer(answer: Any) -> int | None:
 @register_family
 class InductionFamily(TaskFamily):
     name = "induction"
+    worked_variants = 3  # peirce.tasks.worked.phrasing.N_VARIANTS
 
     def generate_one(self, level: int, rng: random.Random) -> tuple[dict[str, Any], str, str] | None:
         if level in _LEVEL_GENERATORS:
@@ -393,6 +425,13 @@ class InductionFamily(TaskFamily):
             if value is not None:
                 return str(value)
         raise ValueError("no rule in the search space fits the visible terms")
+
+    def worked_solution(self, puzzle_text: str, variant: int | None = None,
+                        rng: random.Random | None = None) -> str:
+        from peirce.tasks.worked.induction import worked_induction  # it imports this module
+        from peirce.tasks.worked.phrasing import Phrasing
+
+        return worked_induction(puzzle_text, Phrasing(variant, rng))
 
     def parse_answer(self, answer: str) -> int | None:
         return parse_integer_answer(answer)

@@ -167,3 +167,47 @@ def test_not_a_task_file(tmp_path):
     with pytest.raises(DatasetError, match="missing columns"):
         read_tasks(tmp_path / "deduction.parquet")
 
+
+
+def test_worked_column_in_parquet_and_jsonl(name, tmp_path):
+    """`worked=True` adds `worked_solution`: the same text in both layouts and on every
+    write, fully rewarded, one of the family's phrasings; files still read back as tasks."""
+    from peirce.rewards.maa import score_maa
+    from peirce.tasks.dataset import worked_completion
+    from peirce.tasks.prompts import THINK_PREFILL
+
+    tasks = generate_dataset(name, 2, 12, "train", seed=9, worked=True)
+    assert tasks == generate_dataset(name, 2, 12, "train", seed=9)  # same tasks either way
+    pq_path = write_tasks(tasks, tmp_path / "w.parquet", worked=True)
+    js_path = write_tasks(tasks, tmp_path / "w.jsonl", worked=True)
+    table = pq.read_table(pq_path)
+    assert table.column_names[-1] == "worked_solution"
+    from_parquet = table.column("worked_solution").to_pylist()
+    from_jsonl = [json.loads(line)["worked_solution"] for line in js_path.read_text().splitlines()]
+    assert from_parquet == from_jsonl == [worked_completion(t) for t in tasks]
+    for t, text in zip(tasks, from_parquet):
+        assert score_maa(name, THINK_PREFILL + text, t.solution_text).reward == 3.0
+    assert len(set(line.split("\n")[1] for line in from_parquet)) > 1  # phrasings vary across rows
+    assert read_tasks(pq_path) == tasks and read_tasks(js_path) == tasks
+    plain = pq.read_table(write_tasks(tasks, tmp_path / "p.parquet"))
+    assert "worked_solution" not in plain.column_names
+    assert "worked_solution" not in json.loads(write_jsonl(tasks, tmp_path / "p.jsonl").read_text().splitlines()[0])
+
+
+def test_worked_needs_a_family_with_worked_solutions(tmp_path):
+    with pytest.raises(DatasetError, match="task 'uppercase' has no worked solutions"):
+        generate_dataset("uppercase", 1, 2, "train", worked=True)
+    tasks = generate_dataset("uppercase", 1, 2, "train")
+    for suffix in (".parquet", ".jsonl"):
+        with pytest.raises(DatasetError, match="uppercase-L1-train-000000.*no worked solutions"):
+            write_tasks(tasks, tmp_path / f"u{suffix}", worked=True)
+        assert not list(tmp_path.iterdir())  # no partial or temporary file left behind
+
+
+def test_worked_on_an_unworkable_text_names_the_task(tmp_path):
+    import msgspec
+
+    task = generate_dataset("deduction", 1, 1, "train")[0]
+    broken = msgspec.structs.replace(task, id="broken-1", puzzle_text="Below are some nested formulas:\n  - (A ∨ B)\n")
+    with pytest.raises(DatasetError, match="'broken-1' has no worked solution: .*3 satisfying assignments"):
+        write_jsonl([broken], tmp_path / "b.jsonl", worked=True)
