@@ -65,7 +65,17 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging()
     parser = build_parser()
     args = parser.parse_args(argv)
-    return int(args.handler(args) or 0)
+    try:
+        code = int(args.handler(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows up here at the latest, while we can still catch it
+        return code
+    except BrokenPipeError:
+        # `peirce solve F | head`: the reader is gone. Point stdout at /dev/null so the flush at
+        # interpreter exit cannot raise again, and exit 1 without a traceback.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 1
 
 
 if __name__ == "__main__":

@@ -19,11 +19,17 @@ def _handle(args: argparse.Namespace) -> int:
     from peirce.config import ConfigError, load_config
     from peirce.pipeline.config import PipelineConfig
 
+    from peirce.pipeline.resolve import resolve_all
+
     try:
         pc = load_config(PipelineConfig, args.config, pipeline_overrides(args))
+        resolve_all(pc)  # every stage's TrainConfig, before Ray starts
     except ConfigError as exc:
         print(f"peirce run: {exc}", file=sys.stderr)
         return 2
+    if args.check:
+        print(f"config OK: {pc.name}")
+        return 0
     from peirce.actors.runtime import ensure_ray
     from peirce.pipeline.runner import StageError, run_pipeline
 
@@ -51,4 +57,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--from", dest="start", choices=sorted(STARTS),
                    help="where stage C (domain RL) starts: the merged model, the base model (the baseline), "
                    "or both (the config's stage_c.starts; default both)")
+    p.add_argument("--check", action="store_true",
+                   help="validate the pipeline config and every stage's resolved run config, print "
+                   "'config OK: NAME', run nothing")
     p.set_defaults(handler=_handle)

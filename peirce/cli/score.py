@@ -1,4 +1,9 @@
-"""`peirce score`: score responses against gold answers with a registered reward."""
+"""`peirce score`: score responses against gold answers with a registered reward.
+
+`--reward auto` (the default) picks each line's reward exactly as a training run's
+reward workers do (peirce.rewards.worker.RewardResolver): maa for the meta-ability
+tasks, the family's own reward (math, code, science, ...) otherwise.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +26,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         epilog="example: peirce score --task induction responses.jsonl",
     )
     p.add_argument("--task", help="task family for every line (default: each line's 'task' field)")
-    p.add_argument("--reward", default="maa", help="registered reward name (default maa)")
+    p.add_argument("--reward", default="auto",
+                   help="registered reward name, or auto (default): maa for deduction/induction/abduction, the "
+                   "task's own reward (math, code, science) otherwise -- the rule training uses")
     p.add_argument(
         "--prefill",
         default="",
@@ -33,15 +40,18 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from peirce.cli.solve import LineError, process_lines, require_str
-    from peirce.rewards.registry import UnknownRewardError, get_reward
+    from peirce.cli.jsonl import LineError, process_lines, require_str
+    from peirce.rewards.registry import UnknownRewardError
+    from peirce.rewards.worker import RewardResolver
     from peirce.tasks.base import Task, UnknownTaskError, get_family
 
-    try:
-        reward_fn = get_reward(args.reward)
-    except UnknownRewardError as exc:
-        print(f"peirce score: error: --reward: {exc}", file=sys.stderr)
-        return 1
+    reward_for = RewardResolver(args.reward)
+    if args.reward != "auto":
+        try:
+            reward_for("")  # a named reward is the same for every task: check it now
+        except UnknownRewardError as exc:
+            print(f"peirce score: error: --reward: {exc}", file=sys.stderr)
+            return 1
     known: set[str] = set()
 
     def check_task(name: str, where: str) -> None:
@@ -72,6 +82,10 @@ def run(args: argparse.Namespace) -> int:
             puzzle_text=require_str(record, "puzzle_text"),
             solution_text=require_str(record, "solution_text", allow_int=True),
         )
+        try:
+            reward_fn = reward_for(name)
+        except UnknownRewardError as exc:
+            raise LineError(f"task {name!r} has no reward of its own ({exc}); pass --reward") from None
         result = reward_fn(task, args.prefill + require_str(record, "response"))
         return {"reward": result.reward, "format_ok": result.format_ok, "correct": result.correct}
 

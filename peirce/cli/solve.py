@@ -1,66 +1,16 @@
 """`peirce solve`: answer each puzzle of a JSONL file with the task's own solver.
 
-Also holds the line loop shared with `peirce score`: one bad line never stops the rest.
-Each non-blank input line gives exactly one output line (a result or `{"error": ...}`),
-so outputs stay aligned with inputs; errors also go to stderr as `FILE:LINE: message`.
+Lines are read by the loop in peirce.cli.jsonl: one output line per input line, a bad
+line reported and skipped, the rest still solved.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from typing import IO, Any, Callable
+from typing import Any
 
-
-class LineError(ValueError):
-    """A problem with one input line; the message names the field."""
-
-
-def require_str(record: dict[str, Any], field: str, *, allow_int: bool = False) -> str:
-    if field not in record:
-        raise LineError(f"missing field {field!r}")
-    value = record[field]
-    if isinstance(value, str):
-        return value
-    if allow_int and isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    raise LineError(f"field {field!r} must be a string, got {type(value).__name__}")
-
-
-def open_input(path: str) -> IO[str]:
-    return sys.stdin if path == "-" else open(path, encoding="utf-8")
-
-
-def process_lines(
-    command: str, path: str, handle: Callable[[dict[str, Any]], dict[str, Any]], out: IO[str] = sys.stdout
-) -> int:
-    """Apply `handle` to each JSON object line; return 0 when all succeeded, else 1."""
-    failed = 0
-    try:
-        fh = open_input(path)
-    except OSError as exc:
-        print(f"peirce {command}: error: cannot read {path!r}: {exc.strerror}", file=sys.stderr)
-        return 1
-    with fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise LineError(f"malformed JSON: {exc.msg} at column {exc.colno}") from None
-                if not isinstance(record, dict):
-                    raise LineError(f"expected a JSON object, got {type(record).__name__}")
-                result = handle(record)
-            except (LineError, KeyError, ValueError) as exc:
-                failed += 1
-                msg = f"{path}:{lineno}: {exc}"
-                print(f"peirce {command}: error: {msg}", file=sys.stderr)
-                result = {"error": msg}
-            out.write(json.dumps(result, ensure_ascii=False) + "\n")
-    return 1 if failed else 0
+from peirce.cli.jsonl import LineError, process_lines, require_str
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -25,6 +25,9 @@ def _handle(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"peirce train: {exc}", file=sys.stderr)
         return 2
+    if args.check:
+        print(f"config OK: {cfg.name}")
+        return 0
     from peirce.actors.runtime import ensure_ray
     from peirce.trainer.orchestrator import Orchestrator
 
@@ -45,4 +48,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides")
     p.add_argument("--resume", metavar="RUN", help="run directory to continue")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--check", action="store_true",
+                   help="validate the config and overrides (names, ranges, paths), print 'config OK: NAME', run nothing")
     p.set_defaults(handler=_handle)

