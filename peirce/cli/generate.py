@@ -51,6 +51,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         choices=("reference", "messages"),
         help="parquet prompt column: the pre-rendered reference text (default) or system+user messages",
     )
+    p.add_argument(
+        "--worked",
+        action="store_true",
+        help="add a worked_solution field (the completion after the pre-filled <think>: trace, </think>, "
+        "<answer>), for a supervised warm start; deduction, induction and abduction",
+    )
     p.set_defaults(handler=run)
     return p
 
@@ -82,8 +88,8 @@ def run(args: argparse.Namespace) -> int:
         return 1
     with staging as tmp:
         try:
-            tasks = generate_dataset(args.task, args.level, args.n, args.split, args.seed)
-            written = write_tasks(tasks, Path(tmp) / out.name, prompt_style=args.prompt_style)
+            tasks = generate_dataset(args.task, args.level, args.n, args.split, args.seed, worked=args.worked)
+            written = write_tasks(tasks, Path(tmp) / out.name, prompt_style=args.prompt_style, worked=args.worked)
             os.replace(written, out)
         except (UnknownTaskError, DatasetError, NotImplementedError) as exc:  # NotImplemented: a dataset-only family
             print(f"peirce generate: error: {exc}", file=sys.stderr)

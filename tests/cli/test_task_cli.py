@@ -261,3 +261,42 @@ def test_score_picks_each_tasks_own_reward():
     rows = [{**math, "response": f"<think>x</think>{math['solution_text']}"}, {**math, "response": "\\boxed{-12345}"}]
     r = peirce("score", "--task", "math", "-", stdin="\n".join(json.dumps(x) for x in rows))
     assert [x["correct"] for x in lines(r.stdout)] == [True, False], r.stderr
+
+
+# ---------------------------------------------------------------- --worked
+
+
+def test_worked_solutions_agree_across_commands_and_earn_the_full_reward(generated, tmp_path):
+    import pyarrow.parquet as pq
+
+    name, _ = generated
+    common = ["generate", "--task", name, "--level", "3", "--n", "6", "--split", "test", "--seed", "4", "--worked"]
+    jl, pqt = tmp_path / "w.jsonl", tmp_path / "w.parquet"
+    assert peirce(*common, "--out", str(jl)).returncode == 0
+    assert peirce(*common, "--out", str(pqt)).returncode == 0
+    rows = lines(jl.read_text())
+    worked = [r["worked_solution"] for r in rows]
+    assert worked == pq.read_table(pqt).column("worked_solution").to_pylist()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.jsonl", "w.parquet"]
+
+    solved = lines(peirce("solve", "--worked", str(jl)).stdout)
+    assert [s["worked_solution"] for s in solved] == worked  # solve phrases each puzzle as generate did
+    assert [s["answer"] for s in solved] == [x["answer"] for x in lines(peirce("solve", str(jl)).stdout)]
+
+    fixed = lines(peirce("solve", "--worked", "--variant", "1", "--task", name, str(jl)).stdout)
+    for completions in (worked, [s["worked_solution"] for s in fixed]):
+        stdin = "\n".join(json.dumps({**r, "response": w}) for r, w in zip(rows, completions))
+        r = peirce("score", "--prefill", "<think>", "-", stdin=stdin)
+        assert [x["reward"] for x in lines(r.stdout)] == [3.0] * 6, r.stderr
+
+
+def test_worked_flag_errors(generated, tmp_path):
+    name, path = generated
+    r = peirce("solve", "--variant", "1", str(path))
+    assert r.returncode == 1 and "--variant needs --worked" in r.stderr
+    r = peirce("solve", "--worked", "--variant", "99", "--task", name, str(path))
+    assert r.returncode == 1 and f"--variant must be within 0..2 for {name}, got 99" in r.stderr and r.stdout == ""
+    r = peirce("solve", "--worked", "--task", "math", str(path))
+    assert r.returncode == 1 and "--worked: task 'math' has no worked solutions" in r.stderr
+    r = peirce("generate", "--task", "math", "--n", "2", "--worked", "--out", str(tmp_path / "m.jsonl"))
+    assert r.returncode == 1 and "no worked solutions" in r.stderr and not list(tmp_path.iterdir())
