@@ -3,8 +3,7 @@
 Why: bf16 halves memory and is fast on GPUs and on CPUs with native bf16 instructions
 (AVX512-BF16, AMX), but on CPUs without them torch emulates it: a bf16 matmul was ~80x
 slower than fp32 on an AVX2-only host. `auto` picks bf16 only where the hardware has it.
-(The rollout engines stay bf16: see `peirce.rollout.engine` for why fp32 cannot be used
-there on CPU.)
+The rollout engines follow the same rule (`peirce.rollout.engine.resolve_dtype`).
 """
 
 from __future__ import annotations

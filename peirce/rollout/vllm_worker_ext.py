@@ -13,14 +13,76 @@ Both go through `reload_weights`, which accepts checkpoint-format names (q_proj,
 ... rather than the fused qkv_proj) and re-runs the CPU backend's repacking;
 `model.load_weights` after start-up fails on CPU for that reason.
 
+Tied weights need one more step. With `tie_word_embeddings` the output head shares the
+embedding's Parameter, so the checkpoint has no `lm_head.weight` and vLLM's layerwise
+reload processes only the embedding layer: the head "fails to load" (vLLM's warning)
+and keeps the kernel it built at start-up. On CPU that kernel is a *packed copy* of the
+weight (oneDNN / sgl `convert_weight_packed`, chosen on AVX512-BF16/AMX and for fp32),
+so the head kept serving the old embedding: measured 3.5 nats between engine and
+transformers after an embedding-only change on an AVX512-BF16 host, invisible on AVX2
+bf16, where the head multiplies the shared tensor directly. `_refresh_shared_kernels`
+re-runs `process_weights_after_loading` on every layer that shares a weight Parameter
+with another, so the packed head is rebuilt from the new values; on CUDA it is a no-op
+(the shared tensor is used as is). The warning it leaves is logged once, explained.
+
 This module must stay importable without vLLM: the worker resolves it by qualified name.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
+
+log = logging.getLogger("vllm.peirce_worker_ext")  # under "vllm": the worker process has its handler
+
+# vLLM's layerwise reload warns "<Layer>: Failed to load weights" for every layer the
+# checkpoint has no tensor for: the tied head (rebuilt by `_refresh_shared_kernels`) and
+# the rotary embedding (no weights at all). Both are expected here, so the filter keeps
+# them off the console after one explanation in the worker's log.
+_EXPECTED_UNLOADED = ("ParallelLMHead", "RotaryEmbedding")
+
+
+class _ExpectedReloadWarnings(logging.Filter):
+    explained = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        if not msg.endswith("Failed to load weights") or not msg.startswith(_EXPECTED_UNLOADED):
+            return True
+        if not _ExpectedReloadWarnings.explained:
+            _ExpectedReloadWarnings.explained = True
+            log.info("in-place reload: vLLM reports the tied output head and the rotary embedding as "
+                     "'Failed to load weights'; expected (no checkpoint tensors of their own), and peirce "
+                     "rebuilds the tied head's kernel from the new embedding; further such warnings are muted")
+        return False
+
+
+def _install_reload_filter() -> None:
+    target = logging.getLogger("vllm.model_executor.model_loader.reload.layerwise")
+    if not any(isinstance(f, _ExpectedReloadWarnings) for f in target.filters):
+        target.addFilter(_ExpectedReloadWarnings())
+
+
+def _refresh_shared_kernels(model: Any) -> int:
+    """Rebuild the kernels of layers whose weight Parameter is shared (a tied head); returns
+    how many layers were rebuilt. See the module docstring for why."""
+    owners: dict[int, list[Any]] = {}
+    for module in model.modules():
+        weight = module._parameters.get("weight")
+        if weight is not None:
+            owners.setdefault(id(weight), []).append(module)
+    rebuilt = 0
+    for modules in owners.values():
+        if len(modules) < 2:
+            continue
+        for module in modules:
+            method = getattr(module, "quant_method", None)
+            if method is not None and hasattr(method, "process_weights_after_loading"):
+                method.process_weights_after_loading(module)
+                rebuilt += 1
+    return rebuilt
 
 
 def _iter_safetensors(path: str) -> Iterator[tuple[str, Any]]:
@@ -35,8 +97,13 @@ class PeirceWorkerExtension:
     """Mixed into vLLM's Worker: `self.reload_weights` and `self.model_runner` exist there."""
 
     def _peirce_reload(self, weights: Iterable[tuple[str, Any]]) -> float:
+        import torch
+
+        _install_reload_filter()
         t0 = time.perf_counter()
         self.reload_weights(weights_iterator=iter(weights))  # type: ignore[attr-defined]
+        with torch.no_grad():
+            _refresh_shared_kernels(self.model_runner.get_model())  # type: ignore[attr-defined]
         return time.perf_counter() - t0
 
     def peirce_reload_from_file(self, path: str) -> float:
