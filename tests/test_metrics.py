@@ -53,3 +53,20 @@ def test_negative_rewards_are_summed_without_breaking_counters():
     assert f"peirce_reward_samples_total{{{lab}}} 3.0" in text
     # a task that never scored below zero still exposes its negative series (at 0)
     assert 'peirce_reward_negative_sum_total{level="1",run="r",task="uppercase",worker="reward-0"} 0.0' in text
+
+
+def test_run_health_series_coexist_in_one_registry():
+    """The no-signal gauge and counter share a stem: distinct names keep prometheus_client from refusing one."""
+    m = MetricsExporter(run="r", worker="controller")
+    port = m.serve()
+    m.set("peirce_trainer_no_signal_streak_steps", 3)
+    m.inc("peirce_trainer_no_signal_steps_total", 1)
+    m.inc("peirce_trainer_no_signal_steps_total", 0)  # a step with signal still exposes the series
+    m.set("peirce_learner_logprob_gap_nats", 0.04)
+    text = _scrape(port)
+    lab = 'run="r",worker="controller"'
+    assert "# TYPE peirce_trainer_no_signal_streak_steps gauge" in text
+    assert "# TYPE peirce_trainer_no_signal_steps_total counter" in text
+    assert f"peirce_trainer_no_signal_streak_steps{{{lab}}} 3.0" in text
+    assert f"peirce_trainer_no_signal_steps_total{{{lab}}} 1.0" in text
+    assert f"peirce_learner_logprob_gap_nats{{{lab}}} 0.04" in text

@@ -44,18 +44,59 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.add_parser(sub)
+    for name in VERBOSE_COMMANDS:
+        if name in sub.choices:
+            sub.choices[name].add_argument(
+                "--verbose", action=_Verbose, nargs=0, default=False,
+                help="also print vLLM, Ray and DeepSpeed output (by default it goes to <run_dir>/logs/)")
     return parser
+
+
+# Commands that start Ray actors, whose library output goes to <run_dir>/logs/ unless --verbose.
+VERBOSE_COMMANDS = ("train", "run")
+
+
+class _Verbose(argparse.Action):
+    """--verbose: set PEIRCE_VERBOSE=1 at parse time, so ensure_ray and every actor see it."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        from peirce.actors.runtime import VERBOSE_ENV
+
+        os.environ[VERBOSE_ENV] = "1"
+        setattr(namespace, self.dest, True)
+
+
+class _ConsoleHandler(logging.StreamHandler):
+    """stderr, through tqdm.write while tqdm is loaded, so a line never lands inside a progress bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        tqdm = sys.modules.get("tqdm")
+        if tqdm is None:
+            return super().emit(record)
+        try:
+            tqdm.tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # noqa: BLE001 - logging must not raise
+            self.handleError(record)
+
+
+class _ConsoleFormatter(logging.Formatter):
+    """`HH:MM:SS name: message`; WARNING and above are labelled, so they stand out."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        label = f"{record.levelname} " if record.levelno >= logging.WARNING else ""
+        return f"{record.asctime} {label}{record.name}: {record.message}"
 
 
 def configure_logging() -> None:
     """peirce's own messages (stage skipped, worker added, ...) on stderr; PEIRCE_LOG_LEVEL
-    changes the level. Only the `peirce` logger: libraries keep their own settings."""
+    changes the level. Only the `peirce` logger here: library loggers are routed to the run
+    directory by peirce.actors.runtime (ensure_ray, attach_run_log) unless --verbose."""
     level = os.environ.get("PEIRCE_LOG_LEVEL", "INFO").upper()
     logger = logging.getLogger("peirce")
     if logger.handlers:
         return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+    handler = _ConsoleHandler(sys.stderr)
+    handler.setFormatter(_ConsoleFormatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
     logger.addHandler(handler)
     logger.setLevel(level if level in logging.getLevelNamesMapping() else "INFO")
     logger.propagate = False

@@ -191,6 +191,24 @@ class TrainerConfig(_Strict):
     save_every: Int = Field(10, ge=1, description="Checkpoint every N learner steps (and at the end).")
     seed: Int = Field(0, ge=0, le=2**32 - 1, description="Seed of every RNG (numpy's limit: 0..2**32-1).")
     metrics_port: Int | None = Field(0, ge=0, le=65535, description="Prometheus port of the driver (0 = any free port, null = off).")
+    no_signal_steps: Int = Field(3, ge=0, description="Warn (once per episode) when this many learner steps in a row have zero reward variance, i.e. no learning signal (0 = off).")
+    logprob_gap_warn: float = Field(0.1, gt=0, description="Warn when the mean |learner - rollout engine| logprob on on-policy tokens exceeds this (nats).")
+    logprob_gap_stop: float | None = Field(1.0, gt=0, description="Stop the run (after a checkpoint) when that gap exceeds this for 2 steps in a row: weight sync is not reaching the engines (nats; null = never).")
+    loggers: list[Literal["jsonl", "tensorboard", "wandb"]] = Field(
+        default_factory=lambda: ["jsonl"], description="Metrics backends: jsonl (metrics.jsonl, required), tensorboard (<run_dir>/tensorboard, tensorboardX), wandb (offline only, <run_dir>/wandb).")
+
+    @field_validator("loggers")
+    @classmethod
+    def _loggers_usable(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        if "jsonl" not in value or len(set(value)) != len(value):
+            raise ValueError("must list 'jsonl' (metrics.jsonl: resume, peirce run and the report read it) and no "
+                             "backend twice")
+        if _context(info):  # the libraries are this machine's business: checked at load only
+            from peirce.trainer.loggers import missing_backends  # find_spec only: nothing heavy is imported
+
+            if problems := missing_backends(value):
+                raise ValueError("; ".join(problems))
+        return value
 
 
 class TrainConfig(_Strict):

@@ -145,6 +145,16 @@ def rows() -> tuple[Row, ...]:
             Panel("Scrape targets up", "short", (
                 Query('sum by (peirce_run) (up{job="peirce", peirce_run=~"$run"})', "{{peirce_run}}"),
             ), "Exporters announced in the file_sd targets directory and answering scrapes."),
+            Panel("Steps without learning signal", "short", (
+                Query(gauge("max", "peirce_trainer_no_signal_streak_steps"), "{{run}} in a row"),
+                Query(f"sum by (run) (increase(peirce_trainer_no_signal_steps_total{{{RUN}}}[{WINDOW}]))",
+                      "{{run}} in window"),
+            ), "Learner steps whose rewards had zero variance (every advantage 0); the run warns after "
+               "trainer.no_signal_steps in a row."),
+            Panel("Logprob gap, learner vs engine", "short", (
+                Query(gauge("max", "peirce_learner_logprob_gap_nats"), "{{run}}"),
+            ), "Mean |learner - rollout engine| logprob on on-policy tokens (nats); past trainer.logprob_gap_warn "
+               "the run warns, past trainer.logprob_gap_stop twice it stops: weight sync is not reaching the engines."),
         )),
     )
 

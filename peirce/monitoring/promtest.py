@@ -201,6 +201,10 @@ def _tick_learner(m, rng: random.Random, t: int, run: str) -> None:
     m.observe("peirce_learner_step_seconds", rng.uniform(8, 40))
     m.inc("peirce_trained_samples_total", 32)
     m.inc("peirce_trained_tokens_total", 32 * rng.randint(200, 320))
+    streak = max(0, step % 12 - 8)  # a short stretch without learning signal every 12 steps
+    m.set("peirce_trainer_no_signal_streak_steps", streak)
+    m.inc("peirce_trainer_no_signal_steps_total", float(streak > 0 and t % 5 == 0))
+    m.set("peirce_learner_logprob_gap_nats", abs(rng.gauss(0.02, 0.005)))
     for q in ("rollout", "reward", "train"):
         m.set("peirce_queue_depth_messages", rng.randint(0, 12), queue=q)
     staleness = [rng.choice((0, 0, 1, 1, 2)) for _ in range(8)]

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from peirce.actors.learner import LearnerActor
 from peirce.actors.reward_worker import RewardWorkerActor
+from peirce.actors.runtime import actor_log_options, attach_run_log
 from peirce.actors.rollout_worker import RolloutWorkerActor
 from peirce.config import TrainConfig, dump_config
 from peirce.metrics import MetricsExporter, withdraw_target
@@ -30,6 +31,8 @@ from peirce.rewards.worker import ERROR_MARKER
 from peirce.rollout.staleness import StalenessController
 from peirce.tasks.base import Task
 from peirce.trainer.control import ControlRequest, ControlServer
+from peirce.trainer.health import RunHealth
+from peirce.trainer.loggers import close_all, log_all, open_loggers
 from peirce.trainer.run_dir import RunDir
 from peirce.trainer.step_stats import StepStats
 from peirce.trainer.task_source import TaskSource
@@ -62,6 +65,7 @@ class Orchestrator:
     def __init__(self, cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> None:
         self.cfg = cfg
         self.run_dir = RunDir.create(cfg.run_dir)
+        attach_run_log(self.run_dir.root)  # library chatter to <run>/logs/, not the console
         self.progress = progress
         if not resume:
             dump_config(cfg, self.run_dir.config_path)
@@ -80,9 +84,11 @@ class Orchestrator:
         self.step = 0
         self.dropped_groups = 0
         self.failed_groups = 0
+        self.health = RunHealth(cfg, self.run_dir, self.metrics)
 
         model_dir = resolve_model(cfg.model.path)
-        self.learner = LearnerActor.options(num_cpus=cfg.learner.num_cpus, num_gpus=cfg.learner.num_gpus).remote(
+        self.learner = LearnerActor.options(num_cpus=cfg.learner.num_cpus, num_gpus=cfg.learner.num_gpus,
+                                            **actor_log_options(self.run_dir.root, "learner")).remote(
             str(model_dir), cfg_dict, cfg.name)
         start_version, engine_dir = 0, model_dir
         if resume and (ckpt := self.run_dir.latest_checkpoint()) is not None:
@@ -95,16 +101,19 @@ class Orchestrator:
         self.weight_endpoint = ray.get(self.learner.weight_endpoint.remote())
         rc = cfg.rollout
         self.rollout_pool = WorkerPool("rollout", on_dead=self._dead(self.rollout_dispatch), spawn=lambda wid: RolloutWorkerActor.options(
-            num_cpus=rc.num_cpus, num_gpus=rc.num_gpus).remote(
+            num_cpus=rc.num_cpus, num_gpus=rc.num_gpus, **actor_log_options(self.run_dir.root, wid)).remote(
             str(engine_dir), cfg_dict, self.rollout_dispatch.endpoint, self.weight_endpoint, cfg.name, wid,
             start_version))
         scheme = {k: getattr(cfg.reward, k) for k in ("format_ok", "format_bad", "answer_correct", "answer_wrong",
                                                       "answer_unparsable")}
-        self.reward_pool = WorkerPool("reward", on_dead=self._dead(self.reward_dispatch), spawn=lambda wid: RewardWorkerActor.options(num_cpus=0.25).remote(
+        self.reward_pool = WorkerPool("reward", on_dead=self._dead(self.reward_dispatch), spawn=lambda wid: RewardWorkerActor.options(
+            num_cpus=0.25, **actor_log_options(self.run_dir.root, wid)).remote(
             self.reward_dispatch.endpoint, cfg.name, wid, cfg.reward.name, scheme))
         self.rollout_pool.resize(rc.workers)
         self.reward_pool.resize(cfg.reward.workers)
         self.control = ControlServer(self.run_dir, self._on_control, host=cfg.transport.host)
+        self.loggers = open_loggers(cfg.trainer.loggers, self.run_dir, name=cfg.name, config=cfg_dict,
+                                    first_step=self.step + 1)
 
     def _dead(self, dispatcher: WorkDispatcher):
         """What to do when a pool buries a worker: re-queue its items now, drop its target."""
@@ -138,11 +147,13 @@ class Orchestrator:
     def _state(self, policy_version: int) -> dict[str, Any]:
         return {"step": self.step, "seq": self.seq, "policy_version": policy_version,
                 "source": self.source.state_dict(), "staleness": self.staleness.state_dict(),
-                "in_flight": [msgspec.to_builtins(m.task) for m in self.groups.values()]}
+                "in_flight": [msgspec.to_builtins(m.task) for m in self.groups.values()],
+                "health": self.health.state_dict()}
 
     def _restore(self, extra: dict[str, Any]) -> None:
         self.step, self.seq = int(extra["step"]), int(extra["seq"])
         self.source.load_state_dict(extra["source"])
+        self.health.load_state_dict(extra.get("health", {}), self.step)
         self.staleness.load_state_dict(extra["staleness"])
         # Scored-but-untrained samples are not checkpointed: their tasks are regenerated
         # (pushed to the front below), so their accepted counts go.
@@ -185,7 +196,11 @@ class Orchestrator:
                 self.checkpoint(self.version)  # ended between save points
             if not self._stop_requested:
                 self.run_dir.done_path.write_text(str(self.step))
+            self.health.write_summary("stopped" if self._stop_requested else "done")
             return {"step": self.step, "run_dir": str(self.run_dir.root)}
+        except BaseException as exc:
+            self.health.write_summary("failed", f"{type(exc).__name__}: {exc}")
+            raise
         finally:
             bar.close()
             self.shutdown()
@@ -282,8 +297,9 @@ class Orchestrator:
                   "level": max((lv for _, lv in stats.level_rewards), default=None),
                   "next_level": self.source.level, "rollout_workers": self.rollout_pool.size,
                   "reward_workers": self.reward_pool.size, "dropped_groups": self.dropped_groups,
-                  "failed_groups": self.failed_groups, **stats.as_record(), **_learner_fields(out)}
-        self.run_dir.append_metrics(record)
+                  "failed_groups": self.failed_groups, **stats.as_record(), **_learner_fields(out),
+                  **self.health.on_step(self.step, out, batch)}
+        log_all(self.loggers, self.step, record)
         with (self.run_dir.root / "ledger.jsonl").open("a") as f:
             for group in batch:
                 f.write(msgspec.json.encode({"step": self.step, "group_id": group[0].sample.group_id,
@@ -292,8 +308,11 @@ class Orchestrator:
         bar.update(1)
         bar.set_postfix(reward=f"{stats.reward_mean:.2f}", level=self.source.level,
                         stale=f"{stats.staleness_mean:.1f}")
-        if self.step % self.cfg.trainer.save_every == 0 or self.step >= self.cfg.trainer.max_steps:
+        if (self.step % self.cfg.trainer.save_every == 0 or self.step >= self.cfg.trainer.max_steps
+                or self.health.stop):  # a guard's stop keeps the learner's state first
             self.checkpoint(int(out["policy_version"]))
+        if self.health.stop:
+            self.health.raise_stop(str(self.run_dir.checkpoint_path(self.step)))
 
     def _export(self, stats: StepStats) -> None:
         self.metrics.set("peirce_staleness_mean_steps", stats.staleness_mean)
@@ -322,6 +341,7 @@ class Orchestrator:
         self.rollout_dispatch.close()
         self.reward_dispatch.close()
         self.metrics.withdraw()
+        close_all(self.loggers)
 
 
 def _learner_fields(out: dict[str, float]) -> dict[str, float]:

@@ -4,6 +4,10 @@ Layout::
 
     <run>/config.yaml            resolved config (defaults filled in)
     <run>/metrics.jsonl          one JSON object per learner step
+    <run>/run_summary.json       rewritten every step: learning-signal and weight-sync health
+                                 (`no_signal`, ...), how the run stopped; what a report reads
+    <run>/logs/                  third-party (vLLM, Ray, DeepSpeed) chatter kept off the console
+    <run>/tensorboard/, wandb/   optional trackers (trainer.loggers)
     <run>/control.json           endpoint of the live run's control socket (peirce scale)
     <run>/checkpoints/step-000010/   an HF folder (transformers/vLLM/mergekit load it) that
                                      also holds optimizer, RNG and driver state
@@ -55,6 +59,14 @@ class RunDir:
         return self.root / "control.json"
 
     @property
+    def summary_path(self) -> Path:
+        return self.root / "run_summary.json"
+
+    @property
+    def logs_path(self) -> Path:
+        return self.root / "logs"
+
+    @property
     def done_path(self) -> Path:
         return self.root / "DONE"
 
@@ -64,6 +76,15 @@ class RunDir:
     def append_metrics(self, record: dict[str, Any]) -> None:
         with self.metrics_path.open("a") as f:
             f.write(json.dumps(_jsonable(record), sort_keys=True) + "\n")
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        """Replace run_summary.json atomically (a reader never sees half a file)."""
+        tmp = self.summary_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(_jsonable(summary), indent=2, sort_keys=True) + "\n")
+        tmp.rename(self.summary_path)
+
+    def read_summary(self) -> dict[str, Any] | None:
+        return json.loads(self.summary_path.read_text()) if self.summary_path.exists() else None
 
     def read_metrics(self) -> list[dict[str, Any]]:
         if not self.metrics_path.exists():
