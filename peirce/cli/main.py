@@ -20,6 +20,7 @@ COMMANDS: tuple[str, ...] = (
     "generate",
     "solve",
     "score",
+    "meta_score",  # peirce meta-score
     "train",
     "scale",
     "stop",
