@@ -2,6 +2,7 @@
 
 - `wire`: one msgspec Struct per message kind (schema-versioned).
 - `frames`: encode/decode to [header, raw array frames...]; `FrameError`, `RejectCounter`.
+- `nesting`: how deep a msgpack header nests, found without recursion (decode's guard).
 - `queues`: `LocalChannel` and ZeroMQ PUSH/PULL channels with the same back-pressure rules.
 - `buckets`: `BucketPlan`, `pack`, `unpack` (pure; checksummed flat buffers).
 - `weight_sync`: `WeightPublisher` / `WeightSubscriber` (ROUTER/DEALER + READY/ACK).

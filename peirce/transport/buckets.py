@@ -3,7 +3,8 @@
 Why buckets: one message per tensor makes weight sync latency-bound (hundreds of small
 sends, per-message overhead on both ends); one message for the whole model needs a
 second full-size copy and cannot overlap sending with packing. Buckets of a configurable
-size (default 64 MiB) keep both costs small. The plan is a pure function of
+size (default 64 MiB, at most MAX_TENSORS_PER_BUCKET tensors: receivers refuse longer
+tensor tables) keep both costs small. The plan is a pure function of
 (names, shapes, dtypes, bucket_bytes), so the learner can compute it once and reuse it
 every step, and tests can check it without any tensors.
 
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 
 from peirce.transport.frames import FrameError
-from peirce.transport.wire import DTYPE_ITEMSIZE, TensorSpec, WeightBucketHeader
+from peirce.transport.wire import DTYPE_ITEMSIZE, MAX_TENSORS_PER_BUCKET, TensorSpec, WeightBucketHeader
 
 try:
     import xxhash
@@ -95,7 +96,7 @@ class BucketPlan:
             shape = tuple(int(s) for s in shape)
             nbytes = DTYPE_ITEMSIZE[dname] * math.prod(shape)
             offset = _align(end)
-            if cur and offset + nbytes > bucket_bytes:
+            if cur and (offset + nbytes > bucket_bytes or len(cur) == MAX_TENSORS_PER_BUCKET):
                 close()
                 offset = 0
             cur.append(TensorSpec(name, dname, shape, offset, nbytes))

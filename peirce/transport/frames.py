@@ -3,12 +3,14 @@
 Arrays never go inline: `encode` replaces each ndarray field by a descriptor
 `{"$oob": frame_index, "dtype": str, "len": n}` and appends the array's own buffer as
 an extra frame (no copy with `send_multipart(copy=False)`). `decode` checks, in order:
-frame sizes against `max_frame_bytes`, the header is msgpack with a known `type`, the
+frame sizes against `max_frame_bytes`, the header against `max_header_bytes` and its
+nesting against `max_depth` (so parsing a hostile header is bounded by its capped size,
+1 MiB by default, and never raises RecursionError), the header is msgpack with a known `type`, the
 `schema` matches ours (the error names both versions), every field validates, each
 descriptor's `len * itemsize` equals its frame's actual bytes, and every extra frame is
 used exactly once. Arrays come back as `np.frombuffer` views of the received frames
-(zero-copy). Any failure raises `FrameError(reason, detail)`; receivers count the reason
-in a `RejectCounter` and go on serving.
+(zero-copy). Any failure, whatever raised it, becomes `FrameError(reason, detail)`;
+receivers count the reason in a `RejectCounter` and go on serving.
 """
 
 from __future__ import annotations
@@ -21,11 +23,17 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from peirce.transport.nesting import nesting_exceeds
 from peirce.transport.wire import MESSAGE_TYPES, SCHEMA_VERSION, Message, Msg
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_FRAME_BYTES = 1 << 30
+#: Headers are field values only (arrays travel out of band): a few KiB in practice.
+#: The cap bounds what a hostile header costs (decode memory, the nesting scan's time).
+DEFAULT_MAX_HEADER_BYTES = 1 << 20
+#: Honest headers nest about 6 deep (TaskMsg > Task > puzzle > its values).
+DEFAULT_MAX_DEPTH = 32
 #: numpy dtypes allowed in out-of-band frames (weights travel as uint8 buckets).
 OOB_DTYPES = frozenset({"uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64"})
 
@@ -34,7 +42,8 @@ Frame = Any  # bytes | memoryview | np.ndarray | zmq.Frame: anything with the bu
 
 class FrameError(Exception):
     """A received frame list is not a valid message. `reason` is a short counter key:
-    oversized | empty | malformed | type | schema | invalid | size | frames | checksum."""
+    oversized | empty | malformed | depth | type | schema | invalid | size | frames |
+    checksum | unexpected (a decoder bug surfaced by hostile input, logged with its type)."""
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
@@ -54,7 +63,7 @@ class RejectCounter:
     def record(self, err: FrameError, where: str = "") -> None:
         with self._lock:
             self._counts[err.reason] = self._counts.get(err.reason, 0) + 1
-        log.warning("rejected frame%s: %s", f" on {where}" if where else "", err)
+        log.warning("rejected%s: %s", f" on {where}" if where else "", err)
         for hook in self.hooks:
             try:
                 hook(err.reason, err.detail)
@@ -136,14 +145,32 @@ def _view(frame: Frame) -> memoryview:
 
 
 def decode(frames: Sequence[Frame], *, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+           max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES, max_depth: int = DEFAULT_MAX_DEPTH,
            expect: type[Msg] | None = None) -> Message:
-    """Validate and decode one frame list; raises FrameError. See the module docstring."""
+    """Validate and decode one frame list; raises only FrameError. See the module docstring."""
+    try:
+        return _decode(frames, max_frame_bytes, max_header_bytes, max_depth, expect)
+    except FrameError:
+        raise
+    except RecursionError:  # only if the caller's stack is already deep: depth was checked
+        raise FrameError("depth", "header nests deeper than this thread's stack allows") from None
+    except Exception as e:  # a hostile peer must never reach a receiver loop with another type
+        log.exception("decode raised %s on hostile input", type(e).__name__)
+        raise FrameError("unexpected", f"{type(e).__name__}: {e}"[:200]) from None
+
+
+def _decode(frames: Sequence[Frame], max_frame_bytes: int, max_header_bytes: int, max_depth: int,
+            expect: type[Msg] | None) -> Message:
     if not frames:
         raise FrameError("empty", "no frames")
     views = [_view(f) for f in frames]
     for i, v in enumerate(views):
         if v.nbytes > max_frame_bytes:
             raise FrameError("oversized", f"frame {i} is {v.nbytes} bytes > max_frame_bytes {max_frame_bytes}")
+    if views[0].nbytes > max_header_bytes:
+        raise FrameError("oversized", f"header is {views[0].nbytes} bytes > max_header_bytes {max_header_bytes}")
+    if nesting_exceeds(views[0], max_depth):
+        raise FrameError("depth", f"header nests deeper than max_depth {max_depth}")
     try:
         pre = _PREAMBLE.decode(views[0])
     except msgspec.DecodeError as e:

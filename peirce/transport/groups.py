@@ -15,6 +15,7 @@ from peirce.transport.frames import Frame, FrameError, decode, encode
 from peirce.transport.wire import Message, Msg
 
 _COUNTS = msgspec.msgpack.Decoder(list[int])
+_MAX_COUNT_BYTES = 9  # a msgpack uint64 (the list's own 5-byte prefix fits in the first frame's share)
 _ENC = msgspec.msgpack.Encoder()
 
 
@@ -30,11 +31,17 @@ def unpack_messages(frames: Sequence[Frame], max_frame_bytes: int | None = None)
     if not frames:
         raise FrameError("empty", "group payload has no frames")
     try:
-        counts = _COUNTS.decode(bytes(frames[0]) if not isinstance(frames[0], bytes) else frames[0])
+        head = memoryview(frames[0]).cast("B")
+    except TypeError as exc:
+        raise FrameError("malformed", f"group header is not a byte buffer: {exc}") from None
+    if head.nbytes > _MAX_COUNT_BYTES * len(frames):  # one count per frame at most
+        raise FrameError("oversized", f"group header is {head.nbytes} bytes for {len(frames)} frames")
+    try:
+        counts = _COUNTS.decode(head)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise FrameError("malformed", f"group header: {exc}") from None
     if any(c < 1 for c in counts) or sum(counts) != len(frames) - 1:
-        raise FrameError("frames", f"group header declares {counts} frames, got {len(frames) - 1}")
+        raise FrameError("frames", f"group header declares {counts[:8]} frames, got {len(frames) - 1}")
     out: list[Message] = []
     pos = 1
     kwargs = {} if max_frame_bytes is None else {"max_frame_bytes": max_frame_bytes}

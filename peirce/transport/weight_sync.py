@@ -17,9 +17,14 @@ was not. On top of that, the application-level handshake closes the remaining ga
    unregister without waiting at all.
 3. The subscriber verifies each bucket's checksum and the bucket sequence; a bad bucket
    makes it NACK and the publisher resends the latest version. A subscriber that waits
-   longer than `heartbeat_s` sends HEARTBEAT(version): an evicted subscriber is thereby
-   re-registered and brought to the latest version. Older or duplicate versions are
+   longer than `heartbeat_s` sends HEARTBEAT(version). Older or duplicate versions are
    dropped by version number, so each version is applied at most once, in order.
+4. Only READY registers. Anything else from an unregistered peer (an evicted one's late
+   ACK or HEARTBEAT) is counted (`unknown_peer`) and answered REJOIN, on which the
+   subscriber sends READY and is brought to the latest version. A peer that was evicted
+   for a missed ACK comes back *on probation*: it is sent every version, but no publish
+   waits for its ACK until it has ACKed a version again. So a subscriber that never ACKs
+   costs one `ack_timeout` once, not on every publish.
 
 Every registered subscriber therefore receives every version published while it is
 registered, in order, exactly once; one that (re)joins starts from the latest version.
@@ -51,7 +56,9 @@ log = logging.getLogger(__name__)
 
 CONTROL_MAX_BYTES = 1 << 16
 WEIGHT_MAX_FRAME_BYTES = 1 << 34
+WEIGHT_MAX_HEADER_BYTES = 1 << 24  # a full tensor table (MAX_TENSORS_PER_BUCKET specs) fits
 PEER_HWM = 100_000  # messages (buckets) queued per peer; they reference shared buffers
+MAX_REMEMBERED_MISSES = 4096  # evicted-for-a-missed-ACK identities kept for probation
 
 
 @dataclass
@@ -63,6 +70,7 @@ class PublishStats:
     sent_to: list[str] = field(default_factory=list)
     acked: list[str] = field(default_factory=list)
     evicted: list[str] = field(default_factory=list)  # timed out, gone, or full
+    not_awaited: list[str] = field(default_factory=list)  # sent to, on probation: its ACK was not waited for
     pack_seconds: float = 0.0
     seconds: float = 0.0  # first send to last ACK (or eviction)
 
@@ -87,6 +95,7 @@ class _Job:
 class _Sub:
     version: int = -1  # last version it reported (READY / ACK / HEARTBEAT)
     sending: int = -1  # last version queued to it
+    awaited: bool = True  # publish waits for its ACK; False on probation after a missed ACK
 
 
 def _sid(ident: bytes) -> str:
@@ -129,6 +138,7 @@ class WeightPublisher:
         self._publish_lock = threading.Lock()  # one publish at a time (plan cache, ordering)
         self._plan: BucketPlan | None = None
         self._subs: dict[bytes, _Sub] = {}
+        self._missed: dict[bytes, None] = {}  # evicted for a missed ACK (insertion-ordered, bounded)
         self._latest: _Job | None = None
         self._active: _Job | None = None
         self._closed = False
@@ -244,9 +254,12 @@ class WeightPublisher:
         self._latest = self._active = job
         job.t0 = time.perf_counter()
         job.deadline = time.monotonic() + job.timeout
-        for ident in list(self._subs):
+        for ident, sub in list(self._subs.items()):
             if self._send_version(ident, job):
-                job.pending.add(ident)
+                if sub.awaited:
+                    job.pending.add(ident)
+                else:
+                    job.stats.not_awaited.append(_sid(ident))
         self._maybe_finish(job)
 
     def _send_version(self, ident: bytes, job: _Job) -> bool:
@@ -274,12 +287,21 @@ class WeightPublisher:
         if kind is ControlKind.BYE:
             self._drop(ident, "bye")
             return
-        if sub is None:  # first READY, or an evicted peer coming back via ACK/HEARTBEAT
-            sub = self._subs[ident] = _Sub()
-            log.info("subscriber %s registered at version %d", _sid(ident), version)
+        if sub is None:
+            if kind is not ControlKind.READY:  # evicted or never registered: only READY registers
+                self._send_rejoin(ident)
+                self.rejected.record(FrameError("unknown_peer", f"{kind.value} from unregistered {_sid(ident)}; "
+                                                                "told REJOIN"), f"publisher {self.endpoint}")
+                return
+            sub = self._subs[ident] = _Sub(awaited=ident not in self._missed)
+            log.info("subscriber %s registered at version %d%s", _sid(ident), version,
+                     "" if sub.awaited else " (on probation: missed an ACK before)")
         sub.version = max(sub.version, version) if kind is not ControlKind.READY else version
         if kind in (ControlKind.READY, ControlKind.NACK):
             sub.sending = -1  # it has nothing in flight that it will keep
+        if kind is ControlKind.ACK and not sub.awaited and version >= sub.sending:
+            sub.awaited = True  # ACKs again: publishes wait for it again
+            self._missed.pop(ident, None)
         job = self._active
         if kind is ControlKind.ACK and job is not None and version >= job.version and ident in job.pending:
             job.pending.discard(ident)
@@ -288,6 +310,12 @@ class WeightPublisher:
         latest = self._latest
         if latest is not None and latest.version > max(sub.version, sub.sending):
             self._send_version(ident, latest)
+
+    def _send_rejoin(self, ident: bytes) -> None:
+        try:
+            self._sock.send_multipart([ident, *encode(Control(kind=ControlKind.REJOIN))], flags=zmq.NOBLOCK)
+        except zmq.ZMQError:  # gone or full: it will speak again
+            pass
 
     def _drop(self, ident: bytes, why: str) -> None:
         if self._subs.pop(ident, None) is None:
@@ -305,6 +333,9 @@ class WeightPublisher:
         if job is not None and time.monotonic() >= job.deadline:
             for ident in list(job.pending):
                 self._drop(ident, f"no ACK for version {job.version} within {job.timeout:.1f}s")
+                self._missed[ident] = None
+                if len(self._missed) > MAX_REMEMBERED_MISSES:
+                    del self._missed[next(iter(self._missed))]
             self._maybe_finish(job)
 
     def _maybe_finish(self, job: _Job) -> None:
@@ -349,6 +380,7 @@ class WeightSubscriber:
         self._sock.connect(endpoint)
         self._partial: list[WeightBucketMsg] = []
         self._t_first = 0.0
+        self.rejoins = 0  # times the publisher told us to READY again
         self._control(ControlKind.READY, version)
 
     @property
@@ -387,7 +419,13 @@ class WeightSubscriber:
 
     def _on_bucket(self, frames: list) -> tuple[int, Iterator[tuple[str, torch.Tensor]]] | None:
         try:
-            msg = decode(frames, max_frame_bytes=self.max_frame_bytes, expect=WeightBucketMsg)
+            msg = decode(frames, max_frame_bytes=self.max_frame_bytes, max_header_bytes=WEIGHT_MAX_HEADER_BYTES)
+            if isinstance(msg, Control) and msg.kind is ControlKind.REJOIN:  # we were evicted: register again
+                self.rejoins += 1
+                self._control(ControlKind.READY, self.version)
+                return None
+            if not isinstance(msg, WeightBucketMsg):
+                raise FrameError("type", f"expected WeightBucketMsg or REJOIN, got {type(msg).__name__}")
             h = msg.header
             if h.version <= self.version:
                 raise FrameError("stale", f"bucket of version {h.version}, already at {self.version}")

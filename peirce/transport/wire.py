@@ -27,6 +27,13 @@ SCHEMA_VERSION = 1
 NonNeg = Annotated[int, msgspec.Meta(ge=0)]
 Positive = Annotated[int, msgspec.Meta(ge=1)]
 
+#: numpy's own limit; also what keeps `math.prod(shape)` a few machine words.
+MAX_TENSOR_DIMS = 64
+#: Far above any real bucket (SmolLM2-135M: 273 tensors in all); bounds header work.
+MAX_TENSORS_PER_BUCKET = 1 << 16
+# Length limits are checked by msgspec from the array header, before any element is read.
+Shape = Annotated[tuple[NonNeg, ...], msgspec.Meta(max_length=MAX_TENSOR_DIMS)]
+
 #: Bytes per element for every dtype a weight bucket may hold (kept torch-free).
 DTYPE_ITEMSIZE: dict[str, int] = {
     "bool": 1, "uint8": 1, "int8": 1, "int16": 2, "int32": 4, "int64": 8,
@@ -162,7 +169,7 @@ class TensorSpec(msgspec.Struct, frozen=True, array_like=True):
 
     name: str
     dtype: str
-    shape: tuple[NonNeg, ...]
+    shape: Shape  # at most MAX_TENSOR_DIMS dims
     offset: NonNeg
     nbytes: NonNeg
 
@@ -170,6 +177,8 @@ class TensorSpec(msgspec.Struct, frozen=True, array_like=True):
         size = DTYPE_ITEMSIZE.get(self.dtype)
         if size is None:
             raise ValueError(f"dtype: {self.dtype!r} not one of {sorted(DTYPE_ITEMSIZE)}")
+        if len(self.shape) > MAX_TENSOR_DIMS:  # built here, not decoded (decoding checks the length)
+            raise ValueError(f"shape: {self.name} has {len(self.shape)} dims > MAX_TENSOR_DIMS {MAX_TENSOR_DIMS}")
         if size * math.prod(self.shape) != self.nbytes:
             raise ValueError(
                 f"nbytes: {self.name} declares {self.nbytes} but shape {self.shape} x {self.dtype} is "
@@ -183,7 +192,7 @@ class WeightBucketHeader(Msg, tag="bucket_header"):
     version: NonNeg
     bucket_index: NonNeg
     n_buckets: Positive
-    tensors: list[TensorSpec]
+    tensors: Annotated[list[TensorSpec], msgspec.Meta(max_length=MAX_TENSORS_PER_BUCKET)]
     nbytes: NonNeg  # buffer length
     checksum: int
     checksum_algo: str  # "xxh3_64" | "crc32"
@@ -221,6 +230,7 @@ class ControlKind(str, enum.Enum):
     PAUSE = "pause"
     RESUME = "resume"
     HEARTBEAT = "heartbeat"
+    REJOIN = "rejoin"  # publisher -> subscriber: you are not registered; send READY again
 
 
 class Control(Msg, tag="control"):

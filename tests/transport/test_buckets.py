@@ -10,8 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from peirce.transport.buckets import ALIGN, BucketPlan, checksum, pack, unpack, verify
-from peirce.transport.frames import FrameError
-from peirce.transport.wire import DTYPE_ITEMSIZE
+from peirce.transport.frames import FrameError, decode, encode
+from peirce.transport.weight_sync import WEIGHT_MAX_HEADER_BYTES
+from peirce.transport.wire import DTYPE_ITEMSIZE, MAX_TENSORS_PER_BUCKET, WeightBucketHeader
 
 
 def test_plan_sizes_order_and_big_tensor():
@@ -27,6 +28,18 @@ def test_plan_sizes_order_and_big_tensor():
     ]
     assert [b.nbytes for b in plan.buckets] == [70, 400, 8000, 16]
     assert [t.name for b in plan.buckets for t in b.tensors] == [n for n, _, _ in specs]
+
+
+def test_plan_keeps_tensor_tables_within_what_receivers_accept():
+    n = MAX_TENSORS_PER_BUCKET + 5
+    specs = [(f"model.layers.{i}.mlp.experts.{i % 128}.bias", (1,), "float32") for i in range(n)]
+    plan = BucketPlan.from_tensors(specs, bucket_bytes=1 << 40)
+    assert [len(b.tensors) for b in plan.buckets] == [MAX_TENSORS_PER_BUCKET, 5]
+    b = plan.buckets[0]
+    header = WeightBucketHeader(version=1, bucket_index=0, n_buckets=2, tensors=list(b.tensors), nbytes=b.nbytes,
+                                checksum=0, checksum_algo="xxh3_64")
+    back = decode(encode(header), max_header_bytes=WEIGHT_MAX_HEADER_BYTES)
+    assert len(back.tensors) == MAX_TENSORS_PER_BUCKET
 
 
 def test_plan_rejects_bad_input():
