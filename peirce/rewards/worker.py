@@ -1,8 +1,11 @@
 """The reward worker's loop: take rollout groups, verify, return scored samples.
 
 Pure of Ray: the actor in peirce.actors.reward_worker only starts this in a thread.
-A payload that fails to decode, or a verifier that raises, never kills the loop: the
-group comes back with an error marker so the orchestrator can count and re-dispatch it.
+Nothing an item carries can stop the loop. A payload that fails to decode (reason from
+FrameError) or that decodes but cannot be scored (`unservable`: no reward for its task,
+an unencodable verifier result) is counted in `rejects`, logged, and answered with
+`[ERROR_MARKER, reason]` so the orchestrator can retry or drop the group. A verifier
+that raises or returns garbage on one sample scores that sample as a failure.
 """
 
 from __future__ import annotations
@@ -45,27 +48,40 @@ class RewardResolver:
 
 
 def score_group(task: Task, samples: list[RolloutSample], resolve: RewardResolver) -> list[ScoredSample]:
+    """Score each sample; raises what `resolve` raises (e.g. UnknownRewardError) when no
+    reward fits the task. Verifier faults are per sample (see `_score_one`)."""
     fn = resolve(task.task)
-    out = []
-    for s in samples:
-        try:
-            r: RewardResult = fn(task, s.prefill + s.completion)
-        except Exception as exc:  # a verifier bug must not take the worker down; score as failure
-            log.exception("reward %s raised on %s", task.task, task.id)
-            r = RewardResult(reward=-3.0 if task.task in MAA_TASKS else 0.0, format_ok=False, correct=None,
-                             answer=f"verifier error: {exc}")
-        out.append(ScoredSample(sample=s, reward=float(r.reward), correct=bool(r.correct), format_ok=r.format_ok,
-                                reward_details={"answer": r.answer}))
-    return out
+    return [_score_one(fn, task, s) for s in samples]
+
+
+def _score_one(fn: RewardFn, task: Task, s: RolloutSample) -> ScoredSample:
+    try:
+        r: RewardResult = fn(task, s.prefill + s.completion)
+        return ScoredSample(sample=s, reward=float(r.reward), correct=bool(r.correct), format_ok=bool(r.format_ok),
+                            reward_details={"answer": None if r.answer is None else str(r.answer)})
+    except Exception as exc:  # a verifier bug (a raise, NaN, a wrong type) must not take the worker down
+        log.exception("reward %s failed on %s", task.task, task.id)
+        return ScoredSample(sample=s, reward=-3.0 if task.task in MAA_TASKS else 0.0, correct=False,
+                            format_ok=False, reward_details={"answer": f"verifier error: {exc!r:.200}"})
+
+
+def _group(payload: list) -> tuple[TaskMsg, list[RolloutSample]]:
+    msgs = unpack_messages(payload)
+    if not msgs:
+        raise FrameError("empty", "reward payload holds no messages")
+    task_msg, samples = msgs[0], msgs[1:]
+    if not isinstance(task_msg, TaskMsg) or not all(isinstance(s, RolloutSample) for s in samples):
+        raise FrameError("type", "reward payload must be [TaskMsg, RolloutSample...]")
+    return task_msg, samples
 
 
 class RewardLoop:
     def __init__(self, endpoint: str, resolve: RewardResolver, credit: int = 4,
                  on_scored: Callable[[list[ScoredSample]], None] | None = None, worker_id: str | None = None) -> None:
-        self.client = WorkClient(endpoint, identity=worker_id)
+        self.rejects = RejectCounter()
+        self.client = WorkClient(endpoint, identity=worker_id, rejected=self.rejects)
         self.resolve = resolve
         self.credit = credit
-        self.rejects = RejectCounter()
         self.on_scored = on_scored
         self.stop_event = threading.Event()
         self.scored_groups = 0
@@ -80,18 +96,28 @@ class RewardLoop:
         self.client.close()
 
     def _handle(self, item_id: str, payload: list) -> list:
+        """Frames answering one item: the scored group, or [ERROR_MARKER, reason]."""
         t0 = time.perf_counter()
         try:
-            msgs = unpack_messages(payload)
-            task_msg, samples = msgs[0], msgs[1:]
-            if not isinstance(task_msg, TaskMsg) or not all(isinstance(s, RolloutSample) for s in samples):
-                raise FrameError("type", "reward payload must be [TaskMsg, RolloutSample...]")
+            task_msg, samples = _group(payload)
+            scored, frames = self._score(task_msg, samples)
         except FrameError as err:
             self.rejects.record(err, where=f"reward item {item_id}")
             return [ERROR_MARKER, err.reason.encode()]
-        scored = score_group(task_msg.task, samples, self.resolve)
         self.scored_groups += 1
         if self.on_scored:
-            self.on_scored(scored)
+            try:
+                self.on_scored(scored)
+            except Exception:  # metrics must not cost a scored group
+                log.exception("on_scored callback failed for %s", item_id)
         log.debug("scored %s (%d samples) in %.3f s", item_id, len(scored), time.perf_counter() - t0)
-        return pack_messages(scored)
+        return frames
+
+    def _score(self, task_msg: TaskMsg, samples: list[RolloutSample]) -> tuple[list[ScoredSample], list]:
+        """(scored samples, their frames); FrameError("unservable") if the item cannot be scored."""
+        task = task_msg.task
+        try:
+            scored = score_group(task, samples, self.resolve)
+            return scored, pack_messages(scored)
+        except Exception as exc:
+            raise FrameError("unservable", f"task {task.task!r} ({task.id}): {exc!r:.200}") from None

