@@ -59,6 +59,14 @@ class ModelConfig(_Strict):
         return value
 
 
+def levels_in_range(value: list[int]) -> list[int]:
+    """Task levels exist from 1 to 5 (shared by run and pipeline configs)."""
+    bad = [lvl for lvl in value if not 1 <= lvl <= 5]
+    if bad:
+        raise ValueError(f"every level must be within 1..5; out of range: {bad[:10]}")
+    return value
+
+
 class TaskConfig(_Strict):
     families: list[str] = Field(default_factory=lambda: ["deduction"], min_length=1, description="Task families to train on.")
     levels: list[Int] = Field(default_factory=lambda: [1, 2], min_length=1, description="Curriculum levels, in order.")
@@ -66,13 +74,7 @@ class TaskConfig(_Strict):
     prompt_style: Literal["reference", "chat_template"] = Field("reference", description="Prompt renderer.")
     data_files: list[str] = Field(default_factory=list, description="Optional parquet/jsonl files used instead of generating.")
 
-    @field_validator("levels")
-    @classmethod
-    def _levels_in_range(cls, value: list[int]) -> list[int]:
-        bad = [lvl for lvl in value if not 1 <= lvl <= 5]
-        if bad:
-            raise ValueError(f"every level must be within 1..5; out of range: {bad[:10]}")
-        return value
+    _levels_in_range = field_validator("levels")(levels_in_range)
 
     @field_validator("families")
     @classmethod

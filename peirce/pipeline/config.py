@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from peirce.config.schema import levels_in_range
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -59,13 +61,7 @@ class EvalStage(_Strict):
             raise ValueError(f"every k must be within 1..eval.n ({n}) for an unbiased pass@k; out of range: {bad[:10]}")
         return value
 
-    @field_validator("levels")
-    @classmethod
-    def _levels_in_range(cls, value: list[int]) -> list[int]:
-        bad = [lvl for lvl in value if not 1 <= lvl <= 5]
-        if bad:
-            raise ValueError(f"every level must be within 1..5; out of range: {bad[:10]}")
-        return value
+    _levels_in_range = field_validator("levels")(levels_in_range)
 
 
 class PipelineConfig(_Strict):

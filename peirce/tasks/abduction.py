@@ -123,16 +123,22 @@ def parse_puzzle_text(text: str) -> dict[str, Any]:
 _MAX_PREMISES = 5_000
 
 
-def solve_puzzle(puzzle: dict[str, Any]) -> str:
-    """Exact labels for a parsed puzzle, rendered in the reference answer format."""
-    if len(puzzle["premises"]) > _MAX_PREMISES:
-        raise ValueError(f"premises: {len(puzzle['premises'])} items (max {_MAX_PREMISES})")
+def parse_premises(texts: list[str], max_premises: int = _MAX_PREMISES) -> list:
+    """Parse premise texts; a ValueError names the first bad one (or too many of them)."""
+    if len(texts) > max_premises:
+        raise ValueError(f"premises: {len(texts)} items (max {max_premises})")
     premises = []
-    for i, p in enumerate(puzzle["premises"]):
+    for i, p in enumerate(texts):
         try:
             premises.append(parse_premise(p))
         except ValueError as exc:
             raise ValueError(f"premises[{i}]: {exc}") from None
+    return premises
+
+
+def solve_puzzle(puzzle: dict[str, Any]) -> str:
+    """Exact labels for a parsed puzzle, rendered in the reference answer format."""
+    premises = parse_premises(puzzle["premises"])
     goals = list(puzzle["goals"])
     try:
         labels = reachability(premises, puzzle["known_atoms"], goals)

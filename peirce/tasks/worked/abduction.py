@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from peirce.tasks.abduction import parse_puzzle_text, render_solution
-from peirce.tasks.abduction_logic import Theory, parse_premise
+from peirce.tasks.abduction import parse_premises, parse_puzzle_text, render_solution
+from peirce.tasks.abduction_logic import Theory
 from peirce.tasks.worked.abduction_proof import (
     MAX_PREMISES,
     Context,
@@ -144,14 +144,7 @@ class _Writer:
 
 def worked_abduction(puzzle_text: str, phrasing: Phrasing) -> str:
     puzzle = parse_puzzle_text(puzzle_text)
-    if len(puzzle["premises"]) > MAX_PREMISES:
-        raise ValueError(f"premises: {len(puzzle['premises'])} items, more than {MAX_PREMISES} for a worked solution")
-    premises = []
-    for i, text in enumerate(puzzle["premises"]):
-        try:
-            premises.append(parse_premise(text))
-        except ValueError as exc:
-            raise ValueError(f"premises[{i}]: {exc}") from None
+    premises = parse_premises(puzzle["premises"], MAX_PREMISES)  # more would not make a short trace
     goals, known = list(puzzle["goals"]), list(puzzle["known_atoms"])
     theory = Theory(premises, known)
     atoms = all_atoms(premises, known, goals)
