@@ -1,4 +1,4 @@
-"""Learner actor: DeepSpeed engine + weight publisher; coarse verbs train/save/load."""
+"""Learner actor: DeepSpeed engine + weight publisher; coarse verbs train/sft/save/load."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 from peirce.actors.common import actor_setup
 from peirce.config.schema import TrainConfig
 from peirce.learner.advantages import compute_advantages
-from peirce.learner.batch import Sample, collate
+from peirce.learner.batch import Sample, SFTExample, collate, collate_sft
 from peirce.learner.dist_env import claim_single_rank_env
 from peirce.learner.engine import LearnerConfig, LearnerEngine
 from peirce.learner.losses import LossConfig, compute_loss
@@ -64,7 +64,9 @@ class Learner:
                                          bucket_bytes=int(self.cfg.transport.bucket_mb * 2**20))
         from transformers import AutoConfig
 
-        self.pad_token_id = int(getattr(AutoConfig.from_pretrained(model_dir), "pad_token_id", None) or 0)
+        hf_config = AutoConfig.from_pretrained(model_dir)
+        self.pad_token_id = int(getattr(hf_config, "pad_token_id", None) or 0)
+        self.vocab_size = int(hf_config.vocab_size)
 
     def weight_endpoint(self) -> str:
         return self.publisher.endpoint
@@ -85,6 +87,24 @@ class Learner:
         m.set("peirce_learner_step", self.engine.policy_version)
         m.observe("peirce_learner_step_seconds", out["seconds"])
         m.inc("peirce_trained_samples_total", len(scored))
+        m.inc("peirce_trained_tokens_total", out["tokens"])
+        return {**out, **sync}
+
+    def sft(self, examples: list[SFTExample], lr: float | None = None) -> dict[str, float]:
+        """One supervised update (token NLL on the responses, prompts masked), then a publish.
+
+        Like `train`, it adds 1 to the engine's policy version and publishes the weights
+        under it, so the engines' versions stay contiguous; the driver mirrors the version
+        from the returned `policy_version`. `lr` None = `learner.lr` (without warmup).
+        """
+        batch = collate_sft(examples, pad_token_id=self.pad_token_id, vocab_size=self.vocab_size)
+        out = self.engine.sft_step(batch, lr=lr)
+        sync = self.publish()
+        m = self.metrics
+        m.set("peirce_learner_loss", out["loss"])
+        m.set("peirce_learner_grad_norm", out["grad_norm"])
+        m.set("peirce_learner_step", self.engine.policy_version)
+        m.observe("peirce_learner_step_seconds", out["seconds"])
         m.inc("peirce_trained_tokens_total", out["tokens"])
         return {**out, **sync}
 

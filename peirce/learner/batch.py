@@ -41,6 +41,21 @@ class Sample:
     policy_version: int = 0
 
 
+@dataclass(frozen=True)
+class SFTExample:
+    """A supervised (prompt, target response) pair for `LearnerEngine.sft_step`.
+
+    It satisfies `SampleLike` (advantage 0, no rollout logprobs, version 0: all unused by
+    the SFT loss), so `collate` lays it out exactly like an RL sample.
+    """
+
+    prompt_token_ids: Sequence[int]
+    response_token_ids: Sequence[int]
+    advantage: float = 0.0
+    rollout_logprobs: Sequence[float] | None = None
+    policy_version: int = 0
+
+
 class BatchError(ValueError):
     """A sample cannot be collated; the message names the sample index and field."""
 
@@ -207,6 +222,17 @@ def collate(
         response_lengths=torch.tensor([len(r) for r in responses], dtype=torch.long),
         rollout_logprobs=rollout,
     )
+
+
+def collate_sft(
+    examples: Sequence[SFTExample], *, pad_token_id: int = 0, vocab_size: int | None = None,
+    max_seq_len: int | None = None,
+) -> TrainBatch:
+    """`collate` for SFT: the loss covers response tokens only, prompts are context."""
+    for i, ex in enumerate(examples):
+        if not isinstance(ex, SFTExample):
+            raise BatchError(f"example {i}: expected SFTExample, got {type(ex).__name__}")
+    return collate(examples, pad_token_id=pad_token_id, vocab_size=vocab_size, max_seq_len=max_seq_len)
 
 
 def plan_micro_batches(

@@ -1,19 +1,29 @@
-"""The DeepSpeed learner: logprobs, reference logprobs, one optimizer update per batch, checkpoints.
+"""The DeepSpeed learner: logprobs, reference logprobs, RL and SFT updates, checkpoints.
 
 A plain class (no Ray) so it is tested directly; a Ray actor only wraps it. The same
 code runs on CPU (gloo, the tests here) and GPU (nccl): DeepSpeed picks the accelerator.
 
 Why these choices:
-- The policy is wrapped so the forward gathers hidden states at response positions
-  *before* the LM head: prompt logits ([B, L, vocab]) are never built, only [B, R, vocab].
+- Lean memory (a SmolLM2-135M step on 8 x 1024 tokens peaks at ~3.3 GiB RSS with activation
+  checkpointing, see benchmarks/bench_learner.py):
+  only the hidden states that predict response tokens go through the LM head, a few
+  hundred tokens at a time with the logits recomputed in backward (`logprobs.head_logprobs`),
+  so [tokens, vocab] logits are never materialised; micro-batches are cut by a token
+  budget and packed padding-free (`packing`); bf16 grads are folded into DeepSpeed's fp32
+  buffer as soon as each is ready (`immediate_grad_update`), and freed heap pages go back
+  to the OS after every step (`memory.trim_heap`).
 - Logits stay in the model dtype (bf16) and the log-softmax is taken in fp32, the usual
   compromise between memory and the precision the PPO ratio needs.
-- A `torch.optim.AdamW` instance is handed to DeepSpeed (no JIT-built fused/cpu Adam).
+- A fused `torch.optim.AdamW` (a native torch kernel, no JIT-built DeepSpeed Adam) is handed to DeepSpeed.
 - `managed_gradient_accumulation: false`: the engine, not DeepSpeed's micro-step
   counter, decides where an update ends, so a batch of any size and any number of
   token-budget micro-batches is exactly one optimizer step. Each micro-batch's loss is
   weighted by its share of the batch's response tokens (or rows), so the accumulated
   gradient equals the gradient of the loss over the whole batch.
+- `policy_version` lives here: every optimizer update (`train_step` or `sft_step`) adds 1,
+  it is saved in the checkpoint manifest and restored by `load_checkpoint`; the Learner
+  actor publishes weights under it and the orchestrator mirrors it from each step's
+  metrics (`policy_version`).
 """
 
 from __future__ import annotations
@@ -30,9 +40,15 @@ import torch
 from torch import nn
 
 from peirce.learner import checkpoint as ckpt
-from peirce.learner.batch import TrainBatch, micro_batches
+from peirce.learner.batch import TrainBatch
 from peirce.learner.dist_env import init_distributed
+from peirce.learner.logprobs import DEFAULT_CHUNK_TOKENS, head_logprobs, token_logprobs
+from peirce.learner.losses import sft_nll_loss
+from peirce.learner.memory import MAX_MMAP_THRESHOLD, set_mmap_threshold, trim_heap
+from peirce.learner.packing import PackedMicroBatch, packed_micro_batches
 from peirce.learner.types import LossInputs
+
+__all__ = ["LearnerConfig", "LearnerEngine", "LearnerError", "ResponseLogprobs", "deepspeed_config", "token_logprobs"]
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +69,15 @@ class LearnerConfig:
     eps: float = 1e-8
     grad_clip: float = 1.0  # global grad-norm clip; 0 disables
     warmup_steps: int = 0  # linear lr warmup over this many optimizer steps, then constant
-    micro_batch_size: int = 4  # max rows per forward/backward
-    max_tokens_per_micro: int | None = None  # max padded tokens (rows x longest) per micro-batch
+    micro_batch_size: int = 4  # max rows per forward/backward (a packed row holds several sequences)
+    # max tokens (rows x row width) per forward; None = rows only. Activations of SmolLM2-135M:
+    # ~0.7 GiB per 1024 tokens, ~37 MiB with gradient_checkpointing (then 4096 fits in ~3.3 GiB RSS).
+    max_tokens_per_micro: int | None = 4096
+    pack_sequences: bool = True  # share rows between short sequences (False: one sequence per row)
+    logits_chunk_tokens: int = DEFAULT_CHUNK_TOKENS  # tokens per LM-head chunk (peak ~2 x chunk x vocab x 4 B)
+    sft_lr: float | None = None  # sft_step's learning rate when the call gives none; None = lr (no warmup)
+    trim_heap: bool = True  # give freed heap pages back to the OS after each step (glibc malloc_trim)
+    heap_mmap_threshold: int | None = 4 * 2**20  # fixed glibc mmap threshold, process-wide; None = glibc's
     grad_accum: int = 1  # DeepSpeed's nominal accumulation (batch-size bookkeeping only)
     micro_weighting: Literal["tokens", "samples"] = "tokens"  # how micro-batch losses are combined
     gradient_checkpointing: bool = False
@@ -75,7 +98,11 @@ class LearnerConfig:
             (self.micro_batch_size >= 1, "micro_batch_size", "must be >= 1", self.micro_batch_size),
             (self.max_tokens_per_micro is None or self.max_tokens_per_micro >= 1, "max_tokens_per_micro",
              "must be >= 1 or None", self.max_tokens_per_micro),
+            (self.logits_chunk_tokens >= 1, "logits_chunk_tokens", "must be >= 1", self.logits_chunk_tokens),
+            (self.sft_lr is None or self.sft_lr > 0, "sft_lr", "must be > 0 or None", self.sft_lr),
             (self.grad_accum >= 1, "grad_accum", "must be >= 1", self.grad_accum),
+            (self.heap_mmap_threshold is None or 0 < self.heap_mmap_threshold <= MAX_MMAP_THRESHOLD,
+             "heap_mmap_threshold", f"must be in (0, {MAX_MMAP_THRESHOLD}] bytes or None", self.heap_mmap_threshold),
             (self.micro_weighting in ("tokens", "samples"), "micro_weighting", "must be 'tokens' or 'samples'",
              self.micro_weighting),
             (self.sync_dtype in ("bfloat16", "float16", "float32"), "sync_dtype",
@@ -96,7 +123,9 @@ def deepspeed_config(cfg: LearnerConfig, world_size: int, on_cuda: bool) -> dict
         "train_batch_size": cfg.micro_batch_size * cfg.grad_accum * world_size,
         "managed_gradient_accumulation": False,
         "gradient_clipping": cfg.grad_clip,
-        "bf16": {"enabled": cfg.bf16},
+        # immediate_grad_update: each bf16 grad is added to the fp32 buffer and freed as soon as
+        # it is ready, instead of every parameter's grad living twice until the step.
+        "bf16": {"enabled": cfg.bf16, "immediate_grad_update": True},
         "zero_optimization": zero,
         "zero_allow_untested_optimizer": True,
         "steps_per_print": 10**9,
@@ -112,36 +141,28 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class ResponseLogits(nn.Module):
-    """Causal LM whose forward returns logits only at the gathered response positions."""
+class ResponseLogprobs(nn.Module):
+    """Causal LM whose forward returns fp32 logprobs (and entropy) of the packed targets only.
 
-    def __init__(self, hf_model: nn.Module) -> None:
+    The decoder runs on packed rows (`packing.PackedMicroBatch`: no attention mask, position
+    ids restarting per sequence); only hidden states at `token_index` reach the LM head,
+    chunk by chunk, so neither prompt logits nor [tokens, vocab] fp32 logits are built.
+    """
+
+    def __init__(self, hf_model: nn.Module, chunk_tokens: int = DEFAULT_CHUNK_TOKENS) -> None:
         super().__init__()
         for key in ("final_logit_softcapping", "logit_scale"):
             if getattr(hf_model.config, key, None):
-                raise LearnerError(f"model config sets {key}; ResponseLogits does not apply it")
+                raise LearnerError(f"model config sets {key}; ResponseLogprobs does not apply it")
         self.hf = hf_model
+        self.chunk_tokens = chunk_tokens
 
-    def forward(self, input_ids, attention_mask, position_ids, response_index) -> torch.Tensor:
-        out = self.hf.get_decoder()(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
-        )
-        hidden = out.last_hidden_state  # [B, L, H]
-        idx = response_index.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])
-        return self.hf.get_output_embeddings()(torch.gather(hidden, 1, idx))  # [B, R, V]
-
-
-def token_logprobs(
-    logits: torch.Tensor, targets: torch.Tensor, with_entropy: bool = False
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """log p(target) and (optionally) entropy per position, in fp32. logits [B,R,V], targets [B,R]."""
-    logits = logits.float()
-    lse = torch.logsumexp(logits, dim=-1)
-    lp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - lse
-    if not with_entropy:
-        return lp, None
-    entropy = lse - (torch.softmax(logits, dim=-1) * logits).sum(-1)
-    return lp, entropy
+    def forward(self, input_ids, position_ids, token_index, targets, with_entropy: bool = False):
+        out = self.hf.get_decoder()(input_ids=input_ids, position_ids=position_ids, use_cache=False)
+        hidden = out.last_hidden_state  # [P, W, H]
+        picked = hidden.reshape(-1, hidden.shape[-1]).index_select(0, token_index)  # [N, H]
+        return head_logprobs(picked, self.hf.get_output_embeddings(), targets, chunk_tokens=self.chunk_tokens,
+                             with_entropy=with_entropy)
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -164,15 +185,19 @@ class LearnerEngine:
         self.config = cfg = config or LearnerConfig()
         if not (self.model_dir / "config.json").exists():
             raise LearnerError(f"model_dir {self.model_dir} is not a Hugging Face model folder (no config.json)")
+        if cfg.heap_mmap_threshold is not None:
+            set_mmap_threshold(cfg.heap_mmap_threshold)  # before the big allocations: see memory.py
         self.dist = init_distributed()
         _seed_everything(cfg.seed)
         hf = _load_hf(self.model_dir, cfg)
         if cfg.gradient_checkpointing:
             hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         hf.config.use_cache = False
-        module = ResponseLogits(hf)
+        module = ResponseLogprobs(hf, cfg.logits_chunk_tokens)
+        # fused: one native pass per tensor (CPU and CUDA); the default for-loop AdamW builds two
+        # temporaries the size of DeepSpeed's flat fp32 buffer (+1 GB on a 135M model) and is 6x slower.
         optimizer = torch.optim.AdamW(
-            _param_groups(module, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps
+            _param_groups(module, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=True
         )
         warmup = cfg.warmup_steps
         scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -191,9 +216,10 @@ class LearnerEngine:
             self.engine.enable_backward_allreduce = False
         self.engine.train()
         self.device = self.engine.device
-        self.ref: ResponseLogits | None = None
+        self.ref: ResponseLogprobs | None = None
         if cfg.ref_model:
-            self.ref = ResponseLogits(_load_hf(self.model_dir, cfg)).to(self.device).eval().requires_grad_(False)
+            ref = _load_hf(self.model_dir, cfg)
+            self.ref = ResponseLogprobs(ref, cfg.logits_chunk_tokens).to(self.device).eval().requires_grad_(False)
         self.policy_version = 0
         self._grads_dirty = False
 
@@ -203,21 +229,28 @@ class LearnerEngine:
     def hf_model(self) -> nn.Module:
         return self.engine.module.hf
 
-    def _forward(self, module: nn.Module, mb: TrainBatch) -> torch.Tensor:
-        return module(mb.input_ids, mb.attention_mask, mb.position_ids, mb.response_index)
+    def _micro_batches(self, batch: TrainBatch) -> list[tuple[list[int], TrainBatch, PackedMicroBatch]]:
+        cfg = self.config
+        return packed_micro_batches(batch, max_rows=cfg.micro_batch_size, max_tokens=cfg.max_tokens_per_micro,
+                                    pack=cfg.pack_sequences)
+
+    def _forward(self, module: nn.Module, mb: TrainBatch, packed: PackedMicroBatch, with_entropy: bool):
+        """(logprobs, entropy or None) of `mb`'s response tokens, [B, R] fp32, 0 on padding."""
+        lp, ent = module(packed.input_ids, packed.position_ids, packed.token_index, packed.targets, with_entropy)
+        shape = tuple(mb.response_mask.shape)
+        return packed.scatter(lp, shape), (None if ent is None else packed.scatter(ent, shape))
 
     @torch.no_grad()
     def _no_grad_pass(self, batch: TrainBatch, module: nn.Module, with_entropy: bool):
-        cfg = self.config
         lp_out = torch.zeros(batch.response_mask.shape, dtype=torch.float32)
         ent_out = torch.zeros_like(lp_out) if with_entropy else None
-        for rows, mb in micro_batches(batch, max_rows=cfg.micro_batch_size, max_tokens=cfg.max_tokens_per_micro):
-            mb = mb.to(self.device)
-            lp, ent = token_logprobs(self._forward(module, mb), mb.response_ids, with_entropy)
+        for samples, mb, packed in self._micro_batches(batch):
+            lp, ent = self._forward(module, mb.to(self.device), packed.to(self.device), with_entropy)
             r = lp.shape[1]
-            lp_out[rows, :r] = (lp * mb.response_mask).cpu()
+            lp_out[samples, :r] = lp.cpu()
             if ent_out is not None:
-                ent_out[rows, :r] = (ent * mb.response_mask).cpu()
+                ent_out[samples, :r] = ent.cpu()
+        self._trim()
         return lp_out, ent_out
 
     def logprobs(self, batch: TrainBatch) -> torch.Tensor:
@@ -241,23 +274,24 @@ class LearnerEngine:
 
         `batch.old_logprobs` None means on-policy (ratio 1 against the detached current
         logprobs); `batch.ref_logprobs` None with a ref model means computed here.
+        `logprob_gap_mean` (present when some row has rollout logprobs and was generated by
+        the current policy version) is mean |learner - rollout logprob| over those rows'
+        response tokens, from this step's own forward: how far the rollout engine's
+        numerics drift from the learner's.
         """
-        cfg = self.config
         start = time.perf_counter()
-        if self._grads_dirty:  # a previous step raised after some backward passes
-            self.engine.zero_grad()
-            self._grads_dirty = False
+        version = self.policy_version
         total_tokens, total_rows = batch.num_response_tokens, batch.size
-        sums: dict[str, float] = {}
-        parts = micro_batches(batch, max_rows=cfg.micro_batch_size, max_tokens=cfg.max_tokens_per_micro)
-        padded = 0
-        for _, mb in parts:
-            mb = mb.to(self.device)
-            padded += mb.input_ids.numel()
+        gap = torch.zeros(2, dtype=torch.float64)  # sum |diff|, tokens
+
+        def micro_loss(mb: TrainBatch, packed: PackedMicroBatch, lp, ent):
             if self.ref is not None and mb.ref_logprobs is None:
                 with torch.no_grad():
-                    mb.ref_logprobs = token_logprobs(self._forward(self.ref, mb), mb.response_ids)[0]
-            lp, ent = token_logprobs(self._forward(self.engine, mb), mb.response_ids, with_entropy)
+                    mb.ref_logprobs = self._forward(self.ref, mb, packed, False)[0]
+            if mb.rollout_logprobs is not None:
+                on_policy = (mb.policy_versions == version).to(lp.dtype)[:, None] * mb.response_mask
+                gap[0] += float(((lp.detach() - mb.rollout_logprobs).abs() * on_policy).sum())
+                gap[1] += float(on_policy.sum())
             inputs = LossInputs(
                 logprobs=lp,
                 old_logprobs=mb.old_logprobs if mb.old_logprobs is not None else lp.detach(),
@@ -268,36 +302,105 @@ class LearnerEngine:
                 entropy=ent,
             )
             loss, metrics = loss_fn(inputs)
+            if self.config.micro_weighting == "tokens":
+                return loss, mb.num_response_tokens / total_tokens, metrics
+            return loss, mb.size / total_rows, metrics
+
+        sums, padded, parts = self._backward_all(batch, with_entropy, micro_loss)
+        out = {**sums, **self._update(batch, start, padded, parts)}
+        if gap[1] > 0:
+            out["logprob_gap_mean"] = float(gap[0] / gap[1])
+        out["logprob_gap_tokens"] = float(gap[1])
+        return out
+
+    def sft_step(self, batch: TrainBatch, *, lr: float | None = None) -> dict[str, float]:
+        """One optimizer update on the token-mean NLL of `batch`'s response tokens.
+
+        Prompt tokens are context only (no loss, so no gradient through their logits);
+        advantages and rollout logprobs are ignored (build batches with `collate_sft`).
+        Same engine, micro-batching, optimizer state and checkpoint format as `train_step`,
+        and like it adds 1 to `policy_version`. `lr` (default `sft_lr`, else `lr`) is set
+        on the optimizer's param groups for this update only; the groups' lr and the lr
+        scheduler's state are restored afterwards, so the RL lr and its warmup continue
+        where they were. Adam's moments and step count are shared with RL updates.
+        """
+        lr = float(lr if lr is not None else (self.config.sft_lr or self.config.lr))
+        if not (math.isfinite(lr) and lr > 0):
+            raise LearnerError(f"sft_step lr must be a finite number > 0, got {lr!r}")
+        start = time.perf_counter()
+        total_tokens = batch.num_response_tokens
+
+        def micro_loss(mb: TrainBatch, packed: PackedMicroBatch, lp, ent):
+            return sft_nll_loss(lp, mb.response_mask), mb.num_response_tokens / total_tokens, {}
+
+        groups = self.optimizer.param_groups
+        saved_lrs = [g["lr"] for g in groups]
+        saved_schedule = self.scheduler.state_dict() if self.scheduler is not None else None
+        try:
+            sums, padded, parts = self._backward_all(batch, False, micro_loss)
+            for g in groups:
+                g["lr"] = lr
+            out = self._update(batch, start, padded, parts)
+        finally:
+            if saved_schedule is not None:
+                self.scheduler.load_state_dict(saved_schedule)
+            for g, old in zip(groups, saved_lrs):
+                g["lr"] = old
+        return {**sums, **out, "lr": lr, "sft_loss": sums["loss"]}
+
+    def _backward_all(self, batch: TrainBatch, with_entropy: bool, micro_loss) -> tuple[dict[str, float], int, int]:
+        """Forward + backward of every micro-batch, gradients accumulated, no step.
+
+        `micro_loss(mb, packed, logprobs, entropy) -> (loss, weight, metrics)`; the backward
+        runs on loss x weight, and metrics are the weighted sums. Returns (metric sums,
+        tokens computed, micro-batches).
+        """
+        if self._grads_dirty:  # a previous step raised after some backward passes
+            self.engine.zero_grad()
+            self._grads_dirty = False
+        sums: dict[str, float] = {}
+        padded = 0
+        parts = self._micro_batches(batch)
+        for _, mb, packed in parts:
+            mb, packed = mb.to(self.device), packed.to(self.device)
+            padded += packed.num_tokens
+            lp, ent = self._forward(self.engine, mb, packed, with_entropy)
+            loss, weight, metrics = micro_loss(mb, packed, lp, ent)
             if loss.dim() != 0 or not torch.isfinite(loss):
                 self._grads_dirty = True
                 raise LearnerError(f"loss_fn must return a finite scalar, got shape {tuple(loss.shape)} value "
                                    f"{loss.detach().flatten()[:4].tolist()} (policy_version {self.policy_version})")
-            if cfg.micro_weighting == "tokens":
-                weight = mb.num_response_tokens / total_tokens
-            else:
-                weight = mb.size / total_rows
             self._grads_dirty = True
             self.engine.backward(loss * weight, scale_wrt_gas=False)
             for k, v in {"loss": loss, **metrics}.items():
                 sums[k] = sums.get(k, 0.0) + weight * float(v.detach() if torch.is_tensor(v) else v)
+            del lp, ent, loss
+        return sums, padded, len(parts)
+
+    def _update(self, batch: TrainBatch, start: float, padded: int, parts: int) -> dict[str, float]:
+        """The optimizer step closing a `_backward_all`; bumps `policy_version`."""
         lr = self.optimizer.param_groups[0]["lr"]
         own_norm = self._grad_norm() if self._bare_optimizer else None
         self.engine.step()
         self._grads_dirty = False
         self.policy_version += 1
         grad_norm = own_norm if own_norm is not None else self.engine.get_global_grad_norm()
+        self._trim()
         seconds = time.perf_counter() - start
         return {
-            **sums,
             "grad_norm": float(grad_norm) if grad_norm is not None else math.nan,
             "lr": float(lr),
-            "tokens": float(total_tokens),
+            "tokens": float(batch.num_response_tokens),
             "padded_tokens": float(padded),
-            "micro_batches": float(len(parts)),
+            "micro_batches": float(parts),
             "seconds": seconds,
             "tokens_per_s": float(batch.seq_lengths.sum()) / seconds,
             "policy_version": float(self.policy_version),
         }
+
+    def _trim(self) -> None:
+        if self.config.trim_heap:
+            trim_heap()
 
     def _grad_norm(self) -> float:
         grads = [p.grad for p in self.engine.module.parameters() if p.grad is not None]
