@@ -22,6 +22,7 @@ COMMANDS: tuple[str, ...] = (
     "score",
     "meta_score",  # peirce meta-score
     "train",
+    "sft",
     "scale",
     "stop",
     "merge",

@@ -30,6 +30,13 @@ def _handle(args: argparse.Namespace) -> int:
     if args.check:
         print(f"config OK: {pc.name}")
         return 0
+    from peirce.pipeline.preflight import PreflightError, run_preflight
+
+    try:
+        print(run_preflight(pc, args.memory_budget_gib), file=sys.stderr)
+    except PreflightError as exc:
+        print(f"peirce run: not enough memory: {exc}", file=sys.stderr)
+        return 2
     from peirce.actors.runtime import ensure_ray
     from peirce.pipeline.runner import StageError, run_pipeline
 
@@ -60,4 +67,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--check", action="store_true",
                    help="validate the pipeline config and every stage's resolved run config, print "
                    "'config OK: NAME', run nothing")
+    p.add_argument("--memory-budget-gib", type=float, default=None, metavar="GIB",
+                   help="memory the run may use (default: what the machine has available now); the run is refused "
+                   "before Ray starts when a stage's estimated peak exceeds it")
     p.set_defaults(handler=_handle)

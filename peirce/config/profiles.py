@@ -2,7 +2,7 @@
 
 `SMOKE_BUDGET`: a tiny random Llama and toy budgets, every part still real (Ray, vLLM,
 DeepSpeed, ZeroMQ, mergekit) at seconds per step — what `profile=smoke` and the tests
-run. `SMOKE_TRAIN` adds the toy "uppercase" task, whose dense reward a tiny model can
+run. `SMOKE_WARMUP` is the stage-A warm-up's budget under that profile. `SMOKE_TRAIN` adds the toy "uppercase" task, whose dense reward a tiny model can
 actually learn (see tests/trainer/test_engine_e2e.py).
 """
 
@@ -18,6 +18,9 @@ SMOKE_BUDGET: dict[str, Any] = {
     "learner.lr": 1.0e-3, "learner.micro_batch_size": 4,
     "algorithm.kl_coef": 0.0, "trainer.max_steps": 3, "trainer.save_every": 100, "trainer.metrics_port": 0,
 }
+
+# The stage-A warm-up under profile=smoke (when enabled: smoke.yaml does): seconds on the tiny model.
+SMOKE_WARMUP: dict[str, Any] = {"examples": 8, "batch_size": 4, "micro_batch_size": 4, "lr": 1.0e-3}
 
 SMOKE_TRAIN: dict[str, Any] = {**SMOKE_BUDGET, "tasks.families": "[uppercase]", "model.max_model_len": 256}
 

@@ -5,13 +5,15 @@ domain-RL from merged, domain-RL from base); columns are the suites in order of 
 appearance, then "average". A suite a checkpoint was not evaluated on (or a metric it
 lacks, e.g. pass@8 of a greedy run) is a missing cell, shown as "-". The average is over
 the cells present; when some are missing it gets a (Markdown-escaped) "*" and carries
-`average_over` in JSON, so a partial average is never mistaken for a full one.
+`average_over` in JSON, so a partial average is never mistaken for a full one. Where a
+result carries a 95% interval for the metric (`SuiteResult.intervals`), the cell shows
+it beside the score, and a footnote names the method (Wilson, or a bootstrap over problems).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from peirce.eval.runner import EvalResult
 
@@ -24,6 +26,8 @@ class TableRow:
     cells: dict[str, float | None]  # suite -> metric value (fraction in [0, 1]) or None
     average: float | None
     average_over: int
+    intervals: dict[str, list[float] | None] = field(default_factory=dict)  # suite -> [low, high] or None
+    methods: dict[str, str | None] = field(default_factory=dict)  # suite -> interval method
 
 
 @dataclass(frozen=True)
@@ -34,7 +38,9 @@ class Table:
 
     def to_json(self) -> dict:
         return {"metric": self.metric, "columns": self.columns,
-                "rows": [{"name": r.name, "cells": r.cells, "average": r.average, "average_over": r.average_over}
+                "rows": [{"name": r.name, "cells": r.cells, "average": r.average, "average_over": r.average_over,
+                          "intervals": {c: r.intervals.get(c) for c in self.columns},
+                          "interval_methods": {c: r.methods.get(c) for c in self.columns}}
                          for r in self.rows]}
 
     def to_markdown(self, digits: int = 1) -> str:
@@ -42,11 +48,12 @@ class Table:
         best = {c: max((r.cells[c] for r in self.rows if r.cells[c] is not None), default=None) for c in self.columns}
         best_avg = max((r.average for r in self.rows if r.average is not None), default=None)
 
-        def fmt(v: float | None, top: float | None) -> str:
+        def fmt(v: float | None, top: float | None, ci: list[float] | None = None) -> str:
             if v is None:
                 return MISSING
             s = f"{100 * v:.{digits}f}"
-            return f"**{s}**" if top is not None and len(self.rows) > 1 and v == top else s
+            s = f"**{s}**" if top is not None and len(self.rows) > 1 and v == top else s
+            return s if ci is None else f"{s} [{100 * ci[0]:.{digits}f}, {100 * ci[1]:.{digits}f}]"
 
         header = ["model", *self.columns, "average"]
         lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
@@ -55,9 +62,12 @@ class Table:
             avg = fmt(r.average, best_avg)
             if r.average is not None and r.average_over < len(self.columns):
                 avg, partial = avg + "\\*", True
-            lines.append("| " + " | ".join([r.name, *(fmt(r.cells[c], best[c]) for c in self.columns), avg]) + " |")
+            cells = (fmt(r.cells[c], best[c], r.intervals.get(c)) for c in self.columns)
+            lines.append("| " + " | ".join([r.name, *cells, avg]) + " |")
         lines.append("")
-        lines.append(f"{self.metric} in %.")
+        methods = {m for r in self.rows for m in r.methods.values() if m}
+        lines.append(f"{self.metric} in %." + (f" [low, high]: 95% interval ({describe_methods(methods)})."
+                                               if methods else ""))
         if partial:
             lines.append("\\* average over the suites present in that row only.")
         return "\n".join(lines) + "\n"
@@ -77,6 +87,16 @@ def build_table(results: Sequence[tuple[str, EvalResult]], metric: str = "pass@1
     for name, res in results:
         cells = {c: (res.suites[c].metrics.get(metric) if c in res.suites else None) for c in columns}
         present = [v for v in cells.values() if v is not None]
+        intervals = {c: res.suites[c].intervals.get(metric) for c in columns if c in res.suites}
+        methods = {c: res.suites[c].interval_method for c in columns if intervals.get(c) is not None}
         rows.append(TableRow(name=name, cells=cells, average=sum(present) / len(present) if present else None,
-                             average_over=len(present)))
+                             average_over=len(present), intervals=intervals, methods=methods))
     return Table(metric=metric, columns=columns, rows=rows)
+
+
+METHOD_TEXT = {"wilson": "Wilson score interval over problems",
+               "bootstrap": "percentile bootstrap over problems, 2,000 resamples"}
+
+
+def describe_methods(methods: set[str]) -> str:
+    return "; ".join(METHOD_TEXT.get(m, m) for m in sorted(methods))

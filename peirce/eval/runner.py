@@ -23,6 +23,7 @@ from typing import Any
 
 import msgspec
 
+from peirce.eval.intervals import metric_intervals
 from peirce.eval.passk import summarize
 from peirce.eval.suites import Suite, SuiteOptions, load_suite
 from peirce.tasks.base import Task
@@ -98,6 +99,10 @@ class SuiteResult(msgspec.Struct, frozen=True, kw_only=True):
     format_rate: float
     truncated_rate: float  # responses that hit max_tokens
     reward_errors: int
+    # Absent (defaults) in results written before intervals existed.
+    correct_per_task: list[int] = []  # correct samples of each task, in suite order
+    intervals: dict[str, list[float]] = {}  # metric -> [low, high], 95% (peirce.eval.intervals)
+    interval_method: str | None = None  # "wilson" (n=1) or "bootstrap" (over problems, n>1)
 
 
 class EvalResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -297,7 +302,11 @@ def _score_suite(suite: Suite, rendered: list[tuple[list[int], str]], outputs: l
     if fh is not None:
         fh.flush()
     total = len(rewards)
+    counts = [correct[t.id] for t in suite.tasks]
+    intervals = metric_intervals(counts, settings.n, settings.k_values)
     return SuiteResult(suite=suite.name, tasks=len(suite.tasks), samples=total,
-                       metrics=summarize([(settings.n, c) for c in correct.values()], settings.k_values),
+                       metrics=summarize([(settings.n, c) for c in counts], settings.k_values),
                        mean_reward=sum(rewards) / total, format_rate=formats / total,
-                       truncated_rate=truncated / total, reward_errors=errors)
+                       truncated_rate=truncated / total, reward_errors=errors, correct_per_task=counts,
+                       intervals={m: ci.to_json() for m, ci in intervals.items()},
+                       interval_method=next(iter(intervals.values())).method)

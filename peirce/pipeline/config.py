@@ -23,7 +23,14 @@ class StageA(_Strict):
     common: dict[str, Any] = Field(default_factory=dict, description="Overrides shared by every specialist.")
     specialists: dict[str, dict[str, Any]] = Field(
         default_factory=lambda: {"deduction": {}, "induction": {}, "abduction": {}},
-        description="Specialist name -> its own overrides (tasks.families defaults to [name]).")
+        description="Specialist name -> its own overrides (tasks.families defaults to [name]); a `warmup` key "
+                    "in it overrides stage_a.warmup for that specialist.")
+    warmup: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Supervised warm-up on worked solutions before each specialist's RL (peirce.sft.config."
+                    "SFTConfig fields: examples, epochs, lr, batch_size, micro_batch_size, levels, ...) plus "
+                    "`enabled`: true, false, or unset = on for the embedded model only (it never samples the "
+                    "answer format, so RL from it has no signal). Its checkpoint starts the RL run.")
 
 
 class StageB(_Strict):
@@ -42,6 +49,22 @@ class StageC(_Strict):
                                                      description="Run domain RL from these starting points.")
 
 
+class SuiteOverride(_Strict):
+    """One suite's own draw and length budget (unset fields follow eval.*)."""
+
+    levels: list[int] | None = None
+    per_level: int | None = Field(None, ge=1)
+    limit: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=1)
+
+    @field_validator("levels")
+    @classmethod
+    def _levels_in_range(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and not value:
+            raise ValueError("must not be empty (leave it unset to follow eval.levels)")
+        return value if value is None else levels_in_range(value)
+
+
 class EvalStage(_Strict):
     suites: list[str] = Field(default_factory=lambda: ["maa-deduction", "maa-induction", "maa-abduction",
                                                        "math-sample"])
@@ -51,6 +74,13 @@ class EvalStage(_Strict):
     max_tokens: int = Field(256, ge=1)
     limit: int | None = Field(None, ge=1, description="At most this many problems per suite.")
     levels: list[int] = Field(default_factory=lambda: [1, 2], description="Levels of the generated MAA suites.")
+    per_level: int = Field(50, ge=1, description="Generated MAA problems per level (before `limit`).")
+    per_suite: dict[str, SuiteOverride] = Field(
+        default_factory=dict, description="Suite name -> its own levels / per_level / limit / max_tokens.")
+    every_suite: bool = Field(
+        False, description="Evaluate every checkpoint on every suite. false: base and merged on every suite, each "
+                           "specialist and its warm-up on its own maa-<task> suites, domain runs on the others.")
+    kv_cache_gib: float = Field(2.0, gt=0, description="KV cache GiB of the evaluation engine (it runs alone).")
 
     @field_validator("k")
     @classmethod
@@ -63,6 +93,15 @@ class EvalStage(_Strict):
 
     _levels_in_range = field_validator("levels")(levels_in_range)
 
+    @field_validator("per_suite")
+    @classmethod
+    def _known_suites(cls, value: dict[str, SuiteOverride], info: ValidationInfo) -> dict[str, SuiteOverride]:
+        suites = info.data.get("suites") or []
+        unknown = [name for name in value if name not in suites]
+        if unknown:
+            raise ValueError(f"names suites that eval.suites does not list: {unknown[:5]} (suites: {suites})")
+        return value
+
 
 class PipelineConfig(_Strict):
     name: str = Field("maa", pattern=r"^[A-Za-z0-9_.-]+$")
@@ -70,6 +109,9 @@ class PipelineConfig(_Strict):
     profile: Literal["default", "smoke"] = "default"
     base_model: str = Field("embedded", description="HF folder, 'embedded' or 'tiny'.")
     common: dict[str, Any] = Field(default_factory=dict, description="Overrides applied to every RL run.")
+    max_concurrent_runs: int | None = Field(
+        None, ge=1, description="Runs (warm-ups, specialists, domain runs) trained at once; null = all of a stage. "
+                                "Lower it when memory is short: each run holds a learner and its engines.")
     stage_a: StageA = Field(default_factory=StageA)
     stage_b: StageB = Field(default_factory=StageB)
     stage_c: StageC = Field(default_factory=StageC)

@@ -1,4 +1,11 @@
-"""The run report: Markdown plus PNG plots (reward per step; the evaluation table)."""
+"""The run report: Markdown plus PNG plots (warm-up loss, reward per step, evaluation table).
+
+Sections: the run (wall time, peak memory), warm-ups, training runs (with their
+learning-signal flag), the evaluation table (each score with its 95% interval) and the
+verdicts: per specialist whether it, and its warm-up alone, beats the base model on its
+own task, what RL added over the warm-up, and whether the merged model beats base on
+every MAA suite (`peirce.pipeline.comparisons`).
+"""
 
 from __future__ import annotations
 
@@ -6,11 +13,13 @@ import json
 from pathlib import Path
 
 from peirce.config import TrainConfig
+from peirce.pipeline.comparisons import FORMAT, merged_comparisons, run_signal, specialist_comparisons
 from peirce.pipeline.config import PipelineConfig
+from peirce.pipeline.monitor import MemoryPeak
 from peirce.pipeline.resolve import base_model
+from peirce.sft.config import SFTConfig
+from peirce.sft.loop import SFTSummary
 from peirce.trainer.run_dir import RunDir
-
-ORDER = ("base", "deduction", "induction", "abduction", "merged", "domain-from-merged", "domain-from-base")
 
 
 def _plot_rewards(runs: dict[str, TrainConfig], path: Path) -> None:
@@ -57,33 +66,131 @@ def _plot_table(table, path: Path) -> None:
     plt.close(fig)
 
 
+def _ordered(names) -> list[str]:
+    """Base, then per specialist its warm-up and its RL run, merged, domain runs, then the rest."""
+    order = ["base"]
+    for spec in ("deduction", "induction", "abduction"):
+        order += [f"{spec}-warmup", spec]
+    order += ["merged", "domain-from-merged", "domain-from-base"]
+    return [n for n in order if n in names] + [n for n in names if n not in order and n.endswith("-warmup")] + \
+        [n for n in names if n not in order and not n.endswith("-warmup")]
+
+
+def _run_lines(timings: dict[str, float], memory: MemoryPeak | None) -> list[str]:
+    lines = ["## Run", "", f"Wall time of this invocation: {sum(timings.values()):.0f} s "
+             f"({sum(timings.values()) / 60:.1f} min; stages skipped as already complete cost ~0).", ""]
+    if memory is not None:
+        lines += [f"Peak memory (sampled every {memory.interval_s:g} s, {memory.samples} samples): "
+                  f"{memory.rss_sum_gib:.1f} GiB summed RSS of the driver's process tree (shared pages counted "
+                  f"per process, so an upper bound); machine memory in use peaked at "
+                  f"{memory.system_used_gib:.1f} of {memory.system_total_gib:.1f} GiB "
+                  f"({memory.system_used_at_start_gib:.1f} GiB in use at start).", ""]
+    lines += ["| stage | seconds |", "|---|---:|", *[f"| {k} | {v:.0f} |" for k, v in timings.items()], ""]
+    return lines
+
+
+def _warmup_lines(warmups: dict[str, SFTConfig]) -> list[str]:
+    if not warmups:
+        return []
+    lines = ["## Warm-up (supervised, worked solutions)", "",
+             "| specialist | levels | examples | steps | lr | first loss | last loss | seconds | checkpoint |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    for name, cfg in warmups.items():
+        done = RunDir(Path(cfg.run_dir)).done_path
+        if done.exists():
+            s = SFTSummary.read(done)
+            lines.append(f"| {name} | {cfg.levels} | {s.examples} | {s.steps} | {cfg.lr:g} | {s.first_loss:.3f} | "
+                         f"{s.last_loss:.3f} | {s.seconds:.0f} | `{s.model_dir}` |")
+    return [*lines, "", "![warm-up loss](warmup_loss.png)", ""]
+
+
+def _verdict_lines(pc: PipelineConfig, specs: dict[str, list[str]], loaded: dict, metric: str) -> list[str]:
+    lines = [f"- {c.sentence()}" for c in specialist_comparisons(loaded, specs, pc.eval.suites, metric)]
+    merged, beats_all = merged_comparisons(loaded, pc.eval.suites, metric)
+    if merged:
+        lines += ["", f"Merged vs base on all {len(merged)} MAA suites: "
+                      f"{'**beats base on all of them**' if beats_all else '**does not beat base on all of them**'}."]
+        lines += [f"- {c.sentence()}" for c in merged]
+    return lines
+
+
+def _comparison_lines(pc: PipelineConfig, runs: dict[str, TrainConfig], loaded: dict, metric: str) -> list[str]:
+    specs = {n: list(runs[n].tasks.families) for n in pc.stage_a.specialists if n in runs}
+    return ["## Verdicts", "",
+            f"{metric} with 95% intervals; \"beats\" only when the intervals do not overlap, otherwise \"not "
+            "distinguishable\". Warm-up vs base and specialist vs base say whether each beats the base model on "
+            "its own task; specialist vs warm-up is what RL added.", "",
+            *_verdict_lines(pc, specs, loaded, metric), "",
+            "### Format adherence", "",
+            "The same comparisons on the share of responses in the `<think>...</think><answer>...</answer>` "
+            "format (Wilson interval over samples): what the warm-up is for, visible even where every score is 0.",
+            "", *_verdict_lines(pc, specs, loaded, FORMAT), ""]
+
+
 def write_report(pc: PipelineConfig, root: Path, runs: dict[str, TrainConfig], results: dict[str, Path],
-                 timings: dict[str, float]) -> Path:
+                 timings: dict[str, float], *, warmups: dict[str, SFTConfig] | None = None,
+                 memory: MemoryPeak | None = None) -> Path:
     from peirce.eval.report import build_table
     from peirce.eval.runner import load_result
 
-    ordered = [n for n in ORDER if n in results] + [n for n in results if n not in ORDER]
+    warmups = warmups or {}
+    ordered = _ordered(list(results))
     metric = f"pass@{min(pc.eval.k)}"
-    table = build_table([(n, load_result(results[n])) for n in ordered], metric=metric)
+    loaded = {n: load_result(results[n]) for n in ordered}
+    table = build_table([(n, loaded[n]) for n in ordered], metric=metric)
     (root / "eval_table.json").write_text(json.dumps(table.to_json(), indent=2))
     _plot_rewards(runs, root / "reward_per_step.png")
     _plot_table(table, root / "eval_table.png")
+    if warmups:
+        _plot_warmups(warmups, root / "warmup_loss.png")
     lines = [f"# peirce run report: {pc.name}", "",
              f"Base model: `{base_model(pc)}` (profile {pc.profile}). Merge: {pc.stage_b.method}, weights "
              f"{pc.stage_b.weights} (normalize={pc.stage_b.normalize}).", "",
-             "## Stage timings", "", "| stage | seconds |", "|---|---:|",
-             *[f"| {k} | {v:.0f} |" for k, v in timings.items()], "",
-             "## Training runs", "", "| run | steps | first reward | last reward | last level | run dir |",
-             "|---|---:|---:|---:|---:|---|"]
+             *_run_lines(timings, memory), *_warmup_lines(warmups),
+             "## Training runs", "",
+             "| run | steps | first reward | last reward | last level | learning signal | run dir |",
+             "|---|---:|---:|---:|---:|---|---|"]
     for name, cfg in runs.items():
         rows = RunDir(Path(cfg.run_dir)).read_metrics()
         if rows:
             lines.append(f"| {name} | {rows[-1]['step']} | {rows[0]['reward_mean']:.3f} | "
-                         f"{rows[-1]['reward_mean']:.3f} | {rows[-1].get('level', '-')} | `{cfg.run_dir}` |")
+                         f"{rows[-1]['reward_mean']:.3f} | {rows[-1].get('level', '-')} | "
+                         f"{run_signal(Path(cfg.run_dir)).text} | `{cfg.run_dir}` |")
     lines += ["", "![reward per step](reward_per_step.png)", "", "## Evaluation", "",
-              f"Suites: {', '.join(pc.eval.suites)}; n={pc.eval.n}, temperature={pc.eval.temperature}, "
-              f"at most {pc.eval.limit or 'all'} problems per suite.", "", table.to_markdown(),
-              "![evaluation](eval_table.png)", ""]
+              f"Suites: {', '.join(pc.eval.suites)}; n={pc.eval.n}, temperature={pc.eval.temperature}. "
+              + ("Every checkpoint on every suite." if pc.eval.every_suite else
+                 "Base and merged on every suite; each specialist and its warm-up on its own task's suite; domain "
+                 "runs on the other suites (- = not evaluated there)."), "",
+              "| suite | problems |", "|---|---:|",
+              *[f"| {s} | {_problems(loaded, s)} |" for s in pc.eval.suites], "",
+              table.to_markdown(), "![evaluation](eval_table.png)", "",
+              *_comparison_lines(pc, runs, loaded, metric)]
     report = root / "report.md"
     report.write_text("\n".join(lines))
     return report
+
+
+def _problems(loaded: dict, suite: str) -> str:
+    counts = sorted({r.suites[suite].tasks for r in loaded.values() if suite in r.suites})
+    return "/".join(map(str, counts)) or "-"
+
+
+def _plot_warmups(warmups: dict[str, SFTConfig], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for name, cfg in warmups.items():
+        rows = RunDir(Path(cfg.run_dir)).read_metrics()
+        if rows:
+            ax.plot([r["step"] for r in rows], [r["sft_loss"] for r in rows], marker="o", label=name)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("SFT loss (token-mean NLL of the worked solution)")
+    ax.set_title("Warm-up loss per step")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,9 +1,11 @@
-"""`peirce run`: stage A -> B -> C -> evaluation -> report, resumable.
+"""`peirce run`: stage A (warm-up, then RL) -> B -> C -> evaluation -> report, resumable.
 
 Every stage leaves a marker when complete, so a re-run after a crash skips what is
-done; a specialist or domain run with a checkpoint but no DONE resumes from it. The
-driver holds no model: RL runs are Controller actors sharing the cluster, the merge is
-a MergeActor, evaluation runs engine by engine.
+done; a specialist or domain run with a checkpoint but no DONE resumes from it, a
+warm-up without DONE is redone (it is short). The driver holds no model: warm-ups are
+Ray tasks, RL runs are Controller actors sharing the cluster (at most
+`max_concurrent_runs` at once), the merge is a MergeActor, evaluation runs in one task
+with one engine. A background thread samples memory for the report.
 """
 
 from __future__ import annotations
@@ -15,57 +17,41 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from tqdm import tqdm
 
 from peirce.config import TrainConfig, dump_config
 from peirce.pipeline.config import PipelineConfig
-from peirce.pipeline.resolve import base_model, domain_configs, specialist_configs
+from peirce.pipeline.evaluate import Checkpoint, evaluate_checkpoints
+from peirce.pipeline.jobs import Job, StageError, run_jobs
+from peirce.pipeline.monitor import MemorySampler
+from peirce.pipeline.resolve import base_model, domain_configs, specialist_configs, stage_a_configs
+from peirce.pipeline.warmup import run_warmups
 from peirce.trainer.orchestrator import resolve_model
 from peirce.trainer.run_dir import RunDir
 
 log = logging.getLogger(__name__)
 
 
-class StageError(RuntimeError):
-    pass
-
-
-def run_concurrently(configs: dict[str, TrainConfig], stage: str) -> dict[str, Path]:
-    """Train several runs at once in the cluster; one progress bar per run."""
+def run_concurrently(configs: dict[str, TrainConfig], stage: str, max_concurrent: int | None = None
+                     ) -> dict[str, Path]:
+    """Train several runs in the cluster, at most `max_concurrent` at once; one progress bar per run."""
     from peirce.actors.controller import ControllerActor
 
-    pending: dict[str, Any] = {}
+    def job(name: str, cfg: TrainConfig) -> Job:
+        def start():
+            resume = RunDir(Path(cfg.run_dir)).latest_checkpoint() is not None
+            actor = ControllerActor.remote(cfg.model_dump(mode="json", by_alias=True), resume)
+            return actor.run.remote(), actor
+
+        return Job(name=name, run_dir=Path(cfg.run_dir), total=cfg.trainer.max_steps, start=start,
+                   postfix=lambda row: {"reward": f"{row['reward_mean']:.2f}", "level": row.get("level")})
+
+    jobs = []
     for name, cfg in configs.items():
-        run = RunDir(Path(cfg.run_dir))
-        if run.done_path.exists():
+        if RunDir(Path(cfg.run_dir)).done_path.exists():
             log.info("%s/%s already complete; skipping", stage, name)
-            continue
-        resume = run.latest_checkpoint() is not None
-        pending[name] = ControllerActor.remote(cfg.model_dump(mode="json", by_alias=True), resume)
-    refs = {name: actor.run.remote() for name, actor in pending.items()}
-    bars = {name: tqdm(total=configs[name].trainer.max_steps, desc=f"{stage}/{name}", dynamic_ncols=True)
-            for name in refs}
-    try:
-        while refs:
-            done, _ = ray.wait(list(refs.values()), timeout=2.0)
-            for name, bar in bars.items():
-                rows = RunDir(Path(configs[name].run_dir)).read_metrics()
-                if rows:
-                    bar.n = rows[-1]["step"]
-                    bar.set_postfix(reward=f"{rows[-1]['reward_mean']:.2f}", level=rows[-1].get("level"))
-                    bar.refresh()
-            for ref in done:
-                name = next(n for n, r in refs.items() if r == ref)
-                try:
-                    ray.get(ref)
-                except Exception as exc:
-                    raise StageError(f"{stage}: run {name!r} failed: {exc}") from exc
-                del refs[name]
-    finally:
-        for bar in bars.values():
-            bar.close()
-        for actor in pending.values():
-            ray.kill(actor)
+        else:
+            jobs.append(job(name, cfg))
+    run_jobs(jobs, stage, max_concurrent)
     out = {}
     for name, cfg in configs.items():
         model = RunDir(Path(cfg.run_dir)).model_dir()
@@ -96,19 +82,44 @@ def stage_merge(pc: PipelineConfig, specialists: dict[str, Path]) -> Path:
         ray.kill(actor)
 
 
-def run_pipeline(pc: PipelineConfig) -> Path:
-    root = Path(pc.run_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "pipeline.yaml").write_text(json.dumps(pc.model_dump(mode="json"), indent=2))
-    timings: dict[str, float] = {}
-
-    t0 = time.perf_counter()
-    spec_cfgs = specialist_configs(pc)
-    for cfg in spec_cfgs.values():
+def _write_configs(configs: dict[str, TrainConfig]) -> None:
+    for cfg in configs.values():
         RunDir.create(cfg.run_dir)
         if not Path(cfg.run_dir, "config.yaml").exists():
             dump_config(cfg, Path(cfg.run_dir) / "config.yaml")
-    specialists = run_concurrently(spec_cfgs, "stage_a")
+
+
+def _checkpoints(pc: PipelineConfig, specs: dict[str, TrainConfig], warm: dict[str, Path],
+                 trained: dict[str, Path], merged: Path, domain: dict[str, Path]) -> list[Checkpoint]:
+    out = [Checkpoint("base", "base", str(resolve_model(base_model(pc))))]
+    for name, cfg in specs.items():
+        families = tuple(cfg.tasks.families)
+        if name in warm:
+            out.append(Checkpoint(f"{name}-warmup", "warmup", str(warm[name]), families))
+        out.append(Checkpoint(name, "specialist", str(trained[name]), families))
+    out.append(Checkpoint("merged", "merged", str(merged)))
+    return out + [Checkpoint(name, "domain", str(path)) for name, path in domain.items()]
+
+
+def run_pipeline(pc: PipelineConfig) -> Path:
+    """Every stage in order, each skipped when its marker says it is done; returns the report."""
+    root = Path(pc.run_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "pipeline.yaml").write_text(json.dumps(pc.model_dump(mode="json"), indent=2))
+    memory = MemorySampler().start()
+    timings: dict[str, float] = {}
+    at_once = pc.max_concurrent_runs
+
+    t0 = time.perf_counter()
+    pending_specs, warmups = stage_a_configs(pc)
+    cpus = {name: cfg.learner.num_cpus for name, cfg in pending_specs.items()}
+    warm = run_warmups(warmups, num_cpus=cpus, max_concurrent=at_once) if warmups else {}
+    timings["stage_a_warmup"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    spec_cfgs = specialist_configs(pc, {name: str(path) for name, path in warm.items()})
+    _write_configs(spec_cfgs)
+    specialists = run_concurrently(spec_cfgs, "stage_a", at_once)
     timings["stage_a"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -116,18 +127,18 @@ def run_pipeline(pc: PipelineConfig) -> Path:
     timings["stage_b"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    domain = run_concurrently(domain_configs(pc, str(merged)), "stage_c")
+    dom_cfgs = domain_configs(pc, str(merged))
+    domain = run_concurrently(dom_cfgs, "stage_c", at_once)
     timings["stage_c"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    from peirce.pipeline.evaluate import evaluate_checkpoints
-
-    checkpoints = {"base": resolve_model(base_model(pc)), **specialists, "merged": merged, **domain}
+    checkpoints = _checkpoints(pc, spec_cfgs, warm, specialists, merged, domain)
     results = evaluate_checkpoints(pc, checkpoints, root / "eval")
     timings["eval"] = time.perf_counter() - t0
 
     from peirce.pipeline.report import write_report
 
-    report = write_report(pc, root, {**spec_cfgs, **domain_configs(pc, str(merged))}, results, timings)
+    report = write_report(pc, root, {**spec_cfgs, **dom_cfgs}, results, timings, warmups=warmups,
+                          memory=memory.stop())
     (root / "DONE").write_text(json.dumps(timings))
     return report

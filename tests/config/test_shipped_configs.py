@@ -32,7 +32,11 @@ def test_every_yaml_parses_within_bounds(path):
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_every_config_validates(path):
     [data] = load_yaml_documents(path.read_bytes(), str(path))
-    if PIPELINE_KEYS & set(data):
+    if path.name.startswith("sft"):  # `peirce sft` configs (peirce.sft.config)
+        from peirce.sft.config import SFTConfig
+
+        assert load_config(SFTConfig, path).name == data["name"]
+    elif PIPELINE_KEYS & set(data):
         pc = load_config(PipelineConfig, path)
         runs = resolve_all(pc)
         assert set(pc.stage_a.specialists) <= set(runs)

@@ -50,3 +50,23 @@ def test_bad_rows():
         build_table([("a", make_result("x", {})), ("a", make_result("y", {}))])
     with pytest.raises(ValueError, match="at least one"):
         build_table([])
+
+
+def test_cells_show_the_95_interval_and_the_footnote_names_the_method():
+    from peirce.eval.runner import EvalResult, EvalSettings, SuiteResult
+
+    def result(value, ci):
+        suite = SuiteResult(suite="maa-deduction", tasks=100, samples=100, metrics={"pass@1": value}, mean_reward=0.0,
+                            format_rate=1.0, truncated_rate=0.0, reward_errors=0, correct_per_task=[],
+                            intervals={"pass@1": ci}, interval_method="wilson")
+        return EvalResult(model="m", settings=EvalSettings(), suites={"maa-deduction": suite}, samples_path=None,
+                          seconds=1.0)
+
+    t = build_table([("base", result(0.0, [0.0, 0.037])), ("ded", result(0.37, [0.2818, 0.4678])),
+                     ("old", make_result("o", {"maa-deduction": {"pass@1": 0.1}}))])
+    md = t.to_markdown()
+    assert "| base | 0.0 [0.0, 3.7] | 0.0 |" in md
+    assert "| ded | **37.0** [28.2, 46.8] | **37.0** |" in md
+    assert "| old | 10.0 | 10.0 |" in md  # a result without intervals (older file) shows the score alone
+    assert "95% interval (Wilson score interval over problems)" in md
+    assert t.to_json()["rows"][1]["intervals"] == {"maa-deduction": [0.2818, 0.4678]}

@@ -89,6 +89,23 @@ def test_pass_at_k_from_known_counts(tokenizer):
     assert m["pass@2"] == pytest.approx((0 + 0.5 + (1 - 1 / 6) + 1) / 4)  # 1 - C(4-c,2)/C(4,2)
     assert m["pass@4"] == pytest.approx(3 / 4)
     assert m["avg@4"] == pytest.approx(m["pass@1"])
+    r = res.suites["m"]
+    assert r.correct_per_task == [0, 1, 2, 3] and r.interval_method == "bootstrap"
+    assert set(r.intervals) == {"pass@1", "pass@2", "pass@4", "avg@4"}
+    assert all(lo <= m[k] <= hi for k, (lo, hi) in r.intervals.items())
+
+
+def test_greedy_results_carry_a_wilson_interval_over_problems(tokenizer):
+    from peirce.eval.intervals import wilson
+
+    suite = load_suite("math-sample")
+    right = {t.id for t in suite.tasks[:3]}
+    engine = ScriptedEngine(tokenizer, lambda tid, i: next(t.solution_text for t in suite.tasks if t.id == tid)
+                            if tid in right else "\\boxed{nonsense-9999}")
+    r = evaluate("unused", suite, engine=engine).suites["math-sample"]
+    assert r.correct_per_task == [1, 1, 1] + [0] * (len(suite.tasks) - 3)
+    assert r.interval_method == "wilson"
+    assert r.intervals["pass@1"] == wilson(3, len(suite.tasks)).to_json()
 
 
 def test_greedy_requests_have_no_seed_and_reward_errors_are_counted(tokenizer):

@@ -1,7 +1,8 @@
-"""`peirce run` with profile=smoke, end to end and for real: three specialists training
-concurrently (Ray, vLLM, DeepSpeed, ZeroMQ), a mergekit merge, domain RL from the merge
-and from the base, evaluation of every checkpoint, a report with plots; then a re-run
-skips every completed stage."""
+"""`peirce run` with profile=smoke, end to end and for real: a supervised warm-up per
+specialist (DeepSpeed in Ray tasks), three specialists training concurrently from their
+warm-ups (Ray, vLLM, DeepSpeed, ZeroMQ), a mergekit merge, domain RL from the merge and from
+the base, evaluation of every checkpoint (warm-ups included), a report with intervals,
+verdicts and plots; then a re-run skips every completed stage."""
 
 from __future__ import annotations
 
@@ -23,6 +24,12 @@ def test_smoke_pipeline_runs_every_stage_and_resumes(tmp_path):
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=1500)
     assert first.returncode == 0, first.stderr[-4000:]
     for spec in ("deduction", "induction", "abduction"):
+        warm = run_dir / "stage_a" / spec / "warmup"
+        done = json.loads((warm / "DONE").read_text())
+        sft = [json.loads(x) for x in (warm / "metrics.jsonl").read_text().splitlines()]
+        assert len(sft) == done["steps"] >= 1 and all(r["sft_loss"] > 0 for r in sft)
+        config = (run_dir / "stage_a" / spec / "config.yaml").read_text()
+        assert f"path: {done['model_dir']}" in config  # RL starts from the warm-up's checkpoint
         assert (run_dir / "stage_a" / spec / "DONE").exists()
         rows = [json.loads(x) for x in (run_dir / "stage_a" / spec / "metrics.jsonl").read_text().splitlines()]
         assert rows and all(f"reward/{spec}/L1" in r for r in rows)
@@ -32,15 +39,21 @@ def test_smoke_pipeline_runs_every_stage_and_resumes(tmp_path):
     for start in ("merged", "base"):
         assert (run_dir / "stage_c" / f"domain-from-{start}" / "DONE").exists()
     table = json.loads((run_dir / "eval_table.json").read_text())
-    assert [r["name"] for r in table["rows"]] == ["base", "deduction", "induction", "abduction", "merged",
-                                                 "domain-from-merged", "domain-from-base"]
+    assert [r["name"] for r in table["rows"]] == [
+        "base", "deduction-warmup", "deduction", "induction-warmup", "induction", "abduction-warmup", "abduction",
+        "merged", "domain-from-merged", "domain-from-base"]
+    assert table["rows"][0]["intervals"]["maa-deduction"] is not None
     report = (run_dir / "report.md").read_text()
     assert "| domain-from-merged |" in report
-    for png in ("reward_per_step.png", "eval_table.png"):
+    for section in ("## Warm-up", "## Verdicts", "Peak memory", "Wall time", "learning signal",
+                    "deduction-warmup is not distinguishable from base on maa-deduction"):
+        assert section in report, section
+    for png in ("reward_per_step.png", "eval_table.png", "warmup_loss.png"):
         assert (run_dir / png).stat().st_size > 5000
     mtimes = {p: p.stat().st_mtime for p in run_dir.rglob("model.safetensors")}
 
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-4000:]
     assert "already complete; skipping" in again.stderr
+    assert "stage_a/deduction warm-up already complete; skipping" in again.stderr
     assert {p: p.stat().st_mtime for p in run_dir.rglob("model.safetensors")} == mtimes  # nothing retrained
