@@ -112,8 +112,8 @@ def run_pipeline(pc: PipelineConfig) -> Path:
 
     t0 = time.perf_counter()
     pending_specs, warmups = stage_a_configs(pc)
-    cpus = {name: cfg.learner.num_cpus for name, cfg in pending_specs.items()}
-    warm = run_warmups(warmups, num_cpus=cpus, max_concurrent=at_once) if warmups else {}
+    resources = {name: (cfg.learner.num_cpus, cfg.learner.num_gpus) for name, cfg in pending_specs.items()}
+    warm = run_warmups(warmups, resources=resources, max_concurrent=at_once) if warmups else {}
     timings["stage_a_warmup"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

@@ -46,9 +46,12 @@ def warmup_steps(cfg: SFTConfig) -> int:
     return per_epoch * cfg.epochs
 
 
-def run_warmups(warmups: dict[str, SFTConfig], *, num_cpus: dict[str, float], max_concurrent: int | None = None
-                ) -> dict[str, Path]:
-    """Train every warm-up not yet DONE; specialist name -> its checkpoint (an HF folder)."""
+def run_warmups(warmups: dict[str, SFTConfig], *, resources: dict[str, tuple[float, float]],
+                max_concurrent: int | None = None) -> dict[str, Path]:
+    """Train every warm-up not yet DONE; specialist name -> its checkpoint (an HF folder).
+
+    `resources`: specialist name -> (num_cpus, num_gpus) of its learner, which the warm-up
+    task asks for (so on a GPU cluster the warm-up trains on a GPU, as its RL learner will)."""
     from peirce.actors.runtime import actor_log_options
 
     todo = {n: c for n, c in warmups.items() if not RunDir(Path(c.run_dir)).done_path.exists()}
@@ -59,7 +62,8 @@ def run_warmups(warmups: dict[str, SFTConfig], *, num_cpus: dict[str, float], ma
 
     def job(name: str, cfg: SFTConfig) -> Job:
         def start():
-            task = ray.remote(num_cpus=num_cpus.get(name, 1.0), max_calls=1)(_warmup_task)
+            cpus, gpus = resources.get(name, (1.0, 0.0))
+            task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_calls=1)(_warmup_task)
             opts = actor_log_options(cfg.run_dir, "sft")
             return task.options(**opts).remote(cfg.model_dump(mode="json"), threads), None
 
