@@ -22,25 +22,31 @@ from peirce.sft.loop import SFTSummary
 from peirce.trainer.run_dir import RunDir
 
 
-def _plot_rewards(runs: dict[str, TrainConfig], path: Path) -> None:
+def _plot_metric(run_dirs: dict[str, str], key: str, path: Path, *, xlabel: str, ylabel: str, title: str) -> None:
+    """One line per run: `key` of each metrics.jsonl row against its step."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    for name, cfg in runs.items():
-        rows = RunDir(Path(cfg.run_dir)).read_metrics()
+    for name, run_dir in run_dirs.items():
+        rows = RunDir(Path(run_dir)).read_metrics()
         if rows:
-            ax.plot([r["step"] for r in rows], [r["reward_mean"] for r in rows], marker="o", label=name)
-    ax.set_xlabel("learner step")
-    ax.set_ylabel("mean reward of the batch")
-    ax.set_title("Reward per step")
+            ax.plot([r["step"] for r in rows], [r[key] for r in rows], marker="o", label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _plot_rewards(runs: dict[str, TrainConfig], path: Path) -> None:
+    _plot_metric({n: c.run_dir for n, c in runs.items()}, "reward_mean", path, xlabel="learner step",
+                 ylabel="mean reward of the batch", title="Reward per step")
 
 
 def _plot_table(table, path: Path) -> None:
@@ -176,21 +182,6 @@ def _problems(loaded: dict, suite: str) -> str:
 
 
 def _plot_warmups(warmups: dict[str, SFTConfig], path: Path) -> None:
-    import matplotlib
+    _plot_metric({n: c.run_dir for n, c in warmups.items()}, "sft_loss", path, xlabel="optimizer step",
+                 ylabel="SFT loss (token-mean NLL of the worked solution)", title="Warm-up loss per step")
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for name, cfg in warmups.items():
-        rows = RunDir(Path(cfg.run_dir)).read_metrics()
-        if rows:
-            ax.plot([r["step"] for r in rows], [r["sft_loss"] for r in rows], marker="o", label=name)
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("SFT loss (token-mean NLL of the worked solution)")
-    ax.set_title("Warm-up loss per step")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
