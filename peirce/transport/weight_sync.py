@@ -29,6 +29,12 @@ was not. On top of that, the application-level handshake closes the remaining ga
 Every registered subscriber therefore receives every version published while it is
 registered, in order, exactly once; one that (re)joins starts from the latest version.
 
+The rules of points 1, 2 and 4 live in `peirce.transport.sync_state.SubscriberBook`, a
+state machine with no sockets; this module decodes frames, feeds it, and sends what it
+says to send. `WeightSender` / `WeightReceiver` are the strategy interface the learner
+and the engines' inbox use; `WeightPublisher` / `WeightSubscriber` are its ZeroMQ
+implementation (the only one so far).
+
 The publisher keeps the latest packed version (about one model's size) to serve late
 joiners. A background thread owns the ROUTER socket (ZeroMQ sockets are not
 thread-safe); callers talk to it through a queue and an inproc wake-up socket.
@@ -44,12 +50,14 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 import torch
 import zmq
 
 from peirce.transport.buckets import DEFAULT_BUCKET_BYTES, BucketPlan, pack, unpack, verify
 from peirce.transport.frames import FrameError, RejectCounter, decode, encode
+from peirce.transport.sync_state import Round, SubscriberBook, sid
 from peirce.transport.wire import Control, ControlKind, WeightBucketMsg
 
 log = logging.getLogger(__name__)
@@ -58,7 +66,6 @@ CONTROL_MAX_BYTES = 1 << 16
 WEIGHT_MAX_FRAME_BYTES = 1 << 34
 WEIGHT_MAX_HEADER_BYTES = 1 << 24  # a full tensor table (MAX_TENSORS_PER_BUCKET specs) fits
 PEER_HWM = 100_000  # messages (buckets) queued per peer; they reference shared buffers
-MAX_REMEMBERED_MISSES = 4096  # evicted-for-a-missed-ACK identities kept for probation
 
 
 @dataclass
@@ -85,25 +92,9 @@ class _Job:
     frames: list[list]  # encoded bucket messages
     stats: PublishStats
     timeout: float
-    pending: set[bytes] = field(default_factory=set)
-    deadline: float = 0.0
+    round: Round | None = None
     t0: float = 0.0
     done: threading.Event = field(default_factory=threading.Event)
-
-
-@dataclass
-class _Sub:
-    version: int = -1  # last version it reported (READY / ACK / HEARTBEAT)
-    sending: int = -1  # last version queued to it
-    awaited: bool = True  # publish waits for its ACK; False on probation after a missed ACK
-
-
-def _sid(ident: bytes) -> str:
-    """Printable subscriber id: its chosen name, or hex for ZeroMQ's binary auto-ids."""
-    try:
-        return ident.decode()
-    except UnicodeDecodeError:
-        return "0x" + ident.hex()
 
 
 def _version_of(msg: Control) -> int:
@@ -113,8 +104,31 @@ def _version_of(msg: Control) -> int:
     return v
 
 
+@runtime_checkable
+class WeightSender(Protocol):
+    """Learner side of a weight-sync strategy: make `version` the engines' weights."""
+
+    def publish(self, state_dict: Mapping[str, torch.Tensor], version: int,
+                timeout: float | None = None) -> PublishStats: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class WeightReceiver(Protocol):
+    """Engine side: the next complete version as (version, named tensors), or None on timeout."""
+
+    def receive(self, timeout: float | None = None) -> tuple[int, Iterator[tuple[str, torch.Tensor]]] | None: ...
+
+    def close(self) -> None: ...
+
+
 class WeightPublisher:
-    """Learner side: binds, registers subscribers, publishes versions. Thread-safe API."""
+    """Learner side: binds, registers subscribers, publishes versions. Thread-safe API.
+
+    The ZeroMQ `WeightSender`. Who gets what and whose ACK is awaited is decided by a
+    `SubscriberBook` (peirce.transport.sync_state); this class moves its bytes.
+    """
 
     def __init__(self, endpoint: str = "tcp://127.0.0.1:*", *, bucket_bytes: int = DEFAULT_BUCKET_BYTES,
                  ack_timeout: float = 60.0, context: zmq.Context | None = None) -> None:
@@ -137,9 +151,8 @@ class WeightPublisher:
         self._lock = threading.Lock()  # guards the caller-side wake socket
         self._publish_lock = threading.Lock()  # one publish at a time (plan cache, ordering)
         self._plan: BucketPlan | None = None
-        self._subs: dict[bytes, _Sub] = {}
-        self._missed: dict[bytes, None] = {}  # evicted for a missed ACK (insertion-ordered, bounded)
-        self._latest: _Job | None = None
+        self._book = SubscriberBook(self)  # touched by the publisher thread only
+        self._latest: _Job | None = None  # the frames the book's `latest` version is sent as
         self._active: _Job | None = None
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="weight-publisher", daemon=True)
@@ -149,7 +162,7 @@ class WeightPublisher:
     @property
     def subscribers(self) -> dict[str, int]:
         """Registered subscriber id -> last version it reported."""
-        return {_sid(k): s.version for k, s in list(self._subs.items())}
+        return {sid(k): p.version for k, p in list(self._book.peers.items())}
 
     @property
     def rejected_frames(self) -> dict[str, int]:
@@ -215,8 +228,8 @@ class WeightPublisher:
         poller.register(self._wake_rx, zmq.POLLIN)
         try:
             while True:
-                job = self._active
-                wait_ms = 100 if job is None else max(0, min(100, int((job.deadline - time.monotonic()) * 1000)))
+                rnd = self._book.active
+                wait_ms = 100 if rnd is None else max(0, min(100, int((rnd.deadline - time.monotonic()) * 1000)))
                 events = dict(poller.poll(wait_ms))
                 if self._wake_rx in events and not self._drain_commands():
                     break
@@ -227,10 +240,11 @@ class WeightPublisher:
                             self._on_message(frames)
                         except Exception:  # a bug must not stop weight sync for everyone
                             log.exception("publisher: failed handling a message from %r", frames[0].bytes)
-                self._check_deadline()
+                self._book.tick(time.monotonic())
+                self._settle()
         finally:
-            if self._active is not None:
-                self._finish(self._active)
+            self._book.finish()
+            self._settle()
             self._sock.close()
             self._wake_rx.close()
 
@@ -245,35 +259,45 @@ class WeightPublisher:
             if kind == "stop":
                 return False
             if kind == "remove":
-                for ident in [i for i in self._subs if _sid(i) == arg]:
-                    self._drop(ident, "removed")
+                self._book.remove(arg)
             elif kind == "publish":
-                self._start(arg)
+                self._latest = self._active = arg
+                arg.t0 = time.perf_counter()
+                arg.round = self._book.begin(arg.version, time.monotonic(), arg.timeout)
+            self._settle()
 
-    def _start(self, job: _Job) -> None:
-        self._latest = self._active = job
-        job.t0 = time.perf_counter()
-        job.deadline = time.monotonic() + job.timeout
-        for ident, sub in list(self._subs.items()):
-            if self._send_version(ident, job):
-                if sub.awaited:
-                    job.pending.add(ident)
-                else:
-                    job.stats.not_awaited.append(_sid(ident))
-        self._maybe_finish(job)
+    def _settle(self) -> None:
+        """Hand a finished round's outcome back to the publishing caller."""
+        job = self._active
+        if job is None or job.round is None or not job.round.done:
+            return
+        rnd, s = job.round, job.stats
+        s.sent_to, s.acked, s.evicted, s.not_awaited = rnd.sent_to, rnd.acked, rnd.evicted, rnd.not_awaited
+        s.bytes_sent = len(rnd.sent_to) * s.payload_bytes
+        s.seconds = time.perf_counter() - job.t0
+        self.stats.append(s)
+        self._active = None
+        job.done.set()
 
-    def _send_version(self, ident: bytes, job: _Job) -> bool:
-        """Queue every bucket of `job` to one peer; evict it if it is gone or full."""
+    # -- the book's Wire ---------------------------------------------------------------
+    def send_version(self, ident: bytes, version: int) -> bool:
+        """Queue every bucket of the latest version to one peer (publisher thread only)."""
+        job = self._latest
+        if job is None or job.version != version:
+            raise RuntimeError(f"version {version}: only the latest ({self.latest_version}) can be sent")
         try:
             for frames in job.frames:
                 self._sock.send_multipart([ident, *frames], flags=zmq.NOBLOCK, copy=False)
         except zmq.ZMQError as e:  # EHOSTUNREACH (gone) or EAGAIN (queue full)
-            self._drop(ident, f"send failed: {e}")
+            log.warning("subscriber %s: send of version %d failed: %s", sid(ident), version, e)
             return False
-        self._subs[ident].sending = job.version
-        job.stats.bytes_sent += job.stats.payload_bytes
-        job.stats.sent_to.append(_sid(ident))
         return True
+
+    def send_rejoin(self, ident: bytes) -> None:
+        try:
+            self._sock.send_multipart([ident, *encode(Control(kind=ControlKind.REJOIN))], flags=zmq.NOBLOCK)
+        except zmq.ZMQError:  # gone or full: it will speak again
+            pass
 
     def _on_message(self, frames: list) -> None:
         ident = frames[0].bytes
@@ -283,70 +307,9 @@ class WeightPublisher:
         except FrameError as err:
             self.rejected.record(err, f"publisher {self.endpoint} from {ident!r}")
             return
-        kind, sub = msg.kind, self._subs.get(ident)
-        if kind is ControlKind.BYE:
-            self._drop(ident, "bye")
-            return
-        if sub is None:
-            if kind is not ControlKind.READY:  # evicted or never registered: only READY registers
-                self._send_rejoin(ident)
-                self.rejected.record(FrameError("unknown_peer", f"{kind.value} from unregistered {_sid(ident)}; "
-                                                                "told REJOIN"), f"publisher {self.endpoint}")
-                return
-            sub = self._subs[ident] = _Sub(awaited=ident not in self._missed)
-            log.info("subscriber %s registered at version %d%s", _sid(ident), version,
-                     "" if sub.awaited else " (on probation: missed an ACK before)")
-        sub.version = max(sub.version, version) if kind is not ControlKind.READY else version
-        if kind in (ControlKind.READY, ControlKind.NACK):
-            sub.sending = -1  # it has nothing in flight that it will keep
-        if kind is ControlKind.ACK and not sub.awaited and version >= sub.sending:
-            sub.awaited = True  # ACKs again: publishes wait for it again
-            self._missed.pop(ident, None)
-        job = self._active
-        if kind is ControlKind.ACK and job is not None and version >= job.version and ident in job.pending:
-            job.pending.discard(ident)
-            job.stats.acked.append(_sid(ident))
-            self._maybe_finish(job)
-        latest = self._latest
-        if latest is not None and latest.version > max(sub.version, sub.sending):
-            self._send_version(ident, latest)
-
-    def _send_rejoin(self, ident: bytes) -> None:
-        try:
-            self._sock.send_multipart([ident, *encode(Control(kind=ControlKind.REJOIN))], flags=zmq.NOBLOCK)
-        except zmq.ZMQError:  # gone or full: it will speak again
-            pass
-
-    def _drop(self, ident: bytes, why: str) -> None:
-        if self._subs.pop(ident, None) is None:
-            return
-        level = logging.INFO if why in ("bye", "removed") else logging.WARNING
-        log.log(level, "subscriber %s unregistered: %s", _sid(ident), why)
-        job = self._active
-        if job is not None and ident in job.pending:
-            job.pending.discard(ident)
-            job.stats.evicted.append(_sid(ident))
-            self._maybe_finish(job)
-
-    def _check_deadline(self) -> None:
-        job = self._active
-        if job is not None and time.monotonic() >= job.deadline:
-            for ident in list(job.pending):
-                self._drop(ident, f"no ACK for version {job.version} within {job.timeout:.1f}s")
-                self._missed[ident] = None
-                if len(self._missed) > MAX_REMEMBERED_MISSES:
-                    del self._missed[next(iter(self._missed))]
-            self._maybe_finish(job)
-
-    def _maybe_finish(self, job: _Job) -> None:
-        if not job.pending and self._active is job:
-            self._finish(job)
-
-    def _finish(self, job: _Job) -> None:
-        job.stats.seconds = time.perf_counter() - job.t0
-        self.stats.append(job.stats)
-        self._active = None
-        job.done.set()
+        if not self._book.on_control(ident, msg.kind.value, version):
+            self.rejected.record(FrameError("unknown_peer", f"{msg.kind.value} from unregistered {sid(ident)}; "
+                                                            "told REJOIN"), f"publisher {self.endpoint}")
 
 
 @dataclass

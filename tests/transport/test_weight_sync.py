@@ -250,3 +250,14 @@ def test_probation_ends_with_an_ack_and_heartbeats_register_nobody():
         assert decode(ghost.recv_multipart(), expect=Control).kind is ControlKind.REJOIN
         assert "ghost" not in pub.subscribers
         ghost.close(linger=0)
+
+
+def test_zeromq_pair_is_the_weight_sync_strategy():
+    """The learner and the engines' inbox are written against WeightSender / WeightReceiver."""
+    from peirce.transport.weight_sync import WeightReceiver, WeightSender
+
+    with WeightPublisher() as pub:
+        sub = WeightSubscriber(pub.endpoint, name="strategy", heartbeat_s=60)
+        assert isinstance(pub, WeightSender) and isinstance(sub, WeightReceiver)
+        assert not isinstance(sub, WeightSender) and not isinstance(pub, WeightReceiver)
+        sub.close()
