@@ -45,6 +45,8 @@ CATALOGUE: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "peirce_trained_samples_total": ("counter", "Samples consumed by the learner", ()),
     "peirce_trained_tokens_total": ("counter", "Tokens consumed by the learner", ()),
     "peirce_rejected_frames_total": ("counter", "Malformed or oversized frames rejected", ("reason",)),
+    "peirce_rejected_results_total": ("counter", "Worker results the driver refused (their group is retried or dropped)",
+                                      ("queue", "reason")),
     # Run health, exported by the driver (peirce/trainer/signal_guard.py, sync_guard.py).
     "peirce_trainer_no_signal_streak_steps": ("gauge", "Consecutive learner steps with zero reward variance", ()),
     "peirce_trainer_no_signal_steps_total": ("counter", "Learner steps with zero reward variance (no signal)", ()),

@@ -141,7 +141,8 @@ def rows() -> tuple[Row, ...]:
         Row("Health", (
             Panel("Rejected frames / s", "short", (
                 Query(rate_sum("peirce_rejected_frames_total", "reason"), "{{run}} {{reason}}"),
-            ), "Malformed or oversized frames dropped by receivers."),
+                Query(rate_sum("peirce_rejected_results_total", "queue", "reason"), "{{run}} {{queue}} result {{reason}}"),
+            ), "Malformed or oversized frames dropped by receivers; worker results the driver refused (retried)."),
             Panel("Scrape targets up", "short", (
                 Query('sum by (peirce_run) (up{job="peirce", peirce_run=~"$run"})', "{{peirce_run}}"),
             ), "Exporters announced in the file_sd targets directory and answering scrapes."),

@@ -207,6 +207,7 @@ def _tick_learner(m, rng: random.Random, t: int, run: str) -> None:
     m.set("peirce_learner_logprob_gap_nats", abs(rng.gauss(0.02, 0.005)))
     for q in ("rollout", "reward", "train"):
         m.set("peirce_queue_depth_messages", rng.randint(0, 12), queue=q)
+    m.inc("peirce_rejected_results_total", float(rng.random() < 0.05), queue="reward", reason="group")
     staleness = [rng.choice((0, 0, 1, 1, 2)) for _ in range(8)]
     for s in staleness:
         m.observe("peirce_staleness_steps", s)

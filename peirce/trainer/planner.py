@@ -1,0 +1,426 @@
+"""The life of a prompt group, as pure bookkeeping: admit -> rollouts -> rewards -> batch.
+
+The driver (peirce.trainer.orchestrator) only moves bytes: it hands this planner decoded
+worker results (`read_result`) and carries out the typed decisions it gets back
+(`Submit` work to a queue, count a `Rejected` result, log a `Drop`). No Ray, no sockets,
+no clocks, so every rule below is unit-tested (tests/trainer/test_planner.py).
+
+Each group in the book has one `Phase`; a phase is where its next result must come
+from, so a result for a group in another phase (a late duplicate, an id we retried or
+dropped) is ignored. A later phase (MASA meta rollouts before solution rollouts) is one
+more enum member and one more handler.
+
+Why every result is checked here: workers are peers, and one bad answer (undecodable
+frames, the wrong message type, samples of another group, the wrong count, a non-UTF-8
+error reason) must cost at most a retry of that group, never the run. Each is counted
+by (queue, reason) and the group is retried up to `max_attempts` times, then dropped.
+
+Staleness: `StalenessController` (peirce.rollout.staleness) admits and gates in
+"RL steps". A policy version that advances without consuming RL samples (an
+interleaved SFT step: `advance_version`) is not an RL step, so the controller's clock is
+`version - idle_versions`; without this, each such bump would admit one batch too many.
+The bound itself is in real policy versions: a ready group older than `max_staleness`
+versions is discarded before a batch is cut (with RL-only training it never is: the
+controller already keeps every group within the bound).
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Union
+
+import msgspec
+import torch
+
+from peirce.learner.advantages import dynamic_sampling_filter
+from peirce.rewards.worker import ERROR_MARKER
+from peirce.rollout.staleness import StalenessController
+from peirce.tasks.base import Task
+from peirce.transport.frames import Frame, FrameError
+from peirce.transport.groups import unpack_messages
+from peirce.transport.wire import Message, Msg, RolloutSample, ScoredSample, TaskMsg
+
+if TYPE_CHECKING:
+    from peirce.config import TrainConfig
+
+MAX_ATTEMPTS = 3
+MAX_REASON_BYTES = 64  # a worker's error reason is a short counter key (FrameError.reason)
+
+Queue = Literal["rollout", "reward"]
+
+
+# ---------------------------------------------------------------- results, as the driver decodes them
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """A result that decoded into messages of the expected type."""
+
+    messages: list[Any]
+
+
+@dataclass(frozen=True)
+class WorkerError:
+    """The worker answered `[ERROR_MARKER, reason]`: it could not serve the item."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Malformed:
+    """A result that is not a valid answer; `reason` is a short counter key."""
+
+    reason: str
+    detail: str
+
+
+Result = Union[Delivered, WorkerError, Malformed]
+
+
+def read_result(payload: Sequence[Frame], expect: type[Msg]) -> Result:
+    """Decode one worker result; never raises. `expect`: the message type every item must have."""
+    try:
+        if not payload:
+            return Malformed("empty", "result has no frames")
+        if bytes(memoryview(payload[0])) == ERROR_MARKER:
+            return _worker_error(payload)
+        messages: list[Message] = unpack_messages(payload)
+    except FrameError as err:
+        return Malformed(err.reason, err.detail)
+    except Exception as exc:  # noqa: BLE001 - a frame without the buffer protocol, or a decoder bug
+        return Malformed("malformed", f"{type(exc).__name__}: {exc}"[:200])
+    wrong = [type(m).__name__ for m in messages if not isinstance(m, expect)]
+    if wrong:
+        return Malformed("type", f"expected only {expect.__name__}, got {sorted(set(wrong))}")
+    return Delivered(messages)
+
+
+def _worker_error(payload: Sequence[Frame]) -> Result:
+    if len(payload) != 2:
+        return Malformed("malformed", f"error result has {len(payload)} frames, want [{ERROR_MARKER!r}, reason]")
+    raw = bytes(memoryview(payload[1]))
+    if len(raw) > MAX_REASON_BYTES:
+        return Malformed("malformed", f"error reason is {len(raw)} bytes > {MAX_REASON_BYTES}")
+    try:
+        reason = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return Malformed("malformed", f"error reason is not UTF-8: {raw[:24]!r}")
+    if not reason.isprintable() or not reason:
+        return Malformed("malformed", f"error reason {raw[:24]!r} is empty or not printable")
+    return WorkerError(reason)
+
+
+# ---------------------------------------------------------------- decisions the driver carries out
+
+
+@dataclass(frozen=True)
+class Submit:
+    """Send `messages` (one work item) to `queue` under `gid`."""
+
+    queue: Queue
+    gid: str
+    messages: tuple[Msg, ...]
+
+
+@dataclass(frozen=True)
+class Retry:
+    """`old_gid` failed (`why`); its task goes out again as `submit` (attempt + 1)."""
+
+    old_gid: str
+    why: str
+    submit: Submit
+
+
+@dataclass(frozen=True)
+class Drop:
+    """`gid` leaves the book without training: `failed` (out of attempts) or `stale`."""
+
+    gid: str
+    task_id: str
+    kind: Literal["failed", "stale"]
+    why: str
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A result from `queue` for `gid` was malformed: count it by `reason`."""
+
+    queue: Queue
+    gid: str
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class Accepted:
+    gid: str
+
+
+@dataclass(frozen=True)
+class Filtered:
+    """Zero reward variance (dynamic sampling): no gradient, so it makes room for another group."""
+
+    gid: str
+
+
+@dataclass(frozen=True)
+class Ignored:
+    """A result for a group not in the book or not in that phase (retried, dropped, late)."""
+
+    gid: str
+    queue: Queue
+
+
+Decision = Union[Submit, Retry, Drop, Rejected, Accepted, Filtered, Ignored]
+
+
+# ---------------------------------------------------------------- the book
+
+
+class Phase(enum.Enum):
+    ROLLOUT = "rollout"  # TaskMsg out to a rollout worker
+    REWARD = "reward"  # its samples out to a reward worker
+    READY = "ready"  # scored and accepted, waiting for a batch
+    TRAINING = "training"  # in the batch the learner is training on
+
+
+@dataclass
+class Group:
+    msg: TaskMsg
+    phase: Phase
+    key: int  # the controller's clock at admission (== msg.policy_version_at_dispatch without SFT bumps)
+    samples: list[RolloutSample] = field(default_factory=list)
+    scored: list[ScoredSample] = field(default_factory=list)
+
+
+class TaskFeed(Protocol):
+    """What admission reads from the curriculum (peirce.trainer.task_source.TaskSource)."""
+
+    @property
+    def done(self) -> bool: ...
+
+    def next_task(self) -> Task | None: ...
+
+
+@dataclass(frozen=True)
+class PlanConfig:
+    max_staleness: int
+    prompts_per_step: int
+    n_samples: int
+    sampling: dict[str, Any]
+    dynamic_sampling: bool = False
+    max_attempts: int = MAX_ATTEMPTS
+
+    @classmethod
+    def from_train_config(cls, cfg: TrainConfig) -> PlanConfig:
+        rc = cfg.rollout
+        return cls(max_staleness=cfg.async_.max_staleness, prompts_per_step=rc.prompts_per_step,
+                   n_samples=rc.n_samples, dynamic_sampling=cfg.algorithm.dynamic_sampling,
+                   sampling={"temperature": rc.temperature, "top_p": rc.top_p, "top_k": rc.top_k,
+                             "max_tokens": rc.max_tokens})
+
+
+class _RLClock:
+    def __init__(self, planner: GroupPlanner) -> None:
+        self._planner = planner
+
+    def get_version(self) -> int:
+        return self._planner.version - self._planner.idle_versions
+
+
+class GroupPlanner:
+    """The in-flight book of one run and every decision about its groups."""
+
+    def __init__(self, cfg: PlanConfig, version: int = 0) -> None:
+        self.cfg = cfg
+        self.version = version  # the learner's policy version
+        self.idle_versions = 0  # versions that consumed no RL batch (interleaved SFT steps)
+        self.staleness = StalenessController(cfg.max_staleness, cfg.prompts_per_step, _RLClock(self))
+        self.groups: dict[str, Group] = {}  # admitted, not yet trained (insertion = checkpoint order)
+        self.ready: collections.deque[str] = collections.deque()  # accepted gids, in acceptance order
+        self.seq = 0
+        self.dropped_groups = 0  # zero-variance (dynamic sampling)
+        self.failed_groups = 0  # out of attempts
+        self.stale_groups = 0  # older than max_staleness before a batch took them
+        self.rejected: collections.Counter[tuple[str, str]] = collections.Counter()  # (queue, reason)
+
+    # -- admission ----------------------------------------------------------------------
+    def admit(self, source: TaskFeed) -> list[Submit]:
+        """As many new groups as the staleness controller allows now."""
+        out: list[Submit] = []
+        while not source.done and self.staleness.try_admit(1):
+            task = source.next_task()
+            if task is None:
+                self.staleness.on_rejected(self._clock())
+                break
+            gid = f"g{self.seq:08d}"
+            self.seq += 1
+            msg = TaskMsg(task=task, group_id=gid, n_samples=self.cfg.n_samples, sampling=dict(self.cfg.sampling),
+                          policy_version_at_dispatch=self.version)
+            self.groups[gid] = Group(msg=msg, phase=Phase.ROLLOUT, key=self._clock())
+            out.append(Submit("rollout", gid, (msg,)))
+        return out
+
+    # -- results ------------------------------------------------------------------------
+    def on_rollout_result(self, gid: str, result: Result) -> list[Decision]:
+        group = self.groups.get(gid)
+        if group is None or group.phase is not Phase.ROLLOUT:
+            return [Ignored(gid, "rollout")]
+        if not isinstance(result, Delivered):
+            return self._failed(gid, "rollout", result)
+        problem = _check_samples(group.msg, result.messages)
+        if problem:
+            return self._failed(gid, "rollout", Malformed("group", problem))
+        group.samples = sorted(result.messages, key=lambda s: s.sample_index)
+        group.phase = Phase.REWARD
+        return [Submit("reward", gid, (group.msg, *group.samples))]
+
+    def on_reward_result(self, gid: str, result: Result) -> list[Decision]:
+        group = self.groups.get(gid)
+        if group is None or group.phase is not Phase.REWARD:
+            return [Ignored(gid, "reward")]
+        if not isinstance(result, Delivered):
+            return self._failed(gid, "reward", result)
+        problem = _check_samples(group.msg, [s.sample for s in result.messages])
+        if problem:
+            return self._failed(gid, "reward", Malformed("group", problem))
+        scored = list(result.messages)
+        if self.cfg.dynamic_sampling and not has_signal(scored):
+            del self.groups[gid]
+            self.staleness.on_rejected(group.key)
+            self.dropped_groups += 1
+            return [Filtered(gid)]
+        group.scored, group.phase = scored, Phase.READY
+        self.staleness.on_accepted(group.key)
+        self.ready.append(gid)
+        return [Accepted(gid)]
+
+    def _failed(self, gid: str, queue: Queue, result: WorkerError | Malformed) -> list[Decision]:
+        out: list[Decision] = []
+        if isinstance(result, Malformed):
+            self.rejected[(queue, result.reason)] += 1
+            out.append(Rejected(queue, gid, result.reason, result.detail))
+            why = f"{queue} result {result.reason}: {result.detail}"
+        else:
+            why = f"{queue} worker: {result.reason}"
+        out.append(self._retry_or_drop(gid, why))
+        return out
+
+    def _retry_or_drop(self, gid: str, why: str) -> Retry | Drop:
+        group = self.groups.pop(gid)
+        msg = group.msg
+        if msg.attempt + 1 >= self.cfg.max_attempts:
+            self.staleness.on_rejected(group.key)
+            self.failed_groups += 1
+            return Drop(gid, msg.task.id, "failed", f"failed {self.cfg.max_attempts} times, last: {why}")
+        new_gid = f"{gid}r{msg.attempt + 1}"
+        retry = msgspec.structs.replace(msg, attempt=msg.attempt + 1, group_id=new_gid)
+        self.groups[new_gid] = Group(msg=retry, phase=Phase.ROLLOUT, key=group.key)
+        return Retry(gid, why, Submit("rollout", new_gid, (retry,)))
+
+    # -- training -----------------------------------------------------------------------
+    def next_batch(self, finishing: bool) -> tuple[list[list[ScoredSample]], list[Drop]]:
+        """(the batch to train now, or [] if none may start; stale groups dropped on the way).
+
+        Call only while no batch is training. `finishing`: nothing more will be admitted,
+        so a last partial batch trains once every group in the book is ready."""
+        drops = self._drop_stale()
+        last_partial = finishing and bool(self.ready) and all(g.phase is Phase.READY for g in self.groups.values())
+        if not (self.staleness.may_train() or last_partial):
+            return [], drops
+        return self._take_batch(), drops
+
+    def _drop_stale(self) -> list[Drop]:
+        floor = self.version - self.cfg.max_staleness
+        stale = [gid for gid in self.ready if self.groups[gid].msg.policy_version_at_dispatch < floor]
+        out = []
+        for gid in stale:
+            self.ready.remove(gid)
+            group = self.groups.pop(gid)
+            self.staleness.on_discarded(group.key)
+            self.stale_groups += 1
+            out.append(Drop(gid, group.msg.task.id, "stale", f"admitted at policy version "
+                            f"{group.msg.policy_version_at_dispatch}, learner is at {self.version} "
+                            f"(max_staleness {self.cfg.max_staleness})"))
+        return out
+
+    def _take_batch(self) -> list[list[ScoredSample]]:
+        """The B oldest accepted groups (by admission), as the controller's gate assumed."""
+        order = sorted(self.ready, key=lambda gid: self.groups[gid].key)  # stable: acceptance order breaks ties
+        picked = set(order[: self.cfg.prompts_per_step])
+        taken = [gid for gid in self.ready if gid in picked]
+        self.ready = collections.deque(gid for gid in self.ready if gid not in picked)
+        for gid in taken:
+            self.groups[gid].phase = Phase.TRAINING
+        self.staleness.on_consumed(len(taken), versions=[self.groups[gid].key for gid in taken])
+        return [self.groups[gid].scored for gid in taken]
+
+    def on_trained(self, batch: list[list[ScoredSample]], policy_version: int) -> None:
+        """The learner trained `batch` and now serves `policy_version`."""
+        for group in batch:
+            del self.groups[group[0].sample.group_id]
+        self.version = policy_version
+
+    def advance_version(self, policy_version: int) -> None:
+        """The policy moved to `policy_version` without an RL batch (e.g. an SFT step)."""
+        if policy_version < self.version:
+            raise ValueError(f"policy_version: {policy_version} < current {self.version}; versions only go up")
+        self.idle_versions += policy_version - self.version
+        self.version = policy_version
+
+    # -- introspection, checkpoints -----------------------------------------------------
+    @property
+    def in_flight(self) -> int:
+        return len(self.groups)
+
+    def _clock(self) -> int:
+        return self.version - self.idle_versions
+
+    def state_dict(self) -> dict[str, Any]:
+        """The driver checkpoint's planner keys: seq, staleness, in_flight (tasks to regenerate)."""
+        state: dict[str, Any] = {"seq": self.seq, "staleness": self.staleness.state_dict(),
+                                 "in_flight": [msgspec.to_builtins(g.msg.task) for g in self.groups.values()]}
+        if self.idle_versions:
+            state["idle_versions"] = self.idle_versions
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> list[Task]:
+        """Restore from a driver checkpoint; returns the in-flight tasks to regenerate first.
+
+        Running rollouts do not survive a restart (the controller counts them rejected);
+        scored-but-untrained groups are not checkpointed either, so their accepted counts go."""
+        self.seq = int(state["seq"])
+        self.version = int(state.get("policy_version", self.version))
+        self.idle_versions = int(state.get("idle_versions", 0))
+        self.staleness.load_state_dict(state["staleness"])
+        for version, count in state["staleness"].get("accepted", {}).items():
+            if count:
+                self.staleness.on_discarded(int(version), int(count))
+        self.groups.clear()
+        self.ready.clear()
+        return [msgspec.convert(t, Task) for t in state.get("in_flight", [])]
+
+
+def has_signal(scored: Sequence[ScoredSample]) -> bool:
+    """True unless the group's rewards all agree (DAPO dynamic sampling, the learner's own filter)."""
+    rewards = torch.tensor([s.reward for s in scored], dtype=torch.float64)
+    keep = dynamic_sampling_filter(rewards, torch.zeros(len(scored), dtype=torch.long))
+    return bool(keep.any())
+
+
+def _check_samples(msg: TaskMsg, samples: Sequence[RolloutSample]) -> str:
+    """Why `samples` are not the answer to `msg` ('' when they are)."""
+    if len(samples) != msg.n_samples:
+        return f"{len(samples)} samples, the task asked for n_samples={msg.n_samples}"
+    for s in samples:
+        if s.group_id != msg.group_id:
+            return f"sample group_id {s.group_id[:40]!r} != {msg.group_id!r}"
+        if s.task_id != msg.task.id:
+            return f"sample task_id {s.task_id[:40]!r} != {msg.task.id!r}"
+    indices = sorted(s.sample_index for s in samples)
+    if indices != list(range(msg.n_samples)):
+        return f"sample_index values {indices[:8]} are not 0..{msg.n_samples - 1}"
+    return ""

@@ -1,0 +1,99 @@
+"""The actors and sockets of one RL run: learner, rollout and reward pools, their dispatchers.
+
+Built by one call (`build_topology`) so the driver loop never constructs actors itself,
+and a test can hand the Orchestrator a Topology of its own. On resume the learner loads
+the checkpoint first: the rollout workers must start from its weights and version.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from peirce.actors.learner import LearnerActor
+from peirce.actors.reward_worker import RewardWorkerActor
+from peirce.actors.rollout_worker import RolloutWorkerActor
+from peirce.actors.runtime import actor_log_options
+from peirce.config import TrainConfig
+from peirce.metrics import withdraw_target
+from peirce.trainer.worker_pool import WorkerPool
+from peirce.transport.dispatch import WorkDispatcher
+
+log = logging.getLogger(__name__)
+
+REWARD_SCHEME_KEYS = ("format_ok", "format_bad", "answer_correct", "answer_wrong", "answer_unparsable")
+
+
+@dataclass
+class Topology:
+    learner: Any  # LearnerActor handle: train, save, load, close
+    rollout_dispatch: WorkDispatcher
+    reward_dispatch: WorkDispatcher
+    rollout_pool: WorkerPool
+    reward_pool: WorkerPool
+    restored: dict[str, Any] | None = None  # the driver state the learner loaded from a checkpoint
+
+    def shutdown(self) -> None:
+        self.rollout_pool.shutdown()
+        self.reward_pool.shutdown()
+        try:
+            ray.get(self.learner.close.remote(), timeout=30)
+        except Exception:  # noqa: BLE001 - best effort on the way out
+            log.warning("learner did not close cleanly", exc_info=True)
+        ray.kill(self.learner)
+        self.rollout_dispatch.close()
+        self.reward_dispatch.close()
+
+
+def resolve_model(path: str) -> Path:
+    if path == "embedded":
+        from peirce.model.embedded import prepare_embedded_model
+
+        return prepare_embedded_model()
+    if path == "tiny":
+        from peirce.model.tiny import build_tiny_llama
+
+        return build_tiny_llama()
+    p = Path(path).expanduser()
+    if not (p / "config.json").exists():
+        raise FileNotFoundError(f"model.path: {path!r} is not a Hugging Face folder (no config.json)")
+    return p
+
+
+def _on_dead(run: str, dispatcher: WorkDispatcher):
+    """What to do when a pool buries a worker: re-queue its items now, drop its target."""
+    def on_dead(worker_id: str) -> None:
+        dispatcher.retire(worker_id)
+        withdraw_target(run, worker_id)
+    return on_dead
+
+
+def build_topology(cfg: TrainConfig, run_root: Path, checkpoint: Path | None = None) -> Topology:
+    """Start the learner (loading `checkpoint` if given), then both pools at the configured sizes."""
+    cfg_dict = cfg.model_dump(mode="json", by_alias=True)
+    rollout_dispatch = WorkDispatcher(cfg.transport.host)
+    reward_dispatch = WorkDispatcher(cfg.transport.host)
+    model_dir = resolve_model(cfg.model.path)
+    learner = LearnerActor.options(num_cpus=cfg.learner.num_cpus, num_gpus=cfg.learner.num_gpus,
+                                   **actor_log_options(run_root, "learner")).remote(
+        str(model_dir), cfg_dict, cfg.name)
+    restored, start_version, engine_dir = None, 0, model_dir
+    if checkpoint is not None:
+        restored = ray.get(learner.load.remote(str(checkpoint)))
+        start_version, engine_dir = int(restored["policy_version"]), checkpoint
+    weight_endpoint = ray.get(learner.weight_endpoint.remote())
+    rc = cfg.rollout
+    rollout_pool = WorkerPool("rollout", on_dead=_on_dead(cfg.name, rollout_dispatch), spawn=lambda wid: (
+        RolloutWorkerActor.options(num_cpus=rc.num_cpus, num_gpus=rc.num_gpus, **actor_log_options(run_root, wid))
+        .remote(str(engine_dir), cfg_dict, rollout_dispatch.endpoint, weight_endpoint, cfg.name, wid, start_version)))
+    scheme = {k: getattr(cfg.reward, k) for k in REWARD_SCHEME_KEYS}
+    reward_pool = WorkerPool("reward", on_dead=_on_dead(cfg.name, reward_dispatch), spawn=lambda wid: (
+        RewardWorkerActor.options(num_cpus=0.25, **actor_log_options(run_root, wid))
+        .remote(reward_dispatch.endpoint, cfg.name, wid, cfg.reward.name, scheme)))
+    rollout_pool.resize(rc.workers)
+    reward_pool.resize(cfg.reward.workers)
+    return Topology(learner, rollout_dispatch, reward_dispatch, rollout_pool, reward_pool, restored)
