@@ -51,6 +51,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--per-level", type=int, default=50, help="generated MAA puzzles per level (default 50)")
     p.add_argument("--limit", type=int, default=None, help="keep only the first N tasks of each suite")
     p.add_argument("--prompt-style", default="auto", choices=("auto", "reference", "chat_template"))
+    p.add_argument("--dtype", default="auto", choices=("auto", "bfloat16", "float32"),
+                   help="engine dtype (auto: bf16 where native, else fp32; float32: host-independent greedy scores)")
     p.add_argument("--kv-cache-gib", type=float, default=None, help="vLLM KV cache per engine in GiB (may be fractional)")
     p.add_argument("--out", help="output folder (eval: default eval-results/<model name>)")
     p.add_argument("--compare", nargs="+", metavar="NAME=RESULTS.json", help="rows of a side-by-side table")
@@ -150,7 +152,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from peirce.eval.runner import evaluate
 
     out = Path(args.out) if args.out else Path("eval-results") / model.resolve().name
-    engine_kwargs = {"kv_cache_gib": args.kv_cache_gib} if args.kv_cache_gib else None
+    engine_kwargs = {"dtype": args.dtype, **({"kv_cache_gib": args.kv_cache_gib} if args.kv_cache_gib else {})}
     try:
         result = evaluate(model, suites, n=args.n, temperature=args.temperature, top_p=args.top_p,
                           max_tokens=args.max_tokens, k_values=args.k, seed=args.seed, out_dir=out,

@@ -81,6 +81,10 @@ class EvalStage(_Strict):
         False, description="Evaluate every checkpoint on every suite. false: base and merged on every suite, each "
                            "specialist and its warm-up on its own maa-<task> suites, domain runs on the others.")
     kv_cache_gib: float = Field(2.0, gt=0, description="KV cache GiB of the evaluation engine (it runs alone).")
+    dtype: Literal["auto", "bfloat16", "float32"] = Field(
+        "auto", description="Evaluation engine dtype. auto: bf16 where it is native (CUDA, AVX512-BF16/AMX), else "
+                            "fp32. float32 makes greedy scores independent of the host kind (small models flip "
+                            "near-ties under bf16 rounding).")
 
     @field_validator("k")
     @classmethod
