@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import ray
 
 from peirce.actors.common import LoopThread, actor_setup
@@ -31,6 +33,9 @@ class RewardWorker:
 
     def alive(self) -> bool:
         return self.thread.alive()
+
+    def pid(self) -> int:
+        return os.getpid()
 
 
 RewardWorkerActor = ray.remote(RewardWorker)

@@ -1,7 +1,18 @@
-"""Rollout worker actor: one vLLM engine, a weights inbox, and the rollout loop thread."""
+"""Rollout worker actor: one vLLM engine, a weights inbox, and the rollout loop thread.
+
+vLLM runs its engine in a child process (`VLLM::EngineCore`). When that process dies
+mid-generate, vLLM's sync client never answers: `generate` blocks forever on its output
+queue, the loop thread stays alive, and a health check of the thread alone would call
+the worker healthy while it holds its items forever. So `alive()` also checks the
+engine processes recorded at start, and reports a dead one as the worker's death; the
+pool then kills the actor, re-queues its items and starts a replacement.
+"""
 
 from __future__ import annotations
 
+import os
+
+import psutil
 import ray
 
 from peirce.actors.common import LoopThread, actor_setup
@@ -29,6 +40,7 @@ class RolloutWorker:
                                 on_generated=self._count, on_weights=self._weights_loaded)
         self.loop.rejects.hooks.append(lambda reason, _d: self.metrics.inc("peirce_rejected_frames_total", reason=reason))
         self.metrics.set("peirce_rollout_policy_version", start_version)
+        self.engine_procs = engine_core_processes()
         self.thread = LoopThread(self.loop.run, "rollout-loop")
 
     def _count(self, samples, seconds: float) -> None:
@@ -56,7 +68,38 @@ class RolloutWorker:
         return self.loop.generated_groups
 
     def alive(self) -> bool:
+        """True while the loop runs; raises naming the cause once the loop or the engine died."""
+        dead = [p.pid for p in self.engine_procs if not _running(p)]
+        if dead:
+            raise RuntimeError(f"vLLM engine process(es) {dead} of this rollout worker exited; it cannot generate")
         return self.thread.alive()
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def engine_pids(self) -> list[int]:
+        """The vLLM engine-core processes under this actor (chaos tests kill them)."""
+        return [p.pid for p in self.engine_procs]
+
+
+def engine_core_processes() -> list[psutil.Process]:
+    """This process's vLLM engine-core descendants (vLLM titles them `VLLM::EngineCore...`);
+    empty when vLLM runs the engine in-process (VLLM_ENABLE_V1_MULTIPROCESSING=0)."""
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if "EngineCore" in " ".join(child.cmdline()) or "EngineCor" in child.name():
+                found.append(child)
+        except psutil.Error:
+            continue  # exited or not ours to read
+    return found
+
+
+def _running(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 RolloutWorkerActor = ray.remote(RolloutWorker)

@@ -7,14 +7,21 @@ dispatcher re-queues anything they still held. No work is lost or done twice bec
 the dispatcher, not the pool, owns every item (peirce.transport.dispatch).
 
 Health: every worker is pinged every few seconds. A worker that died (crash, OOM,
-killed node) is reported through `on_dead` (the orchestrator re-queues its items at
-once) and replaced; the replacement syncs the current weights before taking work. A
-role whose workers keep failing to start raises `WorkerStartError` with the actor's
-own error instead of waiting forever.
+killed node, a rollout worker whose vLLM engine process died) is reported through
+`on_dead` (the orchestrator re-queues its items at once) and replaced; the replacement
+syncs the current weights before taking work. A role whose workers keep failing to
+start raises `WorkerStartError` with the actor's own error instead of waiting forever.
+
+Deaths are classified (`classify_death`): one by Ray's memory monitor is counted in
+`oom_deaths` and named on the console with what to change, since replacing the worker
+alone will likely meet the same memory pressure again. Any Ray error from a ping is a
+death, never the driver's crash: `OutOfMemoryError` is a `RayError` but neither a
+`RayActorError` nor a `RayTaskError`, and it used to escape `reap`.
 """
 
 from __future__ import annotations
 
+import enum
 import itertools
 import logging
 import time
@@ -22,13 +29,45 @@ from collections.abc import Callable
 from typing import Any
 
 import ray
-from ray.exceptions import RayActorError, RayTaskError
+from ray.exceptions import OutOfMemoryError, RayActorError, RayError
 
 log = logging.getLogger(__name__)
+
+# Phrases of the raylet's memory-monitor kill message (Ray 2.5x: "Task was killed due to the
+# node running low on memory. ... set the environment variable `RAY_memory_usage_threshold`").
+# An actor it kills surfaces as ActorDiedError carrying that message, its tasks as OutOfMemoryError.
+_MEMORY_MONITOR_PHRASES = ("running low on memory", "memory monitor", "ray_memory_usage_threshold",
+                           "memory usage threshold")
 
 
 class WorkerStartError(RuntimeError):
     pass
+
+
+class DeathCause(enum.Enum):
+    OOM = "killed by Ray's memory monitor"
+    DIED = "died"  # the process went away (crash, SIGKILL, ray.kill, node loss)
+    LOOP_FAILED = "its loop failed"  # the actor answered, but its worker loop crashed or stopped
+
+
+def classify_death(exc: BaseException | None) -> DeathCause:
+    """Why a ping failed: `exc` is what `ray.get` raised (None: the ping answered False)."""
+    if exc is None:
+        return DeathCause.LOOP_FAILED
+    if isinstance(exc, OutOfMemoryError):  # also RayTaskError(OutOfMemoryError)
+        return DeathCause.OOM
+    if isinstance(exc, RayActorError):
+        text = str(exc).lower()
+        return DeathCause.OOM if any(p in text for p in _MEMORY_MONITOR_PHRASES) else DeathCause.DIED
+    return DeathCause.LOOP_FAILED  # a RayTaskError: alive() itself raised (the loop's error)
+
+
+def kill_quietly(handle: Any, what: str) -> None:
+    """`ray.kill` that never raises: on the way out or after a death, a dead actor is fine."""
+    try:
+        ray.kill(handle)
+    except Exception as exc:  # noqa: BLE001 - the actor is gone either way
+        log.warning("could not kill %s (%s: %s); it is probably dead already", what, type(exc).__name__, exc)
 
 
 class WorkerPool:
@@ -48,6 +87,7 @@ class WorkerPool:
         self.start_failures = 0
         self.max_start_failures = max_start_failures
         self.deaths = 0
+        self.oom_deaths = 0  # of `deaths`, those by Ray's memory monitor
 
     @property
     def size(self) -> int:
@@ -74,7 +114,7 @@ class WorkerPool:
         gone = []
         for wid, (handle, ref) in list(self._draining.items()):
             if ray.wait([ref], timeout=0)[0]:
-                ray.kill(handle)
+                kill_quietly(handle, wid)
                 del self._draining[wid]
                 gone.append(wid)
         for wid, ref in list(self._pings.items()):
@@ -82,14 +122,14 @@ class WorkerPool:
                 continue
             del self._pings[wid]
             try:
-                ok, why = bool(ray.get(ref)), "its loop thread stopped"
-            except (RayActorError, RayTaskError) as exc:
-                ok, why = False, str(exc)
+                ok, why, cause = bool(ray.get(ref)), "its loop thread stopped", DeathCause.LOOP_FAILED
+            except RayError as exc:
+                ok, why, cause = False, str(exc), classify_death(exc)
             if ok:
                 self._started.add(wid)
                 self.start_failures = 0
                 continue
-            self._bury(wid, why)
+            self._bury(wid, why, cause)
             gone.append(wid)
         now = time.monotonic()
         if now - self._last_ping >= self._ping_every_s:
@@ -100,28 +140,40 @@ class WorkerPool:
             self.resize(self.target)  # replace the dead
         return gone
 
-    def _bury(self, wid: str, why: str) -> None:
+    def _bury(self, wid: str, why: str, cause: DeathCause = DeathCause.DIED) -> None:
         handle = self.workers.pop(wid, None)
         self.deaths += 1
+        if cause is DeathCause.OOM:
+            self.oom_deaths += 1
+            log.warning("%s was killed by Ray's memory monitor (%d so far in %s); replacing it. If this repeats, "
+                        "run fewer workers (peirce scale, %s.workers), lower rollout.kv_cache_gib, or stop other "
+                        "memory users on the node (Ray kills above RAY_memory_usage_threshold, default 0.95)",
+                        wid, self.oom_deaths, self.role, self.role)
+            log.debug("%s memory-monitor kill: %s", wid, why)
         if wid not in self._started:
             self.start_failures += 1
             log.error("%s failed to start (%d in a row): %s", wid, self.start_failures, why)
             if self.start_failures >= self.max_start_failures:
                 raise WorkerStartError(f"{self.role} workers failed to start {self.start_failures} times in a "
                                        f"row; last error from {wid}:\n{why}")
-        else:
-            log.error("%s died: %s; replacing it", wid, why)
+        elif cause is not DeathCause.OOM:  # that one has its own line above
+            log.error("%s %s: %s; replacing it", wid, cause.value, why)
         if handle is not None:
-            ray.kill(handle)
+            kill_quietly(handle, wid)
         if self._on_dead:
             self._on_dead(wid)
 
     def shutdown(self, timeout_s: float = 60.0) -> None:
+        """Drain every worker (bounded by `timeout_s`), then kill them all. Never raises for a
+        worker that is already dead or does not answer: shutdown runs on the error path too."""
         self.target = 0
         self.resize(0)
         refs = [ref for _, ref in self._draining.values()]
         if refs:
-            ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
-        for handle, _ in self._draining.values():
-            ray.kill(handle)
+            try:
+                ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+            except Exception as exc:  # noqa: BLE001 - killing below is all that is left to do
+                log.warning("%s drain did not finish (%s: %s)", self.role, type(exc).__name__, exc)
+        for wid, (handle, _) in self._draining.items():
+            kill_quietly(handle, wid)
         self._draining.clear()
