@@ -54,3 +54,26 @@ def _no_leaked_launcher_env():
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
+
+
+def _host_line() -> str:
+    """The host kind in every test log: numerics (bf16 rounding, packed kernels) differ between
+    CPUs with native bf16 and AVX2-only ones, so a failure report must say which one ran."""
+    from peirce.model.precision import cpu_has_native_bf16
+
+    flags = set()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = set(fh.read().split())
+    except OSError:
+        pass
+    shown = sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})
+    return f"peirce host: {os.cpu_count()} cpus, flags {' '.join(shown) or 'unknown'}, native bf16: {cpu_has_native_bf16()}"
+
+
+def pytest_report_header(config):
+    return _host_line()
+
+
+def pytest_terminal_summary(terminalreporter):
+    terminalreporter.write_line(_host_line())  # beside the failures, where -q logs are read
