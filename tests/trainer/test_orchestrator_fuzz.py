@@ -41,20 +41,28 @@ class IdlePool:
     def shutdown(self) -> None: ...
 
 
-@pytest.fixture(scope="module")
-def orch(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("fuzz") / "run"
+def _driver(run_dir, restored: dict | None = None) -> Orchestrator:
     cfg = load_config(TrainConfig, None, as_overrides({**SMOKE_TRAIN, "name": "fuzz", "run_dir": str(run_dir),
                                                        "tasks.n_per_level": 400}))
     topo = Topology(learner=None, rollout_dispatch=WorkDispatcher("127.0.0.1"),
-                    reward_dispatch=WorkDispatcher("127.0.0.1"), rollout_pool=IdlePool(), reward_pool=IdlePool())
-    o = Orchestrator(cfg, progress=False, topology=topo)
-    yield o
+                    reward_dispatch=WorkDispatcher("127.0.0.1"), rollout_pool=IdlePool(), reward_pool=IdlePool(),
+                    restored=restored)
+    return Orchestrator(cfg, resume=restored is not None, progress=False, topology=topo)
+
+
+def _close(o: Orchestrator) -> None:
     o.control.close()
-    topo.rollout_dispatch.close()
-    topo.reward_dispatch.close()
+    o.rollout_dispatch.close()
+    o.reward_dispatch.close()
     o.metrics.withdraw()
     close_all(o.loggers)
+
+
+@pytest.fixture(scope="module")
+def orch(tmp_path_factory):
+    o = _driver(tmp_path_factory.mktemp("fuzz") / "run")
+    yield o
+    _close(o)
 
 
 def _wire(messages) -> list[bytes]:
@@ -152,3 +160,25 @@ def test_honest_results_still_flow(orch):
     scored = [ScoredSample(sample=s, reward=float(i), correct=bool(i), format_ok=True) for i, s in enumerate(samples)]
     orch.on_reward_result(gid, _wire(scored))
     assert orch.planner.groups[gid].phase is Phase.READY and _rejected(orch) == before
+
+
+def test_checkpoint_state_keeps_its_keys_and_resumes_in_flight_tasks_first(tmp_path):
+    """The driver's checkpoint dict has exactly the keys resume has always read; a driver
+    restored from it regenerates the in-flight tasks before anything new."""
+    first = _driver(tmp_path / "run")
+    try:
+        first._carry_out(first.planner.admit(first.source))
+        in_flight = [g.msg.task.id for g in first.planner.groups.values()]
+        state = msgspec.json.decode(msgspec.json.encode(first._state(first.version)))
+    finally:
+        _close(first)
+    assert set(state) == {"step", "seq", "policy_version", "source", "staleness", "in_flight", "health"}
+    assert in_flight and [t["id"] for t in state["in_flight"]] == in_flight
+    second = _driver(tmp_path / "run", restored=state)
+    try:
+        assert second.step == 0 and second.planner.seq == len(in_flight) and second.planner.in_flight == 0
+        submits = second.planner.admit(second.source)
+        assert [s.messages[0].task.id for s in submits][: len(in_flight)] == in_flight
+        assert submits[0].gid == f"g{len(in_flight):08d}"
+    finally:
+        _close(second)
