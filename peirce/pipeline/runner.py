@@ -63,6 +63,7 @@ def run_concurrently(configs: dict[str, TrainConfig], stage: str, max_concurrent
 
 def stage_merge(pc: PipelineConfig, specialists: dict[str, Path]) -> Path:
     from peirce.actors.merge_actor import MergeActor
+    from peirce.actors.runtime import actor_log_options
 
     out = Path(pc.run_dir) / "stage_b" / "merged"
     if (out / "config.json").exists() and (out / "merge.yaml").exists():
@@ -75,7 +76,7 @@ def stage_merge(pc: PipelineConfig, specialists: dict[str, Path]) -> Path:
         cfg["base_model"] = str(resolve_model(base_model(pc)))
     if sb.density is not None:
         cfg["density"] = sb.density
-    actor = MergeActor.remote()
+    actor = MergeActor.options(**actor_log_options(pc.run_dir, "merge")).remote()  # mergekit chatter to logs/
     try:
         return Path(ray.get(actor.merge.remote(cfg, str(out))))
     finally:
