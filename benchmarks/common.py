@@ -1,17 +1,30 @@
 """Shared helpers for `benchmarks/bench_*.py`: one JSON object per line on stdout.
 
-Each line: {"bench", "metric", "value", "unit"}, plus "baseline" and "ratio"
-(value / baseline) when the number is compared with a target or a baseline run.
+Each line: {"bench", "metric", "value", "unit", "host"}, plus "baseline" and "ratio"
+(value / baseline) when the number is compared with a target or a baseline run. "host"
+names the CPU, its usable cores and the ISA flags vLLM's and torch's CPU kernels choose
+between (bf16 is ~80x slower where AVX512-BF16/AMX are missing), so a figure is never read
+without the machine it came from.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import sys
 import time
 from typing import Any, Callable
+
+
+@functools.lru_cache(maxsize=1)
+def host_info() -> dict[str, Any]:
+    """{"cpu", "cpus" (usable), "flags" (the ISA flags present)} of this machine, read once."""
+    from peirce.cli.doctor import cpu_report
+
+    cpu = cpu_report()
+    return {"cpu": cpu["model"], "cpus": cpu["usable"], "flags": [f for f, present in cpu["isa"].items() if present]}
 
 
 def emit(bench: str, metric: str, value: float, unit: str, baseline: float | None = None, **extra: Any) -> dict:
@@ -21,6 +34,7 @@ def emit(bench: str, metric: str, value: float, unit: str, baseline: float | Non
         record["baseline"] = baseline
         record["ratio"] = round(value / baseline, 4) if baseline else None
     record.update(extra)
+    record.setdefault("host", host_info())
     print(json.dumps(record), flush=True)
     return record
 
