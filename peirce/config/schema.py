@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationInfo, field
 
 from peirce.config import registries
 from peirce.config.errors import FieldRuleError
+from peirce.masa.config import MetaConfig
 
 Int = Annotated[int, Strict()]
 BUILTIN_MODELS = ("embedded", "tiny")
@@ -143,6 +144,7 @@ class AlgorithmConfig(_Strict):
     entropy_coef: float = Field(0.001, ge=0)
     tis_cap: float | None = Field(2.0, gt=0, description="Truncated importance weight cap for off-policy samples; null disables.")
     dynamic_sampling: bool = Field(False, description="Drop zero-variance groups (DAPO).")
+    meta: MetaConfig = Field(default_factory=MetaConfig, description="MASA meta rollouts (peirce.masa); off by default.")
 
     @field_validator("advantage")
     @classmethod

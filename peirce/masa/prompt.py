@@ -12,8 +12,13 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
+from typing import Any
+
 from peirce.masa.config import HintConfig, MetaConfig
 from peirce.masa.types import MetaPrediction
+from peirce.tasks.prompts import PromptError, RenderedPrompt
+
+META_SYSTEM_TEXT = "You are a helpful assistant."  # the released code's system turn
 
 _PLACEHOLDER = re.compile(r"\{(problem|k|notions)\}")
 
@@ -46,3 +51,20 @@ def hint(predictions: Sequence[MetaPrediction], cfg: HintConfig) -> str | None:
 def with_hint(prompt: str, hint_text: str | None) -> str:
     """The solution prompt's user text with the hint appended as its own paragraph."""
     return prompt if not hint_text else f"{prompt.rstrip()}\n\n{hint_text}"
+
+
+def render_meta(user_text: str, style: str, tokenizer: Any = None) -> RenderedPrompt:
+    """The engine prompt of a meta rollout: `user_text` (meta_prompt's output) as the user
+    turn under META_SYSTEM_TEXT, nothing pre-filled (the model opens `<meta>` itself).
+    `style` as in peirce.tasks.prompts: "reference" (Qwen2.5 text) or "chat_template"."""
+    if style == "reference":
+        text = (f"<|im_start|>system\n{META_SYSTEM_TEXT}<|im_end|>\n<|im_start|>user\n{user_text}\n<|im_end|>\n"
+                "<|im_start|>assistant\n")
+        return RenderedPrompt(text=text, prefill="")
+    if style == "chat_template":
+        if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+            raise PromptError("style='chat_template' needs a tokenizer with a chat_template for the meta prompt")
+        messages = [{"role": "system", "content": META_SYSTEM_TEXT}, {"role": "user", "content": user_text}]
+        return RenderedPrompt(text=tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True),
+                              prefill="")
+    raise PromptError(f"style={style!r} is not a prompt style; valid: reference, chat_template")

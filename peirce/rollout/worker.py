@@ -8,8 +8,8 @@ least the version each task was admitted under, generate, return one payload per
 
 Nothing an item carries can stop the loop. Every item gets an answer: its samples, or
 `[ERROR_MARKER, reason]` (counted in `rejects` and logged) when it fails to decode, when
-it decodes but cannot be served (`unservable`: unknown task family, sampling overrides
-that break a rule, a prompt the engine refuses), or when it waits for a policy version
+it decodes but cannot be served (`unservable`: unknown task family or phase, sampling
+overrides that break a rule, a prompt the engine refuses), or when it waits for a policy version
 that does not arrive within `version_wait_s` (`version`). A request the engine refuses
 fails the whole batched call, so the batch is then generated item by item to answer
 the good ones. Other engine errors propagate: the worker dies and its pool replaces it.
@@ -23,6 +23,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
+
+from peirce.masa.prompt import render_meta
 from peirce.rewards.worker import ERROR_MARKER
 from peirce.rollout.engine import GenRequest, GenResult, RolloutEngine, SamplingSpec
 from peirce.rollout.weights_inbox import WeightsInbox
@@ -100,9 +103,17 @@ class RolloutLoop:
     def _prepare(self, item_id: str, msg: TaskMsg) -> tuple[GenRequest, str]:
         """(request, prefill) for one task; FrameError("unservable") naming what is wrong."""
         try:
-            rendered = get_family(msg.task.task).render(msg.task, self.prompt_style, self.tokenizer)
+            if msg.phase == "meta":  # MASA: the meta prompt is its own conversation, no task system turn
+                if msg.prompt is None:
+                    raise ValueError("phase 'meta' needs TaskMsg.prompt (the meta prompt text), got None")
+                rendered = render_meta(msg.prompt, self.prompt_style, self.tokenizer)
+            elif msg.phase == "solve":
+                task = msg.task if msg.prompt is None else msgspec.structs.replace(msg.task, puzzle_text=msg.prompt)
+                rendered = get_family(task.task).render(task, self.prompt_style, self.tokenizer)
+            else:
+                raise ValueError(f"phase: {msg.phase!r} is not 'meta' or 'solve'")
             request = GenRequest(request_id=item_id, prompt=rendered.text,
-                                 sampling=SamplingSpec(n=msg.n_samples, **msg.sampling))
+                                 sampling=SamplingSpec(n=msg.n_samples, **msg.sampling.overrides()))
         except Exception as exc:  # unknown family, unknown/invalid sampling keys, a puzzle the renderer cannot use
             raise FrameError("unservable", f"task {msg.task.task!r} ({msg.task.id}): {exc!r:.200}") from None
         return request, rendered.prefill

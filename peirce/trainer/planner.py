@@ -7,8 +7,18 @@ no clocks, so every rule below is unit-tested (tests/trainer/test_planner.py).
 
 Each group in the book has one `Phase`; a phase is where its next result must come
 from, so a result for a group in another phase (a late duplicate, an id we retried or
-dropped) is ignored. A later phase (MASA meta rollouts before solution rollouts) is one
-more enum member and one more handler.
+dropped) is ignored.
+
+MASA (`algorithm.meta.enabled`, peirce.masa): a prompt also gets M meta rollouts, driven
+by a per-prompt `MetaPlanner` state (`Group.meta`). Its meta TaskMsg goes out under the
+group id `<gid>.meta` (peirce.masa.ids), so a meta result finds its prompt and the
+learner normalises the meta samples as a group of their own. Parallel mode sends both
+requests at admission; sequential mode starts in Phase.META and sends the solutions
+(max_tokens from the cutoff, notion hint) only once the predictions are in, or skips the
+prompt when gated. The meta reward is computed here (pure, cheap) once the prompt's
+solutions are scored; the prompt's batch entry is its solution samples followed by its
+meta samples. A prompt is one admission either way: a gated prompt leaves the book like
+a filtered one (`on_rejected`), a failure of either half retries the whole prompt.
 
 Why every result is checked here: workers are peers, and one bad answer (undecodable
 frames, the wrong message type, samples of another group, the wrong count, a non-UTF-8
@@ -26,6 +36,7 @@ controller already keeps every group within the bound).
 
 from __future__ import annotations
 
+import base64
 import collections
 import enum
 from collections.abc import Sequence
@@ -36,12 +47,20 @@ import msgspec
 import torch
 
 from peirce.learner.advantages import dynamic_sampling_filter
+from peirce.masa import cutoff
+from peirce.masa.config import MetaConfig
+from peirce.masa.expert import ExpertBuffer, ExpertExample
+from peirce.masa.gating import GatingStats
+from peirce.masa.ids import is_meta_group, meta_group_id, solution_group_id
+from peirce.masa.plan import MetaPlanner, MetaRequest, PromptResult, PromptState, SolutionRequest, Transition
+from peirce.masa.prompt import with_hint
+from peirce.masa.types import Solution
 from peirce.rewards.worker import ERROR_MARKER
 from peirce.rollout.staleness import StalenessController
 from peirce.tasks.base import Task
 from peirce.transport.frames import Frame, FrameError
-from peirce.transport.groups import unpack_messages
-from peirce.transport.wire import Message, Msg, RolloutSample, ScoredSample, TaskMsg
+from peirce.transport.groups import pack_messages, unpack_messages
+from peirce.transport.wire import Message, Msg, RequestSampling, RolloutSample, ScoredSample, TaskMsg
 
 if TYPE_CHECKING:
     from peirce.config import TrainConfig
@@ -174,15 +193,25 @@ class Ignored:
     queue: Queue
 
 
-Decision = Union[Submit, Retry, Drop, Rejected, Accepted, Filtered, Ignored]
+@dataclass(frozen=True)
+class Gated:
+    """MASA sequential mode: the meta predictions agreed on a zero-variance group, so the
+    prompt's solutions are skipped (it leaves the book, making room for another)."""
+
+    gid: str
+
+
+Decision = Union[Submit, Retry, Drop, Rejected, Accepted, Filtered, Ignored, Gated]
 
 
 # ---------------------------------------------------------------- the book
 
 
 class Phase(enum.Enum):
+    META = "meta"  # MASA sequential: only the meta rollouts are out; solutions wait for predictions
     ROLLOUT = "rollout"  # TaskMsg out to a rollout worker
     REWARD = "reward"  # its samples out to a reward worker
+    SCORED = "scored"  # MASA parallel: solutions scored, the meta rollouts still out
     READY = "ready"  # scored and accepted, waiting for a batch
     TRAINING = "training"  # in the batch the learner is training on
 
@@ -194,6 +223,31 @@ class Group:
     key: int  # the controller's clock at admission (== msg.policy_version_at_dispatch without SFT bumps)
     samples: list[RolloutSample] = field(default_factory=list)
     scored: list[ScoredSample] = field(default_factory=list)
+    meta: MetaTrack | None = None  # MASA only
+
+
+@dataclass
+class MetaTrack:
+    """A MASA prompt's meta half. `msg`: the meta TaskMsg while its rollouts are out."""
+
+    state: PromptState
+    msg: TaskMsg | None = None
+    samples: list[RolloutSample] = field(default_factory=list)
+    result: PromptResult | None = None
+
+
+@dataclass
+class MetaCounters:
+    """MASA numbers since the last learner step (`GroupPlanner.take_meta_counters`).
+
+    Token savings are *budgets* (max_tokens x rollouts), an upper bound on the tokens a
+    solution would have generated: gating saves G x the prompt's would-be cap, the
+    cutoff saves G x (rollout.max_tokens - its cap)."""
+
+    gated: int = 0  # prompts whose solutions were skipped
+    audited: int = 0  # gated prompts solved anyway
+    saved_by_gating: int = 0
+    saved_by_cutoff: int = 0
 
 
 class TaskFeed(Protocol):
@@ -210,17 +264,21 @@ class PlanConfig:
     max_staleness: int
     prompts_per_step: int
     n_samples: int
-    sampling: dict[str, Any]
+    sampling: RequestSampling
     dynamic_sampling: bool = False
     max_attempts: int = MAX_ATTEMPTS
+    meta: MetaConfig | None = None  # MASA, when algorithm.meta.enabled (n_samples is then meta.solution_rollouts)
+    seed: int = 0  # MASA: which gated prompts are audited
 
     @classmethod
     def from_train_config(cls, cfg: TrainConfig) -> PlanConfig:
-        rc = cfg.rollout
+        rc, meta = cfg.rollout, cfg.algorithm.meta
         return cls(max_staleness=cfg.async_.max_staleness, prompts_per_step=rc.prompts_per_step,
-                   n_samples=rc.n_samples, dynamic_sampling=cfg.algorithm.dynamic_sampling,
-                   sampling={"temperature": rc.temperature, "top_p": rc.top_p, "top_k": rc.top_k,
-                             "max_tokens": rc.max_tokens})
+                   n_samples=meta.solution_rollouts if meta.enabled else rc.n_samples,
+                   dynamic_sampling=cfg.algorithm.dynamic_sampling,
+                   sampling=RequestSampling(temperature=rc.temperature, top_p=rc.top_p, top_k=rc.top_k,
+                                            max_tokens=rc.max_tokens),
+                   meta=meta if meta.enabled else None, seed=cfg.trainer.seed)
 
 
 class _RLClock:
@@ -246,6 +304,15 @@ class GroupPlanner:
         self.failed_groups = 0  # out of attempts
         self.stale_groups = 0  # older than max_staleness before a batch took them
         self.rejected: collections.Counter[tuple[str, str]] = collections.Counter()  # (queue, reason)
+        self.meta_planner: MetaPlanner | None = None
+        if cfg.meta is not None:
+            if cfg.sampling.max_tokens is None:
+                raise ValueError("PlanConfig.sampling.max_tokens: MASA needs the run's response limit, got None")
+            self.meta_planner = MetaPlanner(cfg.meta, seed=cfg.seed, default_max_tokens=cfg.sampling.max_tokens)
+        self.gating = GatingStats()  # cumulative over the run (checkpointed)
+        self.meta_counters = MetaCounters()
+        self.expert = ExpertBuffer(cfg.meta.expert) if cfg.meta is not None else None
+        self._resumed: dict[str, tuple[PromptState, list[RolloutSample]]] = {}  # task id -> mid-sequence state
 
     # -- admission ----------------------------------------------------------------------
     def admit(self, source: TaskFeed) -> list[Submit]:
@@ -258,14 +325,143 @@ class GroupPlanner:
                 break
             gid = f"g{self.seq:08d}"
             self.seq += 1
-            msg = TaskMsg(task=task, group_id=gid, n_samples=self.cfg.n_samples, sampling=dict(self.cfg.sampling),
+            msg = TaskMsg(task=task, group_id=gid, n_samples=self.cfg.n_samples, sampling=self.cfg.sampling,
                           policy_version_at_dispatch=self.version)
-            self.groups[gid] = Group(msg=msg, phase=Phase.ROLLOUT, key=self._clock())
-            out.append(Submit("rollout", gid, (msg,)))
+            group = Group(msg=msg, phase=Phase.ROLLOUT, key=self._clock())
+            self.groups[gid] = group
+            if self.meta_planner is None:
+                out.append(Submit("rollout", gid, (msg,)))
+            else:
+                out.extend(self._start_meta(gid, group))
         return out
+
+    # -- MASA ---------------------------------------------------------------------------
+    def _start_meta(self, gid: str, group: Group, step: int | None = None) -> list[Decision]:
+        """A fresh MetaPlanner state for `group` (or the checkpointed one of its task)."""
+        assert self.meta_planner is not None
+        resumed = self._resumed.pop(group.msg.task.id, None)
+        if resumed is not None:
+            state = msgspec.structs.replace(resumed[0], prompt_id=gid)
+            group.meta = MetaTrack(state=state, samples=[msgspec.structs.replace(s, group_id=meta_group_id(gid))
+                                                         for s in resumed[1]])
+            transition = Transition(state=state, requests=self.meta_planner.requests(state))
+        else:
+            transition = self.meta_planner.start(gid, group.msg.task.puzzle_text, self._clock() if step is None else step)
+            group.meta = MetaTrack(state=transition.state)
+        group.phase = Phase.META
+        return self._meta_transition(gid, group, transition)
+
+    def _meta_transition(self, gid: str, group: Group, t: Transition) -> list[Decision]:
+        """Carry one MetaPlanner transition into the book: send its requests, finish or gate."""
+        meta = group.meta
+        assert meta is not None and self.meta_planner is not None
+        meta.state = t.state
+        out: list[Decision] = []
+        base = self.cfg.sampling
+        for req in t.requests:
+            if isinstance(req, MetaRequest):
+                meta.msg = TaskMsg(task=group.msg.task, group_id=meta_group_id(gid), n_samples=req.n,
+                                   sampling=msgspec.structs.replace(base, max_tokens=req.max_tokens), phase="meta",
+                                   prompt=req.prompt, attempt=group.msg.attempt,
+                                   policy_version_at_dispatch=group.msg.policy_version_at_dispatch)
+                out.append(Submit("rollout", meta.msg.group_id, (meta.msg,)))
+            elif isinstance(req, SolutionRequest):
+                group.msg = msgspec.structs.replace(
+                    group.msg, n_samples=req.n, sampling=msgspec.structs.replace(base, max_tokens=req.max_tokens),
+                    prompt=with_hint(group.msg.task.puzzle_text, req.hint) if req.hint else None)
+                group.phase = Phase.ROLLOUT
+                out.append(Submit("rollout", gid, (group.msg,)))
+        if t.result is not None:
+            out.extend(self._meta_finished(gid, group, t.result))
+        return out
+
+    def _meta_finished(self, gid: str, group: Group, result: PromptResult) -> list[Decision]:
+        meta, mcfg = group.meta, self.cfg.meta
+        assert meta is not None and mcfg is not None and result.gate is not None
+        state = meta.state
+        if not result.groups:  # gated and not audited: the solutions are never made
+            self.gating = self.gating.record(True, None)
+            assert state.predictions is not None and self.meta_planner is not None
+            cap = cutoff.solution_max_tokens([p.solution_length for p in state.predictions], mcfg.cutoff,
+                                             self.meta_planner.default_max_tokens)
+            self.meta_counters.gated += 1
+            self.meta_counters.saved_by_gating += mcfg.solution_rollouts * cap
+            del self.groups[gid]
+            self.staleness.on_rejected(group.key)
+            return [Gated(gid)]
+        if result.gate.enforced and result.gate.gated:  # audited
+            self.meta_counters.gated += 1
+            self.meta_counters.audited += 1
+        self.gating = self.gating.record(result.gate.gated, result.gate.zero_var)
+        if state.mode == "sequential" and state.max_tokens is not None:
+            self.meta_counters.saved_by_cutoff += group.msg.n_samples * max(
+                0, self.meta_planner.default_max_tokens - state.max_tokens)
+        if self.expert is not None:
+            self.expert.add(result.expert)
+        meta.result = result
+        meta_group = next(g for g in result.groups if g.kind == "meta")
+        truth = sum(bool(s.correct) for s in group.scored) / len(group.scored)
+        assert state.predictions is not None
+        meta_scored = [
+            ScoredSample(sample=s, reward=reward, correct=False, format_ok=p.found,
+                         reward_details={"kind": "meta", "length": r.length, "pass_rate": r.pass_rate,
+                                         "notions": r.notions,
+                                         "abs_error": None if p.pass_rate is None else abs(p.pass_rate / mcfg.k - truth)})
+            for s, reward, r, p in zip(meta.samples, meta_group.rewards, result.meta_rewards, state.predictions)]
+        scored = [*group.scored, *meta_scored]
+        if self.cfg.dynamic_sampling and not has_signal(group.scored) and not has_signal(meta_scored):
+            del self.groups[gid]
+            self.staleness.on_rejected(group.key)
+            self.dropped_groups += 1
+            return [Filtered(gid)]
+        group.scored, group.phase = scored, Phase.READY
+        self.staleness.on_accepted(group.key)
+        self.ready.append(gid)
+        return [Accepted(gid)]
+
+    def _on_meta_rollouts(self, meta_gid: str, result: Result) -> list[Decision]:
+        gid = solution_group_id(meta_gid)
+        group = self.groups.get(gid)
+        if group is None or group.meta is None or group.meta.msg is None or group.meta.msg.group_id != meta_gid:
+            return [Ignored(meta_gid, "rollout")]
+        if not isinstance(result, Delivered):
+            return self._failed(gid, "rollout", result)
+        problem = _check_samples(group.meta.msg, result.messages)
+        if problem:
+            return self._failed(gid, "rollout", Malformed("group", problem))
+        assert self.meta_planner is not None
+        group.meta.samples = sorted(result.messages, key=lambda s: s.sample_index)
+        group.meta.msg = None
+        t = self.meta_planner.on_meta(group.meta.state, [s.completion for s in group.meta.samples])
+        return self._meta_transition(gid, group, t)
+
+    def _on_meta_solutions(self, gid: str, group: Group) -> list[Decision]:
+        assert group.meta is not None and self.meta_planner is not None
+        solutions = [Solution(response=s.sample.completion, correct=bool(s.correct),
+                              length=len(s.sample.response_token_ids)) for s in group.scored]
+        t = self.meta_planner.on_solutions(group.meta.state, solutions, [s.reward for s in group.scored])
+        if t.result is None:
+            group.phase = Phase.SCORED  # parallel: the meta rollouts are still out
+        return self._meta_transition(gid, group, t)
+
+    def take_meta_counters(self) -> MetaCounters:
+        """The MASA counters since the last call (one learner step's worth)."""
+        out, self.meta_counters = self.meta_counters, MetaCounters()
+        return out
+
+    def solution_caps(self, batch: list[list[ScoredSample]]) -> list[int]:
+        """max_tokens of each solution request in `batch` (call before on_trained)."""
+        caps = []
+        for group in batch:
+            g = self.groups.get(group[0].sample.group_id)
+            if g is not None and g.msg.sampling.max_tokens is not None:
+                caps.append(g.msg.sampling.max_tokens)
+        return caps
 
     # -- results ------------------------------------------------------------------------
     def on_rollout_result(self, gid: str, result: Result) -> list[Decision]:
+        if self.meta_planner is not None and is_meta_group(gid):
+            return self._on_meta_rollouts(gid, result)
         group = self.groups.get(gid)
         if group is None or group.phase is not Phase.ROLLOUT:
             return [Ignored(gid, "rollout")]
@@ -288,6 +484,9 @@ class GroupPlanner:
         if problem:
             return self._failed(gid, "reward", Malformed("group", problem))
         scored = list(result.messages)
+        if group.meta is not None:
+            group.scored = sorted(scored, key=lambda s: s.sample.sample_index)
+            return self._on_meta_solutions(gid, group)
         if self.cfg.dynamic_sampling and not has_signal(scored):
             del self.groups[gid]
             self.staleness.on_rejected(group.key)
@@ -306,20 +505,28 @@ class GroupPlanner:
             why = f"{queue} result {result.reason}: {result.detail}"
         else:
             why = f"{queue} worker: {result.reason}"
-        out.append(self._retry_or_drop(gid, why))
+        out.extend(self._retry_or_drop(gid, why))
         return out
 
-    def _retry_or_drop(self, gid: str, why: str) -> Retry | Drop:
+    def _retry_or_drop(self, gid: str, why: str) -> list[Decision]:
         group = self.groups.pop(gid)
         msg = group.msg
         if msg.attempt + 1 >= self.cfg.max_attempts:
             self.staleness.on_rejected(group.key)
             self.failed_groups += 1
-            return Drop(gid, msg.task.id, "failed", f"failed {self.cfg.max_attempts} times, last: {why}")
+            return [Drop(gid, msg.task.id, "failed", f"failed {self.cfg.max_attempts} times, last: {why}")]
         new_gid = f"{gid}r{msg.attempt + 1}"
+        if group.meta is not None:  # MASA: the whole prompt again, in the mode it was admitted in
+            retry = TaskMsg(task=msg.task, group_id=new_gid, n_samples=self.cfg.n_samples, sampling=self.cfg.sampling,
+                            attempt=msg.attempt + 1, policy_version_at_dispatch=msg.policy_version_at_dispatch)
+            fresh = Group(msg=retry, phase=Phase.ROLLOUT, key=group.key)
+            self.groups[new_gid] = fresh
+            submits = self._start_meta(new_gid, fresh, step=group.meta.state.step)
+            first = next(d for d in submits if isinstance(d, Submit))
+            return [Retry(gid, why, first), *[d for d in submits if d is not first]]
         retry = msgspec.structs.replace(msg, attempt=msg.attempt + 1, group_id=new_gid)
         self.groups[new_gid] = Group(msg=retry, phase=Phase.ROLLOUT, key=group.key)
-        return Retry(gid, why, Submit("rollout", new_gid, (retry,)))
+        return [Retry(gid, why, Submit("rollout", new_gid, (retry,)))]
 
     # -- training -----------------------------------------------------------------------
     def next_batch(self, finishing: bool) -> tuple[list[list[ScoredSample]], list[Drop]]:
@@ -385,7 +592,38 @@ class GroupPlanner:
                                  "in_flight": [msgspec.to_builtins(g.msg.task) for g in self.groups.values()]}
         if self.idle_versions:
             state["idle_versions"] = self.idle_versions
+        if self.meta_planner is not None:
+            state["meta"] = self._meta_state_dict()
         return state
+
+    def _meta_state_dict(self) -> dict[str, Any]:
+        """MASA: gating stats, the expert buffer, and each prompt whose predictions are in
+        but whose solutions are not (its PromptState and meta samples, so a resumed run
+        asks for exactly the solutions it would have: same cutoff, hint and audit)."""
+        mid: list[dict[str, Any]] = []
+        for g in self.groups.values():
+            m = g.meta
+            if m is not None and m.state.predictions is not None and m.state.solutions is None and m.samples:
+                frames = pack_messages(m.samples)
+                mid.append({"task_id": g.msg.task.id, "state": msgspec.to_builtins(m.state),
+                            "samples": [base64.b64encode(bytes(memoryview(f))).decode() for f in frames]})
+        expert = self.expert.snapshot() if self.expert is not None else ()
+        return {"gating": msgspec.to_builtins(self.gating), "expert": msgspec.to_builtins(expert), "mid_sequence": mid}
+
+    def _load_meta_state(self, state: dict[str, Any]) -> None:
+        if self.meta_planner is None or not state:
+            return
+        self.gating = msgspec.convert(state.get("gating", {}), GatingStats)
+        if self.expert is not None:
+            assert self.cfg.meta is not None
+            self.expert = ExpertBuffer(self.cfg.meta.expert, msgspec.convert(state.get("expert", []),
+                                                                             list[ExpertExample]))
+        self._resumed.clear()
+        for entry in state.get("mid_sequence", []):
+            prompt = msgspec.convert(entry["state"], PromptState)
+            samples = [m for m in unpack_messages([base64.b64decode(f) for f in entry["samples"]])
+                       if isinstance(m, RolloutSample)]
+            self._resumed[str(entry["task_id"])] = (prompt, samples)
 
     def load_state_dict(self, state: dict[str, Any]) -> list[Task]:
         """Restore from a driver checkpoint; returns the in-flight tasks to regenerate first.
@@ -401,6 +639,7 @@ class GroupPlanner:
                 self.staleness.on_discarded(int(version), int(count))
         self.groups.clear()
         self.ready.clear()
+        self._load_meta_state(state.get("meta", {}))
         return [msgspec.convert(t, Task) for t in state.get("in_flight", [])]
 
 

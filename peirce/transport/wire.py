@@ -22,7 +22,7 @@ import numpy as np
 
 from peirce.tasks.base import Task
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: TaskMsg.sampling is a typed RequestSampling (was a dict), TaskMsg.prompt
 
 NonNeg = Annotated[int, msgspec.Meta(ge=0)]
 Positive = Annotated[int, msgspec.Meta(ge=1)]
@@ -74,15 +74,35 @@ class Msg(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     schema: int = SCHEMA_VERSION
 
 
+class RequestSampling(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Per-request sampling overrides; None = the rollout engine's default. Typed (not a
+    dict) so an unknown key is a decode error at the boundary; the values' rules (ranges)
+    are checked by the worker's SamplingSpec, which names field and value."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    max_tokens: int | None = None  # MASA: each solution request's own cutoff
+
+    def overrides(self) -> dict[str, Any]:
+        """The set fields, as SamplingSpec keyword arguments."""
+        return {k: v for k, v in msgspec.structs.asdict(self).items() if v is not None}
+
+
 class TaskMsg(Msg, tag="task"):
-    """One task dispatched to a rollout worker, to be sampled `n_samples` times."""
+    """One task dispatched to a rollout worker, to be sampled `n_samples` times.
+
+    `prompt`: the user turn to render instead of `task.puzzle_text` (MASA: the meta
+    prompt for phase "meta", the puzzle plus the notion hint for "solve"); None = the task's own.
+    """
 
     task: Task
     group_id: str  # all samples of one task dispatch share it (GRPO group)
     n_samples: Positive = 1
     attempt: NonNeg = 0  # re-dispatch count after a worker loss
-    sampling: dict[str, Any] = {}  # per-request SamplingParams overrides
+    sampling: RequestSampling = RequestSampling()  # per-request SamplingSpec overrides
     phase: str = "solve"  # MASA multi-phase prompts: "meta" | "solve"
+    prompt: str | None = None
     policy_version_at_dispatch: NonNeg = 0
 
     def __post_init__(self) -> None:

@@ -24,7 +24,7 @@ from peirce.tasks.dataset import generate_dataset
 from peirce.transport.dispatch import WorkDispatcher
 from peirce.transport.frames import encode
 from peirce.transport.groups import pack_messages, unpack_messages
-from peirce.transport.wire import RolloutSample, TaskMsg
+from peirce.transport.wire import RequestSampling, RolloutSample, TaskMsg
 from peirce.transport.weight_sync import WeightPublisher
 
 
@@ -50,6 +50,13 @@ class CheckingEngine:
 
 def _payload(task: Task, **kw) -> list[bytes]:
     return [bytes(memoryview(f).cast("B")) for f in pack_messages([TaskMsg(task=task, group_id="g", **kw)])]
+
+
+def _unknown_sampling_key(task: Task) -> list[bytes]:
+    """sampling is a typed RequestSampling: an unknown key fails at decode, before any engine."""
+    head = msgspec.msgpack.decode(encode(TaskMsg(task=task, group_id="g"))[0])
+    head["sampling"] = {"bogus": 1}
+    return [msgspec.msgpack.encode([1]), msgspec.msgpack.encode(head)]
 
 
 def _deep_payload(task: Task) -> list[bytes]:
@@ -100,8 +107,8 @@ def test_hostile_items_are_answered_and_the_good_ones_generated(task):
         "garbage": [b"\xc1"],
         "deep": _deep_payload(task),
         "unknown-task": _payload(msgspec.structs.replace(task, task="no-such-task")),
-        "bad-sampling": _payload(task, sampling={"temperature": -1.0}),
-        "unknown-sampling-key": _payload(task, sampling={"bogus": 1}),
+        "bad-sampling": _payload(task, sampling=RequestSampling(temperature=-1.0)),
+        "unknown-sampling-key": _unknown_sampling_key(task),
         "too-long": _payload(msgspec.structs.replace(task, puzzle_text="word " * 2000)),
         "good2": _payload(task),
     }
@@ -109,8 +116,8 @@ def test_hostile_items_are_answered_and_the_good_ones_generated(task):
     assert alive and set(results) == set(items)
     assert {k: _error(v) for k, v in results.items()} == {
         "good": None, "good2": None, "garbage": "malformed", "deep": "depth", "unknown-task": "unservable",
-        "bad-sampling": "unservable", "unknown-sampling-key": "unservable", "too-long": "unservable"}
-    assert loop.rejects.as_dict() == {"malformed": 1, "depth": 1, "unservable": 4}
+        "bad-sampling": "unservable", "unknown-sampling-key": "invalid", "too-long": "unservable"}
+    assert loop.rejects.as_dict() == {"malformed": 1, "depth": 1, "unservable": 3, "invalid": 1}
     samples = unpack_messages(results["good"])
     assert [s.sample_index for s in samples] == [0, 1] and all(isinstance(s, RolloutSample) for s in samples)
     # the engine refused the batch once; the good items were then generated one by one
@@ -130,8 +137,8 @@ def test_a_version_that_never_arrives_is_an_error_not_a_hang(task):
 @pytest.mark.vllm
 def test_real_engine_refusal_is_per_item(engine, task):
     items = {
-        "good": _payload(task, sampling={"max_tokens": 4}),
-        "too-long": _payload(msgspec.structs.replace(task, puzzle_text="word " * 2000), sampling={"max_tokens": 4}),
+        "good": _payload(task, sampling=RequestSampling(max_tokens=4)),
+        "too-long": _payload(msgspec.structs.replace(task, puzzle_text="word " * 2000), sampling=RequestSampling(max_tokens=4)),
         "unknown-task": _payload(msgspec.structs.replace(task, task="no-such-task")),
     }
     loop, results, alive = _serve(engine, items)

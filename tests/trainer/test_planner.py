@@ -21,7 +21,7 @@ from peirce.trainer.planner import (MAX_ATTEMPTS, Accepted, Delivered, Drop, Fil
                                     Malformed, Phase, PlanConfig, Rejected, Retry, Submit, WorkerError,
                                     has_signal, read_result)
 from peirce.transport.groups import pack_messages
-from peirce.transport.wire import RolloutSample, ScoredSample, TaskMsg
+from peirce.transport.wire import RequestSampling, RolloutSample, ScoredSample, TaskMsg
 
 
 def _task(i: int) -> Task:
@@ -46,7 +46,7 @@ class ListFeed:
 
 def _planner(s: int = 0, b: int = 2, n: int = 2, dynamic: bool = False) -> GroupPlanner:
     return GroupPlanner(PlanConfig(max_staleness=s, prompts_per_step=b, n_samples=n, dynamic_sampling=dynamic,
-                                   sampling={"temperature": 1.0}))
+                                   sampling=RequestSampling(temperature=1.0)))
 
 
 def _samples(msg: TaskMsg, version: int | None = None, **over) -> list[RolloutSample]:

@@ -20,7 +20,7 @@ from peirce.transport.frames import DEFAULT_MAX_DEPTH, DEFAULT_MAX_HEADER_BYTES,
 from peirce.transport.groups import unpack_messages
 from peirce.transport.nesting import nesting_exceeds
 from peirce.transport.wire import (
-    MAX_TENSOR_DIMS, SCHEMA_VERSION, Control, ControlKind, Msg, ScoredSample, TaskMsg, TensorSpec,
+    MAX_TENSOR_DIMS, SCHEMA_VERSION, Control, ControlKind, Msg, RequestSampling, ScoredSample, TaskMsg, TensorSpec,
     WeightBucketHeader, WeightBucketMsg,
 )
 
@@ -43,7 +43,7 @@ def _header(kind: str) -> dict:
     """A valid header dict (decoded from a real encoding) for each place a value can nest."""
     msgs = {
         "control": Control(kind=ControlKind.READY, payload={"version": 1}),
-        "task": TaskMsg(task=make_task(1), group_id="g", sampling={"temperature": 1.0}),
+        "task": TaskMsg(task=make_task(1), group_id="g", sampling=RequestSampling(temperature=1.0)),
         "scored": ScoredSample(sample=make_rollout(1), reward=1.0, correct=True, format_ok=True,
                                reward_details={"answer": "B"}),
     }
@@ -243,7 +243,7 @@ def _good_frames() -> dict[str, list]:
     bucket_hdr = WeightBucketHeader(version=2, bucket_index=0, n_buckets=1, checksum=1, checksum_algo="xxh3_64",
                                     tensors=[TensorSpec("w", "bfloat16", (2, 4), 0, 16)], nbytes=16)
     msgs = {
-        "task": TaskMsg(task=make_task(1), group_id="g1", n_samples=8, sampling={"temperature": 1.0}),
+        "task": TaskMsg(task=make_task(1), group_id="g1", n_samples=8, sampling=RequestSampling(temperature=1.0)),
         "rollout": make_rollout(2),
         "scored": ScoredSample(sample=make_rollout(4), reward=1.0, correct=True, format_ok=True),
         "bucket": WeightBucketMsg(header=bucket_hdr, data=np.arange(16, dtype=np.uint8)),

@@ -8,7 +8,7 @@ import pytest
 
 from peirce.transport.frames import FrameError, decode, encode
 from peirce.transport.wire import (
-    SCHEMA_VERSION, Control, ControlKind, RolloutSample, ScoredSample, TaskMsg, TensorSpec,
+    SCHEMA_VERSION, Control, ControlKind, RequestSampling, RolloutSample, ScoredSample, TaskMsg, TensorSpec,
     WeightBucketHeader, WeightBucketMsg,
 )
 
@@ -22,7 +22,7 @@ def _header(nbytes=16):
 
 ALL = {
     "task": lambda: TaskMsg(task=make_task(1), group_id="g1", n_samples=8, attempt=1,
-                            sampling={"temperature": 1.0, "max_tokens": 64}, phase="meta",
+                            sampling=RequestSampling(temperature=1.0, max_tokens=64), phase="meta",
                             policy_version_at_dispatch=5),
     "rollout": lambda: make_rollout(2),
     "rollout_empty": lambda: make_rollout(3, n_prompt=0, n_resp=0),
