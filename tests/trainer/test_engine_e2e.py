@@ -163,15 +163,20 @@ def test_resume_continues_step_curriculum_and_optimizer(ray_runtime, tmp_path):
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_mean_reward_rises_on_an_easy_verifiable_task(ray_runtime, tmp_path, precision):
     """The whole loop learns: on the toy task (reward = fraction of upper-case letters;
-    the tiny random model starts near 0.05), seeded, 16 steps of GRPO. Measured on an AVX2
-    host: 0.05 -> 0.87 in 20 steps; we ask for a rise of at least 0.25 between the first and
-    last four steps. A sign error, a broken advantage or a weight sync that never lands
-    (the stale tied head on AVX512-BF16 hosts kept it at 0.06 -> 0.09) keeps it flat.
-    Both learner precisions, on whatever CPU kind the host is."""
+    the tiny random model starts near 0.05), seeded, 24 steps of GRPO. A sign error, a broken
+    advantage or a weight sync that never lands (the stale tied head on AVX512-BF16 hosts kept
+    it at 0.06 -> 0.09) keeps it flat. Both learner precisions, on whatever CPU kind the host is.
+
+    When the rise starts varies from run to run (asynchronous sampling; the entropy stays at
+    ln(vocab) for a while, then drops): on an avx512_bf16+amx host, three runs at 16 steps ended
+    their last four steps at 0.29, 0.92 (bf16) and 0.79 (fp32), each from ~0.07, and CI once
+    ended at 0.28. So the test runs 24 steps and asks that some four consecutive steps average
+    at least 0.25 above the first four, and that the last four stay 0.15 above them."""
     cfg = _cfg(tmp_path, f"learn-{precision}", **{
         "tasks.n_per_level": 400, "rollout.prompts_per_step": 4, "rollout.n_samples": 4, "algorithm.advantage": "grpo",
-        "learner.lr": 1.0e-2, "learner.precision": precision, "trainer.max_steps": 16, "async.max_staleness": 1})
+        "learner.lr": 1.0e-2, "learner.precision": precision, "trainer.max_steps": 24, "async.max_staleness": 1})
     Orchestrator(cfg, progress=False).run()
     rewards = [r["reward_mean"] for r in RunDir(Path(cfg.run_dir)).read_metrics()]
-    first, last = sum(rewards[:4]) / 4, sum(rewards[-4:]) / 4
-    assert last > first + 0.25, rewards
+    window = [sum(rewards[i:i + 4]) / 4 for i in range(len(rewards) - 3)]
+    first, best, last = window[0], max(window), window[-1]
+    assert len(rewards) == 24 and best > first + 0.25 and last > first + 0.15, rewards
