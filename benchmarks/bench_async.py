@@ -1,34 +1,114 @@
-"""Asynchrony: end-to-end trained samples/s at max_staleness 2 vs 0 (synchronous), one run each,
-same model, task and budgets (tiny random Llama on the toy task; every part real).
+"""Asynchrony: end-to-end trained samples/s at max_staleness 2 vs 0 (synchronous), same model,
+task and budgets (tiny random Llama on the toy task; every part real), with long-tailed
+response lengths so that overlap and stragglers are measured.
 
-Throughput is taken between the first and the last learner step, so engine start-up is
-excluded; ratio = async / sync."""
+Lengths: real RL responses are long-tailed (most short, a few near the limit), and the
+slowest group of a step is what a synchronous run waits for. Each admitted group gets its
+own `max_tokens` drawn from a lognormal (median 24, sigma 1.0, clipped to [4, 224]: p90 ~86)
+through the per-request sampling the rollout request carries (`TaskMsg.sampling.max_tokens`);
+the random tiny model almost never samples EOS, so the draw is the response length
+(`response_length_mean` reports what was generated). The draw is injected by wrapping the
+driver's `planner.admit` here, in the benchmark: the run config has one `max_tokens` for all.
+
+Throughput per learner step = samples / time since the previous step (start-up excluded);
+the figure is the median over steps, then the median over seeds (`--quick`: 10 steps, one
+seed; full: 30 steps, seeds 0 1 2). ratio = async / sync. `step_s_p90 / step_s_median`
+shows the stragglers.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import random
+import statistics
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any, Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import emit, parse_args  # noqa: E402
 
+BENCH = "async"
+LENGTHS = {"median": 24, "sigma": 1.0, "lo": 4, "hi": 224}
 
-def _throughput(staleness: int, steps: int, root: Path) -> float:
+
+def long_tail_lengths(seed: int, *, median: float, sigma: float, lo: int, hi: int) -> Iterator[int]:
+    """Endless lognormal response lengths (median `median`, log-space sd `sigma`) clipped to [lo, hi]."""
+    if not (median > 0 and sigma >= 0 and 1 <= lo <= hi):
+        raise ValueError(f"median={median!r}, sigma={sigma!r}, lo={lo!r}, hi={hi!r}: need median > 0, "
+                         "sigma >= 0, 1 <= lo <= hi")
+    rng = random.Random(seed)
+    while True:
+        yield min(hi, max(lo, round(rng.lognormvariate(math.log(median), sigma))))
+
+
+class LongTailAdmission:
+    """Stands in for `planner.admit`: every group it admits gets its own drawn `max_tokens`,
+    in the dispatched message and in the planner's book (so a re-dispatch keeps it)."""
+
+    def __init__(self, planner: Any, lengths: Iterator[int]) -> None:
+        self.planner, self.lengths, self._admit = planner, lengths, planner.admit
+        self.drawn: list[int] = []
+
+    def __call__(self, source: Any) -> list:
+        import msgspec
+
+        out = []
+        for submit in self._admit(source):
+            if submit.queue != "rollout" or len(submit.messages) != 1:
+                raise TypeError(f"LongTailAdmission: expected one rollout TaskMsg per admitted group, got "
+                                f"queue={submit.queue!r} with {len(submit.messages)} messages (MASA runs are not "
+                                "supported here)")
+            (msg,) = submit.messages
+            n = next(self.lengths)
+            msg = msgspec.structs.replace(msg, sampling=msgspec.structs.replace(msg.sampling, max_tokens=n))
+            self.planner.groups[submit.gid].msg = msg
+            self.drawn.append(n)
+            out.append(dataclasses.replace(submit, messages=(msg,)))
+        return out
+
+
+def _quantile(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def _run(staleness: int, steps: int, seed: int, root: Path) -> dict[str, float]:
     from peirce.config import TrainConfig, load_config
     from peirce.config.profiles import SMOKE_TRAIN, as_overrides
     from peirce.trainer.orchestrator import Orchestrator
     from peirce.trainer.run_dir import RunDir
 
-    values = {**SMOKE_TRAIN, "name": f"async{staleness}", "run_dir": str(root / f"s{staleness}"),
-              "async.max_staleness": staleness, "trainer.max_steps": steps, "tasks.n_per_level": 400,
-              "rollout.prompts_per_step": 4, "rollout.n_samples": 4, "rollout.max_tokens": 48}
+    values = {**SMOKE_TRAIN, "name": f"async{staleness}", "run_dir": str(root / f"s{staleness}_seed{seed}"),
+              "async.max_staleness": staleness, "trainer.max_steps": steps, "trainer.seed": seed,
+              "tasks.n_per_level": 1000, "rollout.prompts_per_step": 4, "rollout.n_samples": 4,
+              "rollout.max_tokens": LENGTHS["hi"]}
     cfg = load_config(TrainConfig, None, as_overrides(values))
-    Orchestrator(cfg, progress=False).run()
+    orch = Orchestrator(cfg, progress=False)
+    admission = LongTailAdmission(orch.planner, long_tail_lengths(seed, **LENGTHS))
+    orch.planner.admit = admission
+    orch.run()
     rows = RunDir(Path(cfg.run_dir)).read_metrics()
-    samples = sum(r["samples"] for r in rows[1:])
-    return samples / (rows[-1]["time"] - rows[0]["time"])
+    if len(rows) < 3:
+        raise RuntimeError(f"staleness={staleness} seed={seed}: {len(rows)} learner steps logged, need >= 3")
+    step_s = [b["time"] - a["time"] for a, b in zip(rows, rows[1:])]
+    per_step = [b["samples"] / dt for b, dt in zip(rows[1:], step_s)]
+    tokens = sum(r["response_tokens"] for r in rows[1:])
+    return {"samples_per_s": statistics.median(per_step),
+            "overall_samples_per_s": sum(r["samples"] for r in rows[1:]) / (rows[-1]["time"] - rows[0]["time"]),
+            "step_s_median": statistics.median(step_s), "step_s_p90": _quantile(step_s, 0.9),
+            "response_length_mean": tokens / sum(r["samples"] for r in rows[1:]),
+            "staleness_mean": statistics.fmean(r["staleness_mean"] for r in rows[1:]),
+            "drawn_p50": _quantile(admission.drawn, 0.5), "drawn_p90": _quantile(admission.drawn, 0.9),
+            "drawn_max": max(admission.drawn), "steps": len(rows)}
+
+
+def _summary(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Median over seeds of every field."""
+    return {k: round(statistics.median(r[k] for r in runs), 3) for k in runs[0]}
 
 
 def main() -> None:
@@ -36,12 +116,17 @@ def main() -> None:
     from peirce.actors.runtime import ensure_ray
 
     ensure_ray()
-    steps = 6 if args.quick else 16
+    steps, seeds = (10, (0,)) if args.quick else (30, (0, 1, 2))
+    results: dict[int, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        sync = _throughput(0, steps, Path(tmp))
-        async_ = _throughput(2, steps, Path(tmp))
-    emit("async", "trained_samples_per_s_staleness0", round(sync, 3), "samples/s")
-    emit("async", "trained_samples_per_s_staleness2", round(async_, 3), "samples/s", baseline=round(sync, 3))
+        for staleness in (0, 2):
+            results[staleness] = _summary([_run(staleness, steps, seed, Path(tmp)) for seed in seeds])
+    extra = {"seeds": len(seeds), "lengths": "lognormal", **{f"length_{k}": v for k, v in LENGTHS.items()}}
+    sync, async_ = dict(results[0]), dict(results[2])
+    sync_value, async_value = sync.pop("samples_per_s"), async_.pop("samples_per_s")
+    emit(BENCH, "trained_samples_per_s_staleness0", sync_value, "samples/s", **sync, **extra)
+    emit(BENCH, "trained_samples_per_s_staleness2", async_value, "samples/s", baseline=sync_value,
+         **async_, **extra)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,73 @@
+"""benchmarks/bench_async.py's long-tailed lengths and their injection into a real GroupPlanner
+(no Ray: the curriculum is a list, the one stand-in, as in tests/trainer/test_planner.py)."""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+from bench_async import LENGTHS, LongTailAdmission, long_tail_lengths  # noqa: E402
+
+from peirce.tasks.base import Task  # noqa: E402
+from peirce.trainer.planner import Delivered, GroupPlanner, PlanConfig, Submit  # noqa: E402
+from peirce.transport.wire import RequestSampling, RolloutSample  # noqa: E402
+
+
+def test_lengths_are_long_tailed_clipped_and_seeded():
+    draws = list(itertools.islice(long_tail_lengths(0, **LENGTHS), 4000))
+    assert min(draws) >= LENGTHS["lo"] and max(draws) <= LENGTHS["hi"]
+    assert max(draws) == LENGTHS["hi"]  # the tail reaches the limit (p99 of the lognormal is ~245)
+    assert abs(statistics.median(draws) - LENGTHS["median"]) <= 2
+    p90 = sorted(draws)[int(0.9 * len(draws))]
+    assert p90 >= 3 * statistics.median(draws)  # exp(1.28 * sigma) ~ 3.6: a constant length would give 1
+    assert draws[:50] == list(itertools.islice(long_tail_lengths(0, **LENGTHS), 50))
+    assert draws[:50] != list(itertools.islice(long_tail_lengths(1, **LENGTHS), 50))
+
+
+@pytest.mark.parametrize("bad", [{"median": 0}, {"sigma": -1}, {"lo": 0}, {"lo": 10, "hi": 9}])
+def test_bad_length_parameters_are_named(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        next(long_tail_lengths(0, **{**LENGTHS, **bad}))
+
+
+class ListFeed:
+    def __init__(self, n: int) -> None:
+        self.tasks = [Task(id=f"t{i}", task="uppercase", level=1, split="train", puzzle={"i": i},
+                           puzzle_text=f"p{i}", solution_text="X") for i in range(n)]
+        self.given = 0
+
+    @property
+    def done(self) -> bool:
+        return self.given == len(self.tasks)
+
+    def next_task(self) -> Task:
+        self.given += 1
+        return self.tasks[self.given - 1]
+
+
+def test_each_admitted_group_gets_its_drawn_max_tokens_and_the_planner_keeps_it():
+    base = RequestSampling(temperature=0.7, top_k=20, max_tokens=224)
+    planner = GroupPlanner(PlanConfig(max_staleness=1, prompts_per_step=2, n_samples=2, sampling=base))
+    admission = LongTailAdmission(planner, iter([5, 200, 17, 9]))
+    planner.admit = admission
+    submits = planner.admit(ListFeed(10))
+    assert len(submits) == 4 and all(isinstance(s, Submit) and s.queue == "rollout" for s in submits)
+    assert [s.messages[0].sampling.max_tokens for s in submits] == [5, 200, 17, 9] == admission.drawn
+    for s in submits:
+        msg = s.messages[0]
+        assert planner.groups[s.gid].msg is msg  # a re-dispatch after a worker loss keeps the length
+        assert (msg.sampling.temperature, msg.sampling.top_k) == (0.7, 20)
+    # the planner still accepts the samples of a rewritten message
+    msg = submits[0].messages[0]
+    samples = [RolloutSample(task_id=msg.task.id, task_name=msg.task.task, level=1, group_id=msg.group_id,
+                             sample_index=i, prompt_token_ids=np.arange(3), response_token_ids=np.arange(5),
+                             response_logprobs=np.zeros(5, np.float32), policy_version=0) for i in range(2)]
+    decisions = planner.on_rollout_result(msg.group_id, Delivered(samples))
+    assert [d.queue for d in decisions] == ["reward"]
