@@ -1,8 +1,19 @@
-"""Rollout engine throughput and in-place weight-load time on the embedded SmolLM2-135M.
+"""Rollout engine throughput against transformers and against the machine's own ceiling,
+and in-place weight-load time, on the embedded SmolLM2-135M.
 
 Generation: the same prompts, the same number of new tokens (ignore_eos / min_new_tokens),
-T=1 sampling, bf16: `RolloutEngine.generate` (with per-token logprobs, as rollouts need)
-against transformers `generate` at batch 8 and 64; ratio = vLLM / transformers.
+T=1 sampling, in the engine's dtype (`resolve_dtype("auto")`: bf16 where it is native):
+`RolloutEngine.generate` (with per-token logprobs, as rollouts need) against transformers
+`generate` at batch 8, 32, 128 and 128 or 512 new tokens (`--quick`: batch 8, 128 tokens);
+ratio = vLLM / transformers.
+
+Ceiling, measured in the same run before vLLM starts: torch.matmul at the model's
+[batch, hidden] x [hidden, intermediate] shape and dtype (flop/s, per batch size) and a
+large tensor copy (bytes read + written per second). `benchmarks/roofline.py` turns them
+into the decode bound at each point (weights shared by the batch, each sequence's KV cache
+its own) and says which limit binds; `gen_fraction_of_bound_*` = measured / bound, for
+vLLM and for transformers. The micro-benchmarks and transformers run at torch's thread
+count (`threads`); vLLM's CPU worker binds its own OpenMP threads (all usable cores).
 
 Weight load: the full 135M state dict, in memory, swapped into the running engine by
 `load_weights(via="shm")` (safetensors file in /dev/shm, only the path crosses vLLM's
@@ -28,6 +39,7 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
 os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # keep stdout for the JSON lines
 
 from common import emit, parse_args  # noqa: E402
+from roofline import DecodeShape, decode_roofline, fraction_of_bound, gemm_flops, mean_decode_context  # noqa: E402
 
 BENCH = "rollout"
 PROMPTS = [
@@ -48,13 +60,13 @@ def chat_prompts(tokenizer, batch: int) -> list[str]:
                                           add_generation_prompt=True) for m in msgs]
 
 
-def bench_transformers(model_dir: Path, prompts: list[str], new_tokens: int) -> float:
+def bench_transformers(model_dir: Path, prompts: list[str], new_tokens: int, dtype: str) -> float:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     tok.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16).eval()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype)).eval()
     enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
     with torch.inference_mode():
         model.generate(**enc, max_new_tokens=2, do_sample=True, pad_token_id=tok.pad_token_id)  # warm-up
@@ -80,34 +92,123 @@ def bench_vllm(engine, prompts: list[str], new_tokens: int) -> float:
     return generated / seconds
 
 
+def _device_timer(device: str):
+    """Seconds of `fn()`, waiting for the device to finish (CUDA kernels are asynchronous)."""
+    import torch
+
+    def timed(fn) -> float:
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+    return timed
+
+
+def gemm_flop_per_s(batch: int, hidden: int, inter: int, dtype: str, device: str, repeats: int = 7,
+                    inner: int = 20) -> float:
+    """Median flop/s of torch.matmul [batch, hidden] x [hidden, intermediate] (the MLP's up projection)."""
+    import torch
+
+    g = torch.Generator(device=device).manual_seed(0)
+    x = torch.randn(batch, hidden, generator=g, device=device).to(getattr(torch, dtype))
+    w = torch.randn(hidden, inter, generator=g, device=device).to(getattr(torch, dtype))
+    timed = _device_timer(device)
+
+    def run() -> None:
+        for _ in range(inner):
+            torch.matmul(x, w)
+
+    with torch.inference_mode():
+        run()  # warm-up: packed-weight caches, oneDNN kernel selection
+        seconds = statistics.median(timed(run) for _ in range(repeats)) / inner
+    return gemm_flops(batch, hidden, inter) / seconds
+
+
+def copy_bytes_per_s(nbytes: int, device: str, repeats: int = 5) -> float:
+    """Median bytes/s of one large tensor copy, counting the read and the write (2 * nbytes)."""
+    import torch
+
+    src = torch.ones(nbytes, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    timed = _device_timer(device)
+    dst.copy_(src)  # first touch of dst's pages
+    seconds = statistics.median(timed(lambda: dst.copy_(src)) for _ in range(repeats))
+    return 2 * nbytes / seconds
+
+
+def decode_shape(model_dir: Path, dtype: str) -> tuple[DecodeShape, dict]:
+    import json
+    import math
+
+    from safetensors import safe_open
+
+    config = json.loads((model_dir / "config.json").read_text())
+    with safe_open(str(model_dir / "model.safetensors"), "pt") as f:
+        params = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
+    return DecodeShape.from_config(config, params, dtype), config
+
+
 def main() -> None:
     args = parse_args(__doc__, extra=lambda p: p.add_argument(
-        "--new-tokens", type=int, default=None, help="tokens per response (default 128, --quick 32)"))
+        "--new-tokens", type=int, nargs="*", default=None, help="tokens per response (default 128 512, --quick 128)"))
+    import torch
     from safetensors.torch import load_file
 
     from peirce.model.embedded import prepare_embedded_model
-    from peirce.rollout.engine import RolloutEngine
+    from peirce.rollout.engine import RolloutEngine, resolve_dtype
     from peirce.rollout.sampling import GenRequest, SamplingSpec
 
     from transformers import AutoTokenizer
 
     model_dir = prepare_embedded_model()
-    batches, new_tokens, repeats = ((8, 16), 32, 2) if args.quick else ((8, 64), 128, 3)
-    new_tokens = args.new_tokens or new_tokens
+    batches, lengths, repeats = ((8,), (128,), 2) if args.quick else ((8, 32, 128), (128, 512), 3)
+    lengths = tuple(args.new_tokens or lengths)
+    dtype = resolve_dtype("auto")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    threads = torch.get_num_threads()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    # transformers first, before vLLM's processes exist, so neither run shares the CPUs with the other
-    hf = {}
+    shape, config = decode_shape(model_dir, dtype)
+
+    # the ceilings and transformers first, before vLLM's processes exist, so nothing shares the CPUs
+    bandwidth = copy_bytes_per_s((256 if args.quick else 512) << 20, device)
+    emit(BENCH, "copy_gb_per_s", round(bandwidth / 1e9, 2), "GB/s", mb=256 if args.quick else 512,
+         counted="read + write", device=device, threads=threads)
+    peak: dict[int, float] = {}
     for b in batches:
-        hf[b] = bench_transformers(model_dir, chat_prompts(tokenizer, b), new_tokens)
-        emit(BENCH, f"hf_gen_tokens_per_s_batch{b}", round(hf[b], 1), "tokens/s", new_tokens=new_tokens)
-    engine = RolloutEngine(model_dir, dtype="bfloat16", max_model_len=1024, seed=0)
+        peak[b] = gemm_flop_per_s(b, config["hidden_size"], config["intermediate_size"], dtype, device)
+        emit(BENCH, f"gemm_tflop_per_s_batch{b}", round(peak[b] / 1e12, 4), "TFLOP/s", dtype=dtype, device=device,
+             shape=[b, config["hidden_size"], config["intermediate_size"]], threads=threads)
+    hf: dict[tuple[int, int], float] = {}
+    for n in lengths:
+        for b in batches:
+            hf[b, n] = bench_transformers(model_dir, chat_prompts(tokenizer, b), n, dtype)
+            emit(BENCH, f"hf_gen_tokens_per_s_batch{b}_len{n}", round(hf[b, n], 1), "tokens/s", new_tokens=n,
+                 dtype=dtype, threads=threads)
+    engine = RolloutEngine(model_dir, dtype=dtype, max_model_len=1024, seed=0)
     emit(BENCH, "vllm_startup_s", round(engine.startup_seconds, 2), "s")
     try:
         engine.generate([GenRequest(request_id="warm", prompt="Hi", sampling=SamplingSpec(max_tokens=4))])
-        for batch in batches:
-            v = bench_vllm(engine, chat_prompts(tokenizer, batch), new_tokens)
-            emit(BENCH, f"gen_tokens_per_s_batch{batch}", round(v, 1), "tokens/s", baseline=round(hf[batch], 1),
-                 new_tokens=new_tokens, baseline_name="transformers generate", logprobs=True)
+        for n in lengths:
+            for b in batches:
+                prompts = chat_prompts(tokenizer, b)
+                v = bench_vllm(engine, prompts, n)
+                emit(BENCH, f"gen_tokens_per_s_batch{b}_len{n}", round(v, 1), "tokens/s",
+                     baseline=round(hf[b, n], 1), new_tokens=n, baseline_name="transformers generate",
+                     logprobs=True, dtype=dtype)
+                prompt_tokens = statistics.fmean(len(tokenizer(p, add_special_tokens=False).input_ids)
+                                                 for p in prompts)
+                roof = decode_roofline(shape, b, mean_decode_context(prompt_tokens, n), peak_flops=peak[b],
+                                       bandwidth=bandwidth)
+                emit(BENCH, f"gen_fraction_of_bound_batch{b}_len{n}", round(fraction_of_bound(v, roof), 4),
+                     "fraction", bound=roof.bound, bound_tokens_per_s=round(roof.tokens_per_s, 1),
+                     compute_bound_tokens_per_s=round(roof.compute_tokens_per_s, 1),
+                     bandwidth_bound_tokens_per_s=round(roof.bandwidth_tokens_per_s, 1),
+                     mb_per_token=round(roof.bytes_per_token / 1e6, 3),
+                     gflop_per_token=round(roof.flops_per_token / 1e9, 4),
+                     hf_fraction=round(fraction_of_bound(hf[b, n], roof), 4), dtype=dtype)
 
         state = load_file(str(model_dir / "model.safetensors"))
         nbytes = sum(t.numel() * t.element_size() for t in state.values())
