@@ -12,8 +12,10 @@ Ceiling, measured in the same run before vLLM starts: torch.matmul at the model'
 large tensor copy (bytes read + written per second). `benchmarks/roofline.py` turns them
 into the decode bound at each point (weights shared by the batch, each sequence's KV cache
 its own) and says which limit binds; `gen_fraction_of_bound_*` = measured / bound, for
-vLLM and for transformers. The micro-benchmarks and transformers run at torch's thread
-count (`threads`); vLLM's CPU worker binds its own OpenMP threads (all usable cores).
+vLLM and for transformers. On a CPU the micro-benchmarks and transformers run at the
+thread count of vLLM's CPU worker (`threads`: `VLLM_CPU_OMP_THREADS_BIND`'s cores, or with
+`auto` the usable cores less the one vLLM reserves for its scheduler: 1 thread on a
+2-core host), so all three figures come from the same cores' worth of compute.
 
 Weight load: the full 135M state dict, in memory, swapped into the running engine by
 `load_weights(via="shm")` (safetensors file in /dev/shm, only the path crosses vLLM's
@@ -52,6 +54,27 @@ PROMPTS = [
     "Summarise the plot of a detective novel you invent.",
     "Why do cats purr?",
 ]
+
+
+def vllm_cpu_threads(env: dict[str, str], usable: int) -> int:
+    """OpenMP threads of vLLM's (single, rank-0) CPU worker under these environment variables.
+
+    Mirrors vllm/utils/ompmultiprocessing.py: `auto` (the default) binds the usable cores
+    less `VLLM_CPU_NUM_OF_RESERVED_CPU` (default 1, the scheduler's); an explicit list
+    such as "0-3,8|9-12" gives rank 0 the cores before the first '|'; "nobind" leaves torch's.
+    """
+    bind = env.get("VLLM_CPU_OMP_THREADS_BIND", "auto").strip() or "auto"
+    if bind == "auto":
+        return max(1, usable - int(env.get("VLLM_CPU_NUM_OF_RESERVED_CPU", "1")))
+    if bind == "nobind":
+        return usable
+    count = 0
+    for part in bind.split("|")[0].split(","):
+        lo, _, hi = part.strip().partition("-")
+        if not lo.isdigit() or (hi and not hi.isdigit()) or (hi and int(hi) < int(lo)):
+            raise ValueError(f"VLLM_CPU_OMP_THREADS_BIND={bind!r}: cannot read the core range {part!r}")
+        count += int(hi) - int(lo) + 1 if hi else 1
+    return count
 
 
 def chat_prompts(tokenizer, batch: int) -> list[str]:
@@ -168,6 +191,8 @@ def main() -> None:
     lengths = tuple(args.new_tokens or lengths)
     dtype = resolve_dtype("auto")
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        torch.set_num_threads(vllm_cpu_threads(dict(os.environ), len(os.sched_getaffinity(0))))
     threads = torch.get_num_threads()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     shape, config = decode_shape(model_dir, dtype)

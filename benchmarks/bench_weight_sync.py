@@ -1,10 +1,22 @@
-"""Weight sync for SmolLM2-135M: learner-side publish -> ZeroMQ buckets -> subscriber ->
-in-place load into a running vLLM engine, vs vLLM's own in-place reload of an in-memory
-state dict (collective_rpc carrying the tensors). Median of repeats; ratio = ours / vLLM
-(goal: at most 2x). Also wire MB/s of the broadcast vs raw ZeroMQ is in bench_transport."""
+"""Weight sync for SmolLM2-135M, end to end: learner-side publish -> ZeroMQ buckets ->
+subscriber -> in-place load into a running vLLM engine, against three baselines for the
+same bytes, all measured in this run (medians of repeats):
+
+- vLLM's in-place reload of an in-memory state dict (collective_rpc carrying the tensors);
+  ratio = ours / this (goal: at most 2x);
+- vLLM's own `reload_weights` from the checkpoint folder (the files are in the page cache
+  after the first read, so this is a memory-speed disk path, its best case);
+- raw ZeroMQ: one buffer of the same size over a bare PUSH/PULL pair on 127.0.0.1
+  (zero-copy, no checksum, no handshake, no load), the ceiling of the wire alone; it runs
+  before vLLM starts so no engine process shares the CPUs with it.
+
+Every path is also given in GB/s (state-dict bytes / seconds); `broadcast_plus_inplace_load_gb_per_s`
+has raw ZeroMQ's GB/s as its baseline, so its ratio is the share of the wire ceiling reached.
+"""
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import threading
@@ -12,8 +24,50 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # keep stdout for the JSON lines
 
+from bench_transport import raw_push_pull_seconds  # noqa: E402
 from common import emit, parse_args  # noqa: E402
+
+BENCH = "weight_sync"
+
+
+def _gb_per_s(nbytes: int, seconds: float) -> float:
+    return round(nbytes / seconds / 1e9, 3)
+
+
+def broadcast_and_load(engine, state: dict, repeats: int) -> list[float]:
+    """Seconds of publish -> receive -> in-place load, per repeat."""
+    import torch
+
+    from peirce.transport.weight_sync import WeightPublisher, WeightSubscriber
+
+    ours = []
+    with WeightPublisher() as pub:
+        sub = WeightSubscriber(pub.endpoint, version=engine.policy_version)
+        got: dict[int, list] = {}
+        done = threading.Event()
+
+        def receive(n: int) -> None:
+            for _ in range(n):
+                version, tensors = sub.receive(timeout=120)
+                got[version] = list(tensors)
+                done.set()
+
+        t = threading.Thread(target=receive, args=(repeats,), daemon=True)
+        t.start()
+        time.sleep(0.5)
+        for _ in range(repeats):
+            done.clear()
+            version = engine.policy_version + 1
+            t0 = time.perf_counter()
+            pub.publish({k: v.to(torch.bfloat16) for k, v in state.items()}, version)
+            done.wait(120)
+            engine.load_weights(iter(got.pop(version)), version=version)
+            ours.append(time.perf_counter() - t0)
+        t.join(10)
+        sub.close()
+    return ours
 
 
 def main() -> None:
@@ -23,49 +77,39 @@ def main() -> None:
 
     from peirce.model.embedded import prepare_embedded_model
     from peirce.rollout.engine import RolloutEngine
-    from peirce.transport.weight_sync import WeightPublisher, WeightSubscriber
 
     model_dir = prepare_embedded_model()
     state = load_file(str(model_dir / "model.safetensors"))
+    nbytes = sum(v.numel() * torch.bfloat16.itemsize for v in state.values())
     repeats = 2 if args.quick else 5
+    raw = raw_push_pull_seconds(nbytes, repeats)
     engine = RolloutEngine(model_dir, max_model_len=256, seed=0)
     try:
-        baseline = []
-        for i in range(repeats):
+        rpc, disk = [], []
+        for _ in range(repeats):
             t0 = time.perf_counter()
             engine.load_weights(iter(state.items()), version=engine.policy_version + 1, via="rpc")
-            baseline.append(time.perf_counter() - t0)
-        ours = []
-        with WeightPublisher() as pub:
-            sub = WeightSubscriber(pub.endpoint, version=engine.policy_version)
-            got: dict[int, list] = {}
-            done = threading.Event()
-
-            def receive(n: int) -> None:
-                for _ in range(n):
-                    version, tensors = sub.receive(timeout=120)
-                    got[version] = list(tensors)
-                    done.set()
-
-            t = threading.Thread(target=receive, args=(repeats,), daemon=True)
-            t.start()
-            time.sleep(0.5)
-            for _ in range(repeats):
-                done.clear()
-                version = engine.policy_version + 1
-                t0 = time.perf_counter()
-                pub.publish({k: v.to(torch.bfloat16) for k, v in state.items()}, version)
-                done.wait(120)
-                engine.load_weights(iter(got.pop(version)), version=version)
-                ours.append(time.perf_counter() - t0)
-            t.join(10)
-            sub.close()
+            rpc.append(time.perf_counter() - t0)
+            disk.append(engine.reload_from_disk(engine.policy_version + 1))
+        ours = broadcast_and_load(engine, state, repeats)
     finally:
         engine.close()
-    med_ours, med_base = statistics.median(ours), statistics.median(baseline)
-    emit("weight_sync", "vllm_inplace_reload_in_memory_s", round(med_base, 3), "s")
-    emit("weight_sync", "broadcast_plus_inplace_load_s", round(med_ours, 3), "s", baseline=round(med_base, 3),
-         mb=round(sum(v.numel() * 2 for v in state.values()) / 2**20, 1))
+    med = {"ours": statistics.median(ours), "rpc": statistics.median(rpc), "disk": statistics.median(disk),
+           "raw": raw}
+    sizes = {"bytes": nbytes, "repeats": repeats}
+    emit(BENCH, "vllm_inplace_reload_in_memory_s", round(med["rpc"], 3), "s",
+         gb_per_s=_gb_per_s(nbytes, med["rpc"]), **sizes)
+    emit(BENCH, "vllm_reload_from_checkpoint_folder_s", round(med["disk"], 3), "s",
+         gb_per_s=_gb_per_s(nbytes, med["disk"]), page_cache="warm", **sizes)
+    emit(BENCH, "raw_zmq_push_pull_s", round(med["raw"], 4), "s", gb_per_s=_gb_per_s(nbytes, med["raw"]),
+         **sizes)
+    emit(BENCH, "broadcast_plus_inplace_load_s", round(med["ours"], 3), "s", baseline=round(med["rpc"], 3),
+         baseline_name="vLLM in-place reload, tensors inside collective_rpc", mb=round(nbytes / 2**20, 1),
+         **sizes)
+    emit(BENCH, "broadcast_plus_inplace_load_vs_disk_reload_s", round(med["ours"], 3), "s",
+         baseline=round(med["disk"], 3), baseline_name="vLLM reload_weights from the checkpoint folder", **sizes)
+    emit(BENCH, "broadcast_plus_inplace_load_gb_per_s", _gb_per_s(nbytes, med["ours"]), "GB/s",
+         baseline=_gb_per_s(nbytes, med["raw"]), baseline_name="raw ZeroMQ PUSH/PULL, same bytes", **sizes)
 
 
 if __name__ == "__main__":

@@ -94,3 +94,4 @@ def test_mean_decode_context_and_gemm_flops():
 def test_bad_inputs_name_the_field(call, field):
     with pytest.raises(ValueError, match=field):
         call()
+
