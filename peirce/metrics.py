@@ -52,6 +52,14 @@ CATALOGUE: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "peirce_trainer_no_signal_steps_total": ("counter", "Learner steps with zero reward variance (no signal)", ()),
     "peirce_learner_logprob_gap_nats": ("gauge", "Mean |learner - engine| logprob on on-policy tokens, last step", ()),
     "peirce_workers": ("gauge", "Live workers by role", ("role",)),
+    # MASA meta-awareness (algorithm.meta), exported by the driver once per learner step.
+    "peirce_meta_reward_mean": ("gauge", "Mean meta reward of the last batch, and each part", ("part",)),
+    "peirce_meta_calibration_error": ("gauge", "Mean |predicted - true| pass fraction of the last batch's meta rollouts", ()),
+    "peirce_meta_prompts_gated_total": ("counter", "Prompts whose solutions gating skipped (audited ones included)", ()),
+    "peirce_meta_gating_precision": ("gauge", "Gating precision from the audited prompts (run so far)", ()),
+    "peirce_meta_gating_recall": ("gauge", "Gating recall (run so far)", ()),
+    "peirce_meta_tokens_saved_total": ("counter", "Solution token budget (max_tokens x rollouts) saved", ("by",)),
+    "peirce_meta_token_share": ("gauge", "Meta response tokens as a share of the last batch's response tokens", ()),
 }
 
 _BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)

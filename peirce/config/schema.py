@@ -238,4 +238,8 @@ class TrainConfig(_Strict):
         if self.rollout.max_tokens >= self.model.max_model_len:
             raise FieldRuleError("rollout.max_tokens", f"must be < model.max_model_len ({self.model.max_model_len}) "
                                  "so the prompt has room", self.rollout.max_tokens)
+        meta = self.algorithm.meta
+        if meta.enabled and meta.meta_max_tokens is not None and meta.meta_max_tokens >= self.model.max_model_len:
+            raise FieldRuleError("algorithm.meta.meta_max_tokens", f"must be < model.max_model_len "
+                                 f"({self.model.max_model_len}) so the meta prompt has room", meta.meta_max_tokens)
         return self

@@ -157,6 +157,26 @@ def rows() -> tuple[Row, ...]:
             ), "Mean |learner - rollout engine| logprob on on-policy tokens (nats); past trainer.logprob_gap_warn "
                "the run warns, past trainer.logprob_gap_stop twice it stops: weight sync is not reaching the engines."),
         )),
+        Row("MASA meta-awareness", (
+            Panel("Meta reward", "short", (
+                Query(gauge("avg", "peirce_meta_reward_mean", "part"), "{{run}} {{part}}"),
+            ), "Mean meta reward of the last batch (part=all) and its length, pass_rate and notions parts.", width=8),
+            Panel("Calibration error", "short", (
+                Query(gauge("avg", "peirce_meta_calibration_error"), "{{run}}"),
+            ), "Mean |predicted - true| pass fraction over the last batch's valid meta predictions.", width=8),
+            Panel("Meta token share", "percentunit", (
+                Query(gauge("avg", "peirce_meta_token_share"), "{{run}}"),
+            ), "Meta response tokens / all response tokens of the last batch.", width=8),
+            Panel("Gating", "short", (
+                Query(f"sum by (run) (increase(peirce_meta_prompts_gated_total{{{RUN}}}[{WINDOW}]))",
+                      "{{run}} gated in window"),
+                Query(gauge("avg", "peirce_meta_gating_precision"), "{{run}} precision"),
+                Query(gauge("avg", "peirce_meta_gating_recall"), "{{run}} recall"),
+            ), "Prompts whose solutions were skipped; precision and recall measured on the audited share."),
+            Panel("Solution tokens saved / s", "short", (
+                Query(rate_sum("peirce_meta_tokens_saved_total", "by"), "{{run}} by {{by}}"),
+            ), "Solution token budget (max_tokens x rollouts) saved by gating and by the length cutoff."),
+        )),
     )
 
 

@@ -10,6 +10,11 @@ future while the loop keeps generating and scoring, so with `max_staleness > 0`
 generation overlaps training. A malformed worker result is a counted rejection
 (`peirce_rejected_results_total{queue, reason}`) and a retry of its group, never an
 exception in this loop.
+
+MASA (`algorithm.meta.enabled`): the planner runs each prompt's meta phase; this loop
+adds the meta numbers to each step's record and Prometheus, and every
+`meta.expert.every` steps takes an SFT step (the learner's `sft` verb, its own lr) on the
+buffered expert meta trajectories, tokenized here with the model's tokenizer.
 """
 from __future__ import annotations
 
@@ -189,9 +194,11 @@ class Orchestrator:
     def _finish_step(self, out: dict[str, float], batch: list[list[ScoredSample]], bar: tqdm) -> None:
         trained_version = int(out["policy_version"]) - 1  # version the batch was trained under
         stats = StepStats.from_batch(batch, trained_version)
+        meta_fields = self._meta_fields(stats, batch) if self.planner.meta_planner is not None else {}
         self.planner.on_trained(batch, int(out["policy_version"]))
         self.step += 1
         self.source.report(stats.level_rewards)
+        meta_fields.update(self._expert_step())
         record = {"step": self.step, "time": time.time(), "policy_version": int(out["policy_version"]),
                   # level: the highest level this step trained on; next_level: where the
                   # curriculum draws from now (None once every level is done)
@@ -199,7 +206,7 @@ class Orchestrator:
                   "next_level": self.source.level, "rollout_workers": self.rollout_pool.size,
                   "reward_workers": self.reward_pool.size, "dropped_groups": self.planner.dropped_groups,
                   "failed_groups": self.planner.failed_groups, **stats.as_record(), **_learner_fields(out),
-                  **self.health.on_step(self.step, out, batch)}
+                  **self.health.on_step(self.step, out, batch), **meta_fields}
         log_all(self.loggers, self.step, record)
         with (self.run_dir.root / "ledger.jsonl").open("a") as f:
             for group in batch:
@@ -211,7 +218,7 @@ class Orchestrator:
                         stale=f"{stats.staleness_mean:.1f}")
         if (self.step % self.cfg.trainer.save_every == 0 or self.step >= self.cfg.trainer.max_steps
                 or self.health.stop):  # a guard's stop keeps the learner's state first
-            self.checkpoint(int(out["policy_version"]))
+            self.checkpoint(self.version)  # == out["policy_version"] unless an expert SFT step followed
         if self.health.stop:
             self.health.raise_stop(str(self.run_dir.checkpoint_path(self.step)))
 
@@ -223,6 +230,70 @@ class Orchestrator:
             self.metrics.set("peirce_reward_mean", sum(value) / len(value), task=task, level=str(level))
         self.metrics.set("peirce_workers", self.rollout_pool.size, role="rollout")
         self.metrics.set("peirce_workers", self.reward_pool.size, role="reward")
+
+    # -- MASA ---------------------------------------------------------------------------
+    def _meta_fields(self, stats: StepStats, batch: list[list[ScoredSample]]) -> dict[str, Any]:
+        """The step's meta record fields; exports the matching Prometheus series."""
+        counters = self.planner.take_meta_counters()
+        gating = self.planner.gating
+        caps = self.planner.solution_caps(batch)
+        rec: dict[str, Any] = {**stats.meta_record(), "meta/prompts_gated": counters.gated,
+                               "meta/prompts_audited": counters.audited, "meta/gated_total": gating.gated,
+                               "meta/gating_precision": gating.precision, "meta/gating_recall": gating.recall,
+                               "meta/gated_share": gating.gated_share,
+                               "meta/tokens_saved_gating": counters.saved_by_gating,
+                               "meta/tokens_saved_cutoff": counters.saved_by_cutoff,
+                               "meta/solution_max_tokens_mean": sum(caps) / len(caps) if caps else None,
+                               "meta/solution_max_tokens_max": max(caps, default=None)}
+        m = self.metrics
+        for part in ("reward_mean", "reward_length", "reward_pass_rate", "reward_notions"):
+            if rec.get(f"meta/{part}") is not None:
+                m.set("peirce_meta_reward_mean", rec[f"meta/{part}"],
+                      part="all" if part == "reward_mean" else part.removeprefix("reward_"))
+        for key, name in (("meta/calibration_error", "peirce_meta_calibration_error"),
+                          ("meta/gating_precision", "peirce_meta_gating_precision"),
+                          ("meta/gating_recall", "peirce_meta_gating_recall"),
+                          ("meta/token_share", "peirce_meta_token_share")):
+            if rec.get(key) is not None:
+                m.set(name, rec[key])
+        m.inc("peirce_meta_prompts_gated_total", counters.gated)
+        m.inc("peirce_meta_tokens_saved_total", counters.saved_by_gating, by="gating")
+        m.inc("peirce_meta_tokens_saved_total", counters.saved_by_cutoff, by="cutoff")
+        return rec
+
+    _tokenizer: Any = None
+
+    def _expert_step(self) -> dict[str, Any]:
+        """An SFT step on the buffered expert meta trajectories when one is due (blocking:
+        it runs between RL steps, and the planner counts its version bump as idle)."""
+        buffer, meta = self.planner.expert, self.cfg.algorithm.meta
+        if buffer is None or not buffer.due(self.step):
+            return {}
+        from peirce.learner.batch import SFTExample
+        from peirce.masa.prompt import render_meta
+
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(str(resolve_model(self.cfg.model.path)))
+        tok, taken = self._tokenizer, buffer.take()
+        eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
+        examples = []
+        for ex in taken:
+            rendered = render_meta(ex.prompt, self.cfg.tasks.prompt_style, tok)
+            prompt_ids = tok(rendered.text, add_special_tokens=False).input_ids
+            target_ids = tok(ex.target, add_special_tokens=False).input_ids + eos
+            room = self.cfg.model.max_model_len - len(prompt_ids)
+            if room > 1:
+                examples.append(SFTExample(prompt_token_ids=prompt_ids, response_token_ids=target_ids[:room]))
+        if not examples:
+            return {"meta/sft_examples": 0}
+        out = ray.get(self.learner.sft.remote(examples, meta.expert.lr))
+        self.planner.advance_version(int(out["policy_version"]))
+        log.info("expert SFT step on %d meta trajectories (lr %g): loss %.4f", len(examples), meta.expert.lr,
+                 out["loss"])
+        return {"meta/sft_examples": len(examples), "meta/sft_loss": out["loss"],
+                "meta/sft_policy_version": self.version}
 
     def checkpoint(self, policy_version: int) -> Path:
         path = self.run_dir.checkpoint_path(self.step)
