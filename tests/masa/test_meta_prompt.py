@@ -1,5 +1,7 @@
 """The meta prompt and the notion hint."""
 
+import pytest
+
 from peirce.masa.config import HintConfig, MetaConfig
 from peirce.masa.prompt import fill, hint, hint_notions, meta_prompt, with_hint
 from peirce.masa.types import MetaPrediction
@@ -41,3 +43,16 @@ def test_hint_ranks_notions_by_how_many_rollouts_named_them():
     assert hint([MetaPrediction()], HintConfig(enabled=True)) is None
     assert with_hint("Solve it.\n", text) == "Solve it.\n\n" + text
     assert with_hint("Solve it.", None) == "Solve it."
+
+
+def test_render_meta_is_its_own_conversation_without_prefill():
+    from peirce.masa.prompt import META_SYSTEM_TEXT, render_meta
+    from peirce.tasks.prompts import PromptError
+
+    rendered = render_meta("Assess {k} this", "reference")
+    assert rendered.prefill == "" and rendered.text.endswith("<|im_start|>assistant\n")
+    assert f"system\n{META_SYSTEM_TEXT}<|im_end|>" in rendered.text and "user\nAssess {k} this\n" in rendered.text
+    with pytest.raises(PromptError, match="chat_template"):
+        render_meta("x", "chat_template", None)
+    with pytest.raises(PromptError, match="not a prompt style"):
+        render_meta("x", "bogus")

@@ -2,7 +2,8 @@
 configs/masa-smoke.yaml runs its parallel steps, switches to sequential, and every step's
 metrics carry the meta fields. In sequential mode each solution request's max_tokens is
 the cutoff's (the random model predicts nothing valid, so the cutoff's upper clamp, 8),
-below rollout.max_tokens, and no solution response is longer than its request allowed."""
+below rollout.max_tokens, and no solution response is longer than its request allowed. An
+expert SFT step (the learner's sft verb, its own lr) runs every 2 steps."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from peirce.config import TrainConfig, load_config
+from peirce.masa.expert import ExpertExample
+from peirce.masa.prompt import meta_prompt
 from peirce.trainer.orchestrator import Orchestrator
 from peirce.trainer.run_dir import RunDir
 
@@ -27,7 +30,13 @@ META_FIELDS = {"meta/reward_mean", "meta/reward_length", "meta/reward_pass_rate"
 def test_masa_smoke_runs_parallel_then_sequential_with_lowered_max_tokens(ray_runtime, tmp_path):
     cfg = load_config(TrainConfig, CONFIG, [f"run_dir={tmp_path / 'masa'}"])
     meta = cfg.algorithm.meta
-    Orchestrator(cfg, progress=False).run()
+    orch = Orchestrator(cfg, progress=False)
+    # The random model never writes a valid prediction, so no expert example arises by
+    # itself: seed one (as best_expert builds them) so the SFT verb runs at step 2.
+    orch.planner.expert.add(ExpertExample(prompt_id="seed", prompt=meta_prompt("spell cat in capitals", meta),
+                                          target='<meta>easy</meta>\n{"notions": [], "pass_rate": 8, '
+                                                 '"solution_length": 3}', score=1.0, step=0))
+    orch.run()
     rows = RunDir(tmp_path / "masa").read_metrics()
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     assert all(META_FIELDS <= set(r) for r in rows), sorted(set(rows[0]))
@@ -43,5 +52,8 @@ def test_masa_smoke_runs_parallel_then_sequential_with_lowered_max_tokens(ray_ru
     assert last["meta/solution_max_tokens_max"] == meta.cutoff.max_tokens < cfg.rollout.max_tokens
     assert last["meta/tokens_saved_cutoff"] > 0
     assert last["response_length_mean"] <= meta.cutoff.max_tokens
+    # the expert SFT step ran after step 2 on the real learner and took a policy version
+    assert rows[1]["meta/sft_examples"] == 1 and rows[1]["meta/sft_loss"] > 0
+    assert [r["policy_version"] for r in rows] == [1, 2, 4, 5]
     ledger = [json.loads(line) for line in (Path(cfg.run_dir) / "ledger.jsonl").read_text().splitlines()]
     assert len(ledger) == 4 * cfg.rollout.prompts_per_step  # one entry (two groups) per prompt

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from peirce.masa.config import MetaConfig
 from peirce.masa.ids import meta_group_id
@@ -18,6 +19,7 @@ from peirce.masa.prompt import meta_prompt
 from peirce.masa.reward import meta_reward
 from peirce.masa.types import Solution
 from peirce.tasks.base import Task
+from peirce.trainer.step_stats import StepStats
 from peirce.trainer.planner import (Accepted, Gated, GroupPlanner, Phase, PlanConfig, Retry, Submit, WorkerError,
                                     read_result)
 from peirce.transport.groups import pack_messages
@@ -108,6 +110,13 @@ def test_parallel_sends_both_halves_and_trains_two_groups_in_one_entry():
     want = [meta_reward(parse_prediction(t, 4), _task(0).puzzle_text, solutions, k=4, base=0.01).reward for t in texts]
     assert [s.reward for s in entry[G:]] == want and want[0] > want[1] > want[2] == 0
     assert entry[G].reward_details["abs_error"] == 0.0 and entry[G + 2].reward_details["abs_error"] is None
+    # the step's task numbers see only the solutions; the meta numbers come apart
+    stats = StepStats.from_batch([entry], trained_version=0)
+    assert stats.rewards == [1.0, 1.0, -1.0, 1.0] and stats.level_rewards == {("uppercase", 1): stats.rewards}
+    rec = stats.meta_record()
+    assert rec["meta/samples"] == M and rec["meta/reward_mean"] == pytest.approx(sum(want) / M)
+    assert rec["meta/calibration_error"] == pytest.approx((0 + 0.75) / 2)  # truth 3/4; predictions 3/4, 0/4
+    assert rec["meta/token_share"] == pytest.approx(9 / (9 + sum(lengths)))
     # the gate is measured (not enforced) in parallel mode
     assert (planner.gating.open, planner.gating.gated) == (1, 0)
 
