@@ -54,8 +54,9 @@ CATALOGUE: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "peirce_workers": ("gauge", "Live workers by role", ("role",)),
     # MASA meta-awareness (algorithm.meta), exported by the driver once per learner step.
     "peirce_meta_reward_mean": ("gauge", "Mean meta reward of the last batch, and each part", ("part",)),
-    "peirce_meta_calibration_error": ("gauge", "Mean |predicted - true| pass fraction of the last batch's meta rollouts", ()),
-    "peirce_meta_prompts_gated_total": ("counter", "Prompts whose solutions gating skipped (audited ones included)", ()),
+    "peirce_meta_calibration_error": ("gauge", "Mean |predicted - true| pass fraction, last batch's meta rollouts",
+                                      ()),
+    "peirce_meta_prompts_gated_total": ("counter", "Prompts whose solutions gating skipped (audited included)", ()),
     "peirce_meta_gating_precision": ("gauge", "Gating precision from the audited prompts (run so far)", ()),
     "peirce_meta_gating_recall": ("gauge", "Gating recall (run so far)", ()),
     "peirce_meta_tokens_saved_total": ("counter", "Solution token budget (max_tokens x rollouts) saved", ("by",)),

@@ -346,7 +346,8 @@ class GroupPlanner:
                                                          for s in resumed[1]])
             transition = Transition(state=state, requests=self.meta_planner.requests(state))
         else:
-            transition = self.meta_planner.start(gid, group.msg.task.puzzle_text, self._clock() if step is None else step)
+            step = self._clock() if step is None else step
+            transition = self.meta_planner.start(gid, group.msg.task.puzzle_text, step)
             group.meta = MetaTrack(state=transition.state)
         group.phase = Phase.META
         return self._meta_transition(gid, group, transition)
@@ -402,11 +403,14 @@ class GroupPlanner:
         meta_group = next(g for g in result.groups if g.kind == "meta")
         truth = sum(bool(s.correct) for s in group.scored) / len(group.scored)
         assert state.predictions is not None
+        def abs_error(pass_rate: int | None) -> float | None:
+            return None if pass_rate is None else abs(pass_rate / mcfg.k - truth)
+
         meta_scored = [
             ScoredSample(sample=s, reward=reward, correct=False, format_ok=p.found,
                          reward_details={"kind": "meta", "length": r.length, "pass_rate": r.pass_rate,
                                          "notions": r.notions,
-                                         "abs_error": None if p.pass_rate is None else abs(p.pass_rate / mcfg.k - truth)})
+                                         "abs_error": abs_error(p.pass_rate)})
             for s, reward, r, p in zip(meta.samples, meta_group.rewards, result.meta_rewards, state.predictions)]
         scored = [*group.scored, *meta_scored]
         if self.cfg.dynamic_sampling and not has_signal(group.scored) and not has_signal(meta_scored):

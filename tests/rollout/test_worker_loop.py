@@ -22,7 +22,7 @@ from peirce.rollout.worker import RolloutLoop
 from peirce.tasks.base import Task
 from peirce.tasks.dataset import generate_dataset
 from peirce.transport.dispatch import WorkDispatcher
-from peirce.transport.frames import encode
+from peirce.transport.frames import FrameError, encode
 from peirce.transport.groups import pack_messages, unpack_messages
 from peirce.transport.wire import RequestSampling, RolloutSample, TaskMsg
 from peirce.transport.weight_sync import WeightPublisher
@@ -125,6 +125,28 @@ def test_hostile_items_are_answered_and_the_good_ones_generated(task):
     assert loop.generated_groups == 2
 
 
+def test_each_request_brings_its_own_prompt_and_sampling(task):
+    """MASA: a meta request renders its own prompt (no task system turn, nothing pre-filled),
+    a solution request may replace the puzzle text (the hint), and max_tokens is per request."""
+    loop = RolloutLoop(CheckingEngine(), "tcp://127.0.0.1:1", WeightsInbox("tcp://127.0.0.1:1", "w", 0), worker_id="w",
+                       prompt_style="reference", batch_groups=1)
+    meta = TaskMsg(task=task, group_id="g.meta", n_samples=3, phase="meta", prompt="Assess this puzzle",
+                   sampling=RequestSampling(temperature=0.5, max_tokens=7))
+    request, prefill = loop._prepare("m", meta)
+    assert (request.sampling.n, request.sampling.max_tokens, request.sampling.temperature) == (3, 7, 0.5)
+    assert "user\nAssess this puzzle\n" in request.prompt and task.puzzle_text not in request.prompt
+    assert prefill == "" and request.prompt.endswith("assistant\n")
+    hinted = TaskMsg(task=task, group_id="g", prompt=task.puzzle_text + "\n\nHint: notions.",
+                     sampling=RequestSampling(max_tokens=5))
+    request, prefill = loop._prepare("s", hinted)
+    assert "Hint: notions." in request.prompt and prefill == "<think>" and request.sampling.max_tokens == 5
+    plain, _ = loop._prepare("p", TaskMsg(task=task, group_id="g"))
+    assert plain.sampling.max_tokens == 256 and "Hint" not in plain.prompt  # SamplingSpec's default
+    for bad in (TaskMsg(task=task, group_id="g", phase="meta"), TaskMsg(task=task, group_id="g", phase="judge")):
+        with pytest.raises(FrameError, match="unservable|phase"):
+            loop._prepare("x", bad)
+
+
 def test_a_version_that_never_arrives_is_an_error_not_a_hang(task):
     engine = CheckingEngine()
     items = {"future": _payload(task, policy_version_at_dispatch=10**9), "now": _payload(task)}
@@ -138,7 +160,8 @@ def test_a_version_that_never_arrives_is_an_error_not_a_hang(task):
 def test_real_engine_refusal_is_per_item(engine, task):
     items = {
         "good": _payload(task, sampling=RequestSampling(max_tokens=4)),
-        "too-long": _payload(msgspec.structs.replace(task, puzzle_text="word " * 2000), sampling=RequestSampling(max_tokens=4)),
+        "too-long": _payload(msgspec.structs.replace(task, puzzle_text="word " * 2000),
+                             sampling=RequestSampling(max_tokens=4)),
         "unknown-task": _payload(msgspec.structs.replace(task, task="no-such-task")),
     }
     loop, results, alive = _serve(engine, items)

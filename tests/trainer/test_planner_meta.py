@@ -19,9 +19,9 @@ from peirce.masa.prompt import meta_prompt
 from peirce.masa.reward import meta_reward
 from peirce.masa.types import Solution
 from peirce.tasks.base import Task
-from peirce.trainer.step_stats import StepStats
 from peirce.trainer.planner import (Accepted, Gated, GroupPlanner, Phase, PlanConfig, Retry, Submit, WorkerError,
                                     read_result)
+from peirce.trainer.step_stats import StepStats
 from peirce.transport.groups import pack_messages
 from peirce.transport.wire import RequestSampling, RolloutSample, ScoredSample, TaskMsg
 
