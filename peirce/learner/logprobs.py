@@ -51,13 +51,22 @@ class _HeadLogprobs(torch.autograd.Function):
         lse = torch.empty_like(lp)
         ent = torch.empty_like(lp) if with_entropy else None
         for s, e in _spans(n, chunk_tokens):
-            z = F.linear(hidden[s:e], weight).float()  # [c, V]
-            lse_c = torch.logsumexp(z, dim=-1)
-            lse[s:e] = lse_c
-            lp[s:e] = z.gather(-1, targets[s:e, None]).squeeze(-1) - lse_c
-            if ent is not None:
-                logp = z.sub_(lse_c[:, None])
-                ent[s:e] = -(logp.exp().mul_(logp)).sum(-1)
+            # in place on z: torch.logsumexp would allocate another [c, V] fp32 temporary
+            z = F.linear(hidden[s:e], weight).float()  # [c, V], a fresh buffer
+            picked = z.gather(-1, targets[s:e, None]).squeeze(-1)
+            top = z.amax(-1, keepdim=True)
+            y = z.sub_(top)  # y = z - max; with S = sum exp(y): lse = max + log S
+            if ent is None:
+                log_s = y.exp_().sum(-1).log_()
+            else:
+                ey = y.exp()
+                total = ey.sum(-1)
+                log_s = total.log()
+                ent[s:e] = log_s - ey.mul_(y).sum(-1) / total  # -sum p log p = log S - sum(e^y y) / S
+                del ey
+            lse[s:e] = top.squeeze(-1) + log_s
+            lp[s:e] = picked - lse[s:e]
+            del z, y
         ctx.set_materialize_grads(False)
         ctx.chunk_tokens = chunk_tokens
         ctx.save_for_backward(hidden, weight, targets, lse, ent)
@@ -74,15 +83,16 @@ class _HeadLogprobs(torch.autograd.Function):
         for s, e in _spans(hidden.shape[0], ctx.chunk_tokens):
             h = hidden[s:e]
             logp = F.linear(h, weight).float().sub_(lse[s:e, None])  # [c, V]
-            p = logp.exp()
             # d logprob / d z = onehot(target) - p;  d entropy / d z = -p * (log p + entropy)
-            if g_ent is not None:
+            if g_ent is None:
+                gz = logp.exp_().mul_(-g_lp[s:e, None])  # in place: one [c, V] fp32 buffer, not two
+            else:
+                p = logp.exp()
                 gz = logp.add_(ent[s:e, None]).mul_(p).mul_(-g_ent[s:e, None])
                 if g_lp is not None:
                     gz.sub_(p.mul_(g_lp[s:e, None]))
-            else:
-                gz = p.mul_(-g_lp[s:e, None])
-            del p, logp
+                del p
+            del logp
             if g_lp is not None:
                 gz.scatter_add_(-1, targets[s:e, None], g_lp[s:e, None])
             gz = gz.to(hidden.dtype)
