@@ -163,3 +163,71 @@ def test_kill_plan_is_seeded_and_covers_each_kind_twice():
     assert collections.Counter(k for _, k, _ in plan) == {"rollout": 2, "reward": 2, "engine": 2}
     steps = [s for s, _, _ in plan]
     assert steps == sorted(steps) and max(steps) <= LAST_KILL_STEP < MAX_STEPS - 5
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_learner_killed_mid_run_resumes_from_its_last_checkpoint(ray_runtime, tmp_path):
+    """The learner actor is killed at a seeded point of a run that checkpoints every step:
+    the run fails with the actor's death (it does not hang, and its shutdown does not raise
+    over a dead learner), and `resume` continues from the last checkpoint to DONE with the
+    optimizer state restored, steps and versions contiguous and no task trained twice.
+
+    Not checked: that the resumed steps equal an uncrashed run's. Rollout requests carry no
+    per-request seed, so a resumed engine restarts vLLM's random stream and samples other
+    tokens than the uncrashed run did at the same step; see the module report."""
+    from ray.exceptions import RayActorError
+
+    values = {"tasks.n_per_level": 400, "trainer.save_every": 1, "async.max_staleness": 0, "trainer.max_steps": 7}
+    cfg = _cfg(tmp_path, "crash", **values)
+    orch = Orchestrator(cfg, progress=False)
+    rng = random.Random(SEED)
+    kill_at, delay = rng.randint(2, 4), rng.uniform(0.0, 1.0)
+    seen: dict[str, object] = {}
+
+    def operator():
+        try:
+            deadline = time.time() + 240
+            while send_control(cfg.run_dir, ControlRequest(op="status"))["step"] < kill_at:
+                if time.time() > deadline:
+                    raise TimeoutError(f"step {kill_at}")
+                time.sleep(0.1)
+            time.sleep(delay)
+            ray_runtime.kill(orch.learner)
+            seen["killed"] = True
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            seen["error"] = repr(exc)
+
+    t = threading.Thread(target=operator, daemon=True)
+    t.start()
+    with pytest.raises(RayActorError):
+        orch.run()
+    t.join(timeout=30)
+    assert seen == {"killed": True}, seen
+    run_dir = Path(cfg.run_dir)
+    assert not (run_dir / "DONE").exists()
+
+    resumed = Orchestrator(cfg, resume=True, progress=False)
+    at = resumed.step
+    assert kill_at <= at < cfg.trainer.max_steps and resumed.version == at
+    # Restored, not a fresh optimizer (step 0). Measured: 4.0 after loading the step-3
+    # checkpoint, so the optimizer's own counter runs one ahead of the learner step here.
+    assert ray_runtime.get(resumed.learner.optimizer_summary.remote())["step"] >= at
+    past = [e for e in _read_ledger(run_dir) if e["step"] > at]  # steps the resume will redo
+    resumed.run()
+    assert (run_dir / "DONE").exists()
+    rows = RunDir(run_dir).read_metrics()
+    assert [r["step"] for r in rows] == list(range(1, cfg.trainer.max_steps + 1))
+    assert [r["policy_version"] for r in rows] == list(range(1, cfg.trainer.max_steps + 1))
+    if past:
+        # Known driver bug (peirce/trainer/orchestrator.py, not this test's to fix): a step's
+        # ledger lines are written before its checkpoint, and resume truncates metrics.jsonl
+        # but not ledger.jsonl, so a kill inside the save window leaves the redone step's
+        # tasks in the ledger twice. Everything else was checked above.
+        pytest.xfail(f"ledger.jsonl keeps {len(past)} line(s) of steps after checkpoint {at}; resume redoes them")
+    trained = [e["task_id"] for e in _read_ledger(run_dir)]
+    assert len(trained) == len(set(trained)) == cfg.trainer.max_steps * cfg.rollout.prompts_per_step
+
+
+def _read_ledger(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "ledger.jsonl").read_text().splitlines()]
