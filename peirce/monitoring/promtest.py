@@ -214,6 +214,16 @@ def _tick_learner(m, rng: random.Random, t: int, run: str) -> None:
     m.set("peirce_staleness_mean_steps", sum(staleness) / len(staleness))
     for level in TASK_LEVELS.get(run, ("1",)):
         m.set("peirce_reward_mean", min(1.0, rng.uniform(0.2, 0.7) + step / 200), task=run, level=level)
+    # MASA (algorithm.meta): the meta reward and its parts, calibration, gating and token savings
+    for part in ("all", "length", "pass_rate", "notions"):
+        m.set("peirce_meta_reward_mean", min(1.0, rng.uniform(0.1, 0.5) + step / 300), part=part)
+    m.set("peirce_meta_calibration_error", max(0.0, 0.4 - step / 400 + rng.gauss(0, 0.02)))
+    m.set("peirce_meta_token_share", rng.uniform(0.15, 0.3))
+    m.inc("peirce_meta_prompts_gated_total", float(rng.random() < 0.3))
+    m.set("peirce_meta_gating_precision", rng.uniform(0.85, 0.97))
+    m.set("peirce_meta_gating_recall", rng.uniform(0.75, 0.9))
+    for by in ("gating", "cutoff"):
+        m.inc("peirce_meta_tokens_saved_total", rng.randint(0, 2048), by=by)
     for role, n in (("rollout", 2), ("reward", 1), ("learner", 1)):
         m.set("peirce_workers", n, role=role)
     if t % 5 == 0:

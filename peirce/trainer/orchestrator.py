@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import ray
 from tqdm import tqdm
 
@@ -33,7 +32,7 @@ from peirce.metrics import MetricsExporter
 from peirce.trainer.control import ControlRequest, ControlServer
 from peirce.trainer.health import RunHealth
 from peirce.trainer.loggers import close_all, log_all, open_loggers
-from peirce.trainer.planner import (Decision, Drop, GroupPlanner, PlanConfig, Rejected, Retry, Submit,
+from peirce.trainer.planner import (Decision, Drop, Filtered, GroupPlanner, PlanConfig, Rejected, Retry, Submit,
                                     read_result)
 from peirce.trainer.run_dir import RunDir
 from peirce.trainer.step_stats import StepStats
@@ -70,7 +69,7 @@ class Orchestrator:
         self.topology = topology or build_topology(cfg, self.run_dir.root, ckpt)
         if self.topology.restored is not None:
             self._restore(self.topology.restored)
-            self.run_dir.truncate_metrics_after(self.step)
+            self.run_dir.truncate_after(self.step)
             log.info("resumed %s at step %d (policy version %d)", cfg.name, self.step, self.version)
         self.control = ControlServer(self.run_dir, self._on_control, host=cfg.transport.host)
         self.loggers = open_loggers(cfg.trainer.loggers, self.run_dir, name=cfg.name, config=cfg_dict,
@@ -104,7 +103,8 @@ class Orchestrator:
                 "reward": self.reward_pool.size, "level": self.source.level, "in_flight": self.planner.in_flight,
                 "rollout_registered": self.rollout_dispatch.live_workers(),
                 "reward_registered": self.reward_dispatch.live_workers(),
-                "worker_deaths": self.rollout_pool.deaths + self.reward_pool.deaths}
+                "worker_deaths": self.rollout_pool.deaths + self.reward_pool.deaths,
+                "oom_deaths": self.rollout_pool.oom_deaths + self.reward_pool.oom_deaths}
 
     # -- state --------------------------------------------------------------------------
     def _state(self, policy_version: int) -> dict[str, Any]:
@@ -190,6 +190,15 @@ class Orchestrator:
                 self.metrics.inc("peirce_rejected_results_total", 1, queue=d.queue, reason=d.reason)
             elif isinstance(d, Drop):
                 log.error("group %s (%s) dropped (%s): %s", d.gid, d.task_id, d.kind, d.why)
+                self._record_drop(d.gid, d.task_id, d.kind, d.why)
+            elif isinstance(d, Filtered):
+                self._record_drop(d.gid, d.task_id, "filtered", "zero reward variance (dynamic sampling)")
+
+    def _record_drop(self, gid: str, task_id: str, kind: str, why: str) -> None:
+        """Every group that leaves untrained gets a line in drops.jsonl: with ledger.jsonl it
+        accounts for every admitted task (trained once, or dropped with a reason)."""
+        self.run_dir.append_jsonl(self.run_dir.drops_path, [
+            {"step": self.step + 1, "group_id": gid, "task_id": task_id, "kind": kind, "why": why[:200]}])
 
     def _finish_step(self, out: dict[str, float], batch: list[list[ScoredSample]], bar: tqdm) -> None:
         trained_version = int(out["policy_version"]) - 1  # version the batch was trained under
@@ -208,10 +217,8 @@ class Orchestrator:
                   "failed_groups": self.planner.failed_groups, **stats.as_record(), **_learner_fields(out),
                   **self.health.on_step(self.step, out, batch), **meta_fields}
         log_all(self.loggers, self.step, record)
-        with (self.run_dir.root / "ledger.jsonl").open("a") as f:
-            for group in batch:
-                f.write(msgspec.json.encode({"step": self.step, "group_id": group[0].sample.group_id,
-                                             "task_id": group[0].sample.task_id}).decode() + "\n")
+        self.run_dir.append_jsonl(self.run_dir.ledger_path, [
+            {"step": self.step, "group_id": g[0].sample.group_id, "task_id": g[0].sample.task_id} for g in batch])
         self._export(stats)
         bar.update(1)
         bar.set_postfix(reward=f"{stats.reward_mean:.2f}", level=self.source.level,

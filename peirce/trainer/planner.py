@@ -183,6 +183,7 @@ class Filtered:
     """Zero reward variance (dynamic sampling): no gradient, so it makes room for another group."""
 
     gid: str
+    task_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -417,7 +418,7 @@ class GroupPlanner:
             del self.groups[gid]
             self.staleness.on_rejected(group.key)
             self.dropped_groups += 1
-            return [Filtered(gid)]
+            return [Filtered(gid, group.msg.task.id)]
         group.scored, group.phase = scored, Phase.READY
         self.staleness.on_accepted(group.key)
         self.ready.append(gid)
@@ -495,7 +496,7 @@ class GroupPlanner:
             del self.groups[gid]
             self.staleness.on_rejected(group.key)
             self.dropped_groups += 1
-            return [Filtered(gid)]
+            return [Filtered(gid, group.msg.task.id)]
         group.scored, group.phase = scored, Phase.READY
         self.staleness.on_accepted(group.key)
         self.ready.append(gid)

@@ -4,6 +4,9 @@ Layout::
 
     <run>/config.yaml            resolved config (defaults filled in)
     <run>/metrics.jsonl          one JSON object per learner step
+    <run>/ledger.jsonl           one line per trained group: step, group_id, task_id
+    <run>/drops.jsonl            one line per group that left untrained: step, group_id,
+                                 task_id, kind (failed / stale / filtered), why
     <run>/run_summary.json       rewritten every step: learning-signal and weight-sync health
                                  (`no_signal`, ...), how the run stopped; what a report reads
     <run>/logs/                  third-party (vLLM, Ray, DeepSpeed) chatter kept off the console
@@ -55,6 +58,18 @@ class RunDir:
         return self.root / "metrics.jsonl"
 
     @property
+    def ledger_path(self) -> Path:
+        return self.root / "ledger.jsonl"
+
+    @property
+    def drops_path(self) -> Path:
+        return self.root / "drops.jsonl"
+
+    def append_jsonl(self, path: Path, rows: list[dict[str, Any]]) -> None:
+        with path.open("a") as fh:
+            fh.writelines(json.dumps(_jsonable(r), sort_keys=True) + "\n" for r in rows)
+
+    @property
     def control_path(self) -> Path:
         return self.root / "control.json"
 
@@ -91,10 +106,14 @@ class RunDir:
             return []
         return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
 
-    def truncate_metrics_after(self, step: int) -> None:
-        """On resume, drop lines of steps after the checkpoint (they will be redone)."""
-        kept = [r for r in self.read_metrics() if r.get("step", 0) <= step]
-        self.metrics_path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
+    def truncate_after(self, step: int) -> None:
+        """On resume, drop the metrics, ledger and drop lines of steps after the checkpoint:
+        they will be redone. (A learner killed while saving step N leaves N's lines behind
+        a checkpoint of N-1; kept, the redone step would list its tasks twice.)"""
+        for path in (self.metrics_path, self.ledger_path, self.drops_path):
+            if path.exists():
+                rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+                path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows if r.get("step", 0) <= step))
 
     def mark_latest(self, step: int) -> None:
         latest = self.root / "checkpoints" / "latest"

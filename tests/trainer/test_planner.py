@@ -121,8 +121,8 @@ def test_reward_failure_sends_the_group_back_to_rollout():
 def test_dynamic_sampling_drops_uniform_groups_only():
     p = _planner(s=1, b=2, n=3, dynamic=True)
     subs = p.admit(ListFeed(10))
-    assert _complete(p, subs[0].gid, [1.0, 1.0, 1.0]) == [Filtered(subs[0].gid)]
-    assert _complete(p, subs[1].gid, [0.0, 0.0, 0.0]) == [Filtered(subs[1].gid)]
+    assert _complete(p, subs[0].gid, [1.0, 1.0, 1.0]) == [Filtered(subs[0].gid, subs[0].messages[0].task.id)]
+    assert _complete(p, subs[1].gid, [0.0, 0.0, 0.0]) == [Filtered(subs[1].gid, subs[1].messages[0].task.id)]
     assert _complete(p, subs[2].gid, [0.0, 1.0, 1.0]) == [Accepted(subs[2].gid)]
     assert p.dropped_groups == 2 and list(p.ready) == [subs[2].gid]
     assert p.staleness.counts()["rejected_total"] == 2  # their capacity came back
