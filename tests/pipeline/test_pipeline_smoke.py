@@ -36,8 +36,6 @@ def test_smoke_pipeline_runs_every_stage_and_resumes(tmp_path):
         assert all(r["level"] == 1 for r in rows)  # the level each step trained (never None)
     merged = run_dir / "stage_b" / "merged"
     assert (merged / "config.json").exists() and (merged / "merge.yaml").exists()
-    # every actor's library chatter lands in the run's logs/, the console keeps peirce's lines
-    assert {"merge.log", "eval.log"} <= {p.name for p in (run_dir / "logs").iterdir()}
     for start in ("merged", "base"):
         assert (run_dir / "stage_c" / f"domain-from-{start}" / "DONE").exists()
     table = json.loads((run_dir / "eval_table.json").read_text())
