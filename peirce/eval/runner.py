@@ -148,8 +148,9 @@ def _render(task: Task, style: str, tokenizer: Any) -> tuple[list[int], str]:
     from peirce.tasks.base import get_family
 
     rendered = get_family(task.task).render(task, style, tokenizer)
-    ids = tokenizer(rendered.text, add_special_tokens=False)["input_ids"]
-    return list(ids), rendered.prefill
+    from peirce.tasks.prompts import encode_prompt
+
+    return encode_prompt(tokenizer, rendered.text), rendered.prefill  # as rollout tokenises it
 
 
 def _max_positions(model_dir: str | Path) -> int:
@@ -161,12 +162,14 @@ def _max_positions(model_dir: str | Path) -> int:
 
 def _score_one(resolver: Any, task: Task, turn: str) -> tuple[Any, str | None]:
     from peirce.rewards.registry import RewardResult
+    from peirce.rewards.worker import verifier_fault_reward
 
     try:
         return resolver(task.task)(task, turn), None
-    except Exception as exc:  # a verifier bug is a failed sample, not a failed run
+    except Exception as exc:  # a verifier bug is a failed sample, not a failed run; scored as in training
         log.warning("reward for %s raised: %s", task.id, exc)
-        return RewardResult(reward=0.0, format_ok=False, correct=None, answer=None), f"{type(exc).__name__}: {exc}"
+        return (RewardResult(reward=verifier_fault_reward(task.task), format_ok=False, correct=None, answer=None),
+                f"{type(exc).__name__}: {exc}")
 
 
 def _as_suites(suites: Suite | str | Sequence[Suite | str], options: SuiteOptions) -> list[Suite]:

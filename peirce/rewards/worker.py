@@ -54,6 +54,13 @@ def score_group(task: Task, samples: list[RolloutSample], resolve: RewardResolve
     return [_score_one(fn, task, s) for s in samples]
 
 
+def verifier_fault_reward(task_name: str) -> float:
+    """What a sample scores when its verifier raises (a bug, NaN, a wrong type): the task's
+    lowest reward (MAA: -3.0, the malformed-answer score; others: 0.0). One rule for
+    training and evaluation, so a verifier bug moves neither the policy nor a report."""
+    return -3.0 if task_name in MAA_TASKS else 0.0
+
+
 def _score_one(fn: RewardFn, task: Task, s: RolloutSample) -> ScoredSample:
     try:
         r: RewardResult = fn(task, s.prefill + s.completion)
@@ -61,7 +68,7 @@ def _score_one(fn: RewardFn, task: Task, s: RolloutSample) -> ScoredSample:
                             reward_details={"answer": None if r.answer is None else str(r.answer)})
     except Exception as exc:  # a verifier bug (a raise, NaN, a wrong type) must not take the worker down
         log.exception("reward %s failed on %s", task.task, task.id)
-        return ScoredSample(sample=s, reward=-3.0 if task.task in MAA_TASKS else 0.0, correct=False,
+        return ScoredSample(sample=s, reward=verifier_fault_reward(task.task), correct=False,
                             format_ok=False, reward_details={"answer": f"verifier error: {exc!r:.200}"})
 
 

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from peirce.rollout.sampling import GenRequest, GenResult, SamplingSpec, SamplingSpecError
+from peirce.tasks.prompts import encode_prompt
 
 __all__ = ["GenRequest", "GenResult", "RolloutEngine", "SamplingSpec", "SamplingSpecError",
            "WeightLoadError", "WeightLoadStats", "check_named_tensors", "checkpoint_shapes", "safetensors_shapes"]
@@ -217,7 +218,7 @@ class RolloutEngine:
         return self._version
 
     def _prompt_ids(self, req: GenRequest) -> list[int]:
-        ids = req.prompt_token_ids if req.prompt_token_ids is not None else self.tokenizer.encode(req.prompt)
+        ids = req.prompt_token_ids if req.prompt_token_ids is not None else encode_prompt(self.tokenizer, req.prompt)
         if len(ids) + 1 > self.max_model_len:
             raise SamplingSpecError(f"request {req.request_id!r}: prompt length", len(ids),
                                     f"must be < max_model_len={self.max_model_len}")

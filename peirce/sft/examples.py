@@ -47,9 +47,10 @@ class ExampleSet:
 
 
 def prompt_token_ids(task: Task, prompt_style: str, tokenizer: Any) -> list[int]:
-    """The prompt ids rollout gives the engine for `task` (render, then `tokenizer.encode`)."""
-    rendered = get_family(task.task).render(task, prompt_style, tokenizer)
-    return [int(t) for t in tokenizer.encode(rendered.text)]
+    """The prompt ids rollout gives the engine for `task` (render, then `encode_prompt`)."""
+    from peirce.tasks.prompts import encode_prompt
+
+    return encode_prompt(tokenizer, get_family(task.task).render(task, prompt_style, tokenizer).text)
 
 
 def target_token_ids(completion: str, tokenizer: Any) -> list[int]:

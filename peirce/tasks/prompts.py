@@ -59,6 +59,16 @@ class PromptError(ValueError):
     pass
 
 
+def encode_prompt(tokenizer: Any, text: str) -> list[int]:
+    """The token ids of a rendered prompt: the one way rollout, evaluation, SFT and MASA's
+    expert SFT tokenise it, so all four train and score on the same ids. The tokenizer adds
+    its special tokens (a BOS, for tokenizers that add one) unless the text already starts
+    with the BOS token (a chat template that writes it itself): never none, never two."""
+    bos = getattr(tokenizer, "bos_token", None)
+    add = not (bos and text.startswith(bos))
+    return [int(t) for t in tokenizer(text, add_special_tokens=add)["input_ids"]]
+
+
 def system_message(task_name: str) -> str:
     """System text plus the task's instruction line, as the reference system turn holds them."""
     try:

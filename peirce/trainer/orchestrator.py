@@ -278,6 +278,7 @@ class Orchestrator:
             return {}
         from peirce.learner.batch import SFTExample
         from peirce.masa.prompt import render_meta
+        from peirce.tasks.prompts import encode_prompt
 
         if self._tokenizer is None:
             from transformers import AutoTokenizer
@@ -288,7 +289,7 @@ class Orchestrator:
         examples = []
         for ex in taken:
             rendered = render_meta(ex.prompt, self.cfg.tasks.prompt_style, tok)
-            prompt_ids = tok(rendered.text, add_special_tokens=False).input_ids
+            prompt_ids = encode_prompt(tok, rendered.text)  # as the rollout engine tokenises it
             target_ids = tok(ex.target, add_special_tokens=False).input_ids + eos
             room = self.cfg.model.max_model_len - len(prompt_ids)
             if room > 1:

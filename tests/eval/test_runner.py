@@ -153,3 +153,26 @@ def test_all_suites_share_one_engine_batch(tokenizer):
         "math-sample": len(math.tasks), "math-again": len(math.tasks)}
     evaluate("unused", suites, engine=engine, batch_tasks=3)
     assert calls[1:] == [3] * (2 * len(math.tasks) // 3) + ([2 * len(math.tasks) % 3] if 2 * len(math.tasks) % 3 else [])
+
+
+@pytest.mark.parametrize("task_name,floor", [("deduction", -3.0), ("math", 0.0)])
+def test_a_raising_verifier_scores_the_same_in_training_and_evaluation(task_name, floor):
+    """A verifier bug once scored -3.0 in training and 0.0 in evaluation on MAA tasks."""
+    import numpy as np
+
+    from peirce.eval import runner
+    from peirce.rewards import worker
+    from peirce.tasks.base import Task
+    from peirce.transport.wire import RolloutSample
+
+    def broken(task, turn):
+        raise ZeroDivisionError("verifier bug")
+
+    task = Task(id="t0", task=task_name, level=1, split="test", puzzle={}, puzzle_text="p", solution_text="s")
+    sample = RolloutSample(task_id="t0", task_name=task_name, level=1, group_id="g", sample_index=0,
+                           prompt_token_ids=np.arange(3), response_token_ids=np.arange(2),
+                           response_logprobs=np.zeros(2, np.float32), policy_version=0, completion="x")
+    trained = worker._score_one(broken, task, sample)
+    evaluated, err = runner._score_one(lambda name: broken, task, "x")
+    assert trained.reward == evaluated.reward == floor and "ZeroDivisionError" in err
+    assert not trained.correct and not evaluated.format_ok

@@ -84,3 +84,43 @@ def test_chat_template_style_uses_the_tokenizer_template(tokenizer):
     # The special tokens tokenize as single ids, not as text pieces.
     ids = tokenizer(rendered.text, add_special_tokens=False)["input_ids"]
     assert tokenizer.convert_tokens_to_ids("<|im_start|>") in ids
+
+
+@pytest.fixture(scope="module")
+def bos_tokenizer():
+    """A real fast tokenizer whose post-processor prepends <s> (as Llama/Mistral ones do)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<s>": 0, "</s>": 1, "<unk>": 2, **{w: i + 3 for i, w in enumerate("hello world think answer".split())}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+
+
+def test_encode_prompt_adds_the_bos_exactly_once(bos_tokenizer, tokenizer):
+    from peirce.tasks.prompts import encode_prompt
+
+    assert encode_prompt(bos_tokenizer, "hello world") == [0, 3, 4]
+    assert encode_prompt(bos_tokenizer, "<s> hello world") == [0, 3, 4]  # a template that writes it itself
+    text = render_prompt("induction", "['1', '2', '?']", style="chat_template", tokenizer=tokenizer).text
+    assert encode_prompt(tokenizer, text) == tokenizer(text, add_special_tokens=False)["input_ids"]  # SmolLM2: no BOS
+
+
+def test_rollout_evaluation_and_sft_tokenise_a_prompt_alike(bos_tokenizer, tokenizer):
+    """The ids SFT trains on and evaluation scores are the ids rollout sends the engine
+    (evaluation once dropped the BOS that rollout's `tokenizer.encode` added)."""
+    from peirce.eval.runner import _render
+    from peirce.sft.examples import prompt_token_ids
+    from peirce.tasks.base import get_family
+    from peirce.tasks.prompts import encode_prompt
+
+    from peirce.tasks.dataset import generate_dataset
+
+    task = generate_dataset("induction", 1, 1, "test", seed=0)[0]
+    for tok, style in ((bos_tokenizer, "reference"), (tokenizer, "chat_template"), (tokenizer, "reference")):
+        rendered = get_family(task.task).render(task, style, tok)
+        expected = encode_prompt(tok, rendered.text)
+        assert _render(task, style, tok)[0] == expected
+        assert prompt_token_ids(task, style, tok) == expected
