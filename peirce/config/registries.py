@@ -1,22 +1,28 @@
 """Registered names a config may use, checked without importing torch.
 
-The advantage and policy-loss registries live in modules that import torch (~1 s), so
-their names are kept here as a torch-free table; tests/config/test_config.py fails
-when it drifts from the real registries. Rewards and task families are torch-free
-(~0.15 s each), so those registries are imported, lazily, on first use.
+Rewards and task families are checked against their registries' `names()` (torch-free,
+~0.15 s each, imported lazily on first use). The advantage and policy-loss registries
+live in modules that import torch (~1 s), so their names are kept here as a torch-free
+table; tests/config/test_config.py fails when it drifts from the real registries.
+An unknown name raises `peirce.registry.UnknownNameError` (a ValueError, so pydantic
+reports it under the field) with the message the registries' own lookups give; only
+several unknown families at once get one plain ValueError listing the first five.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from peirce.config.errors import short
+from peirce.registry import UnknownNameError
 
 ADVANTAGES: tuple[str, ...] = ("grpo", "reinforce_pp", "reinforce_pp_group", "rloo")
 POLICY_LOSSES: tuple[str, ...] = ("ppo_clip", "vanilla_pg")
 
 
-def _one_of(kind: str, name: str, valid: list[str] | tuple[str, ...]) -> str:
+def _one_of(kind: str, name: str, valid: Sequence[str]) -> str:
     if name not in valid:
-        raise ValueError(f"unknown {kind} {short(name, 60)}; valid: {', '.join(sorted(valid))}")
+        raise UnknownNameError(kind, name, sorted(valid))
     return name
 
 
@@ -30,19 +36,19 @@ def check_policy_loss(name: str) -> str:
 
 def check_reward(name: str) -> str:
     """'auto' (maa for the meta-ability tasks, the family's own reward otherwise) or a registered reward."""
-    if name == "auto":
-        return name
-    from peirce.rewards.registry import reward_names
+    from peirce.rewards.registry import REWARDS
 
-    return _one_of("reward", name, ["auto", *reward_names()])
+    return _one_of(REWARDS.kind, name, ["auto", *REWARDS.names()])
 
 
 def check_families(names: list[str]) -> list[str]:
-    from peirce.tasks.base import family_names
+    from peirce.tasks.base import FAMILIES
 
-    known = family_names()
+    known = FAMILIES.names()
     bad = [n for n in names if n not in known]
+    if len(bad) == 1:
+        raise UnknownNameError(FAMILIES.kind, bad[0], known)
     if bad:
         shown = ", ".join(short(n, 60) for n in bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
-        raise ValueError(f"unknown task famil{'y' if len(bad) == 1 else 'ies'} {shown}; valid: {', '.join(known)}")
+        raise ValueError(f"unknown task families {shown}; valid: {', '.join(known)}")
     return names

@@ -15,9 +15,11 @@ Look estimators up with `get_advantage(name)`; add one with `@register_advantage
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from typing import Protocol
 
 import torch
+
+from peirce.registry import Registry, UnknownNameError
 
 
 class AdvantageFn(Protocol):
@@ -26,36 +28,14 @@ class AdvantageFn(Protocol):
     ) -> torch.Tensor: ...
 
 
-class UnknownAlgorithmError(ValueError):
-    """A registry lookup with a name that is not registered; the message lists valid names."""
+class UnknownAlgorithmError(UnknownNameError):
+    """An advantage estimator or policy loss name that is not registered (a ValueError too)."""
 
 
-_ADVANTAGES: dict[str, AdvantageFn] = {}
-
-
-def register_advantage(name: str) -> Callable[[AdvantageFn], AdvantageFn]:
-    """Decorator: make `fn` available as `get_advantage(name)`."""
-
-    def deco(fn: AdvantageFn) -> AdvantageFn:
-        if name in _ADVANTAGES:
-            raise ValueError(f"advantage estimator {name!r} is already registered")
-        _ADVANTAGES[name] = fn
-        return fn
-
-    return deco
-
-
-def get_advantage(name: str) -> AdvantageFn:
-    try:
-        return _ADVANTAGES[name]
-    except KeyError:
-        raise UnknownAlgorithmError(
-            f"unknown advantage estimator {name!r}; valid names: {', '.join(advantage_names())}"
-        ) from None
-
-
-def advantage_names() -> list[str]:
-    return sorted(_ADVANTAGES)
+ADVANTAGES: Registry[AdvantageFn] = Registry("advantage estimator", error=UnknownAlgorithmError)
+register_advantage = ADVANTAGES.register  # decorator: make `fn` available as `get_advantage(name)`
+get_advantage = ADVANTAGES.get
+advantage_names = ADVANTAGES.names
 
 
 # ---------------------------------------------------------------------------- helpers

@@ -20,6 +20,7 @@ import torch
 
 from peirce.learner.advantages import UnknownAlgorithmError
 from peirce.learner.types import LossInputs
+from peirce.registry import Registry
 
 Aggregation = Literal["token_mean", "seq_mean_token_sum", "seq_mean_token_mean"]
 KLEstimator = Literal["k1", "k2", "k3"]
@@ -28,35 +29,12 @@ KL_ESTIMATORS: tuple[str, ...] = ("k1", "k2", "k3")
 _LOG_RATIO_CLAMP = 20.0  # exp(20) ~ 5e8: keeps ratios finite for wildly off-policy tokens
 
 PolicyLossFn = Callable[[LossInputs, "LossConfig"], tuple[torch.Tensor, dict[str, torch.Tensor]]]
-_POLICY_LOSSES: dict[str, PolicyLossFn] = {}
-
-
-def register_policy_loss(name: str) -> Callable[[PolicyLossFn], PolicyLossFn]:
-    """Decorator: `fn(inputs, cfg) -> (per-token loss [B, T], {metric: per-token tensor [B, T]})`.
-
-    Metric tensors are token-averaged over the mask by `compute_loss`.
-    """
-
-    def deco(fn: PolicyLossFn) -> PolicyLossFn:
-        if name in _POLICY_LOSSES:
-            raise ValueError(f"policy loss {name!r} is already registered")
-        _POLICY_LOSSES[name] = fn
-        return fn
-
-    return deco
-
-
-def get_policy_loss(name: str) -> PolicyLossFn:
-    try:
-        return _POLICY_LOSSES[name]
-    except KeyError:
-        raise UnknownAlgorithmError(
-            f"unknown policy loss {name!r}; valid names: {', '.join(policy_loss_names())}"
-        ) from None
-
-
-def policy_loss_names() -> list[str]:
-    return sorted(_POLICY_LOSSES)
+POLICY_LOSSES: Registry[PolicyLossFn] = Registry("policy loss", error=UnknownAlgorithmError)
+# Decorator: `fn(inputs, cfg) -> (per-token loss [B, T], {metric: per-token tensor [B, T]})`;
+# metric tensors are token-averaged over the mask by `compute_loss`.
+register_policy_loss = POLICY_LOSSES.register
+get_policy_loss = POLICY_LOSSES.get
+policy_loss_names = POLICY_LOSSES.names
 
 
 @dataclass(frozen=True)
@@ -73,7 +51,7 @@ class LossConfig:
     tis_cap: float | None = None  # C in min(pi_old / mu, C); needs rollout_logprobs; None = off
 
     def __post_init__(self) -> None:
-        if self.policy_loss not in _POLICY_LOSSES:
+        if self.policy_loss not in POLICY_LOSSES:
             raise ValueError(
                 f"LossConfig.policy_loss={self.policy_loss!r} is not registered; "
                 f"valid: {', '.join(policy_loss_names())}"

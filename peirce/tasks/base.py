@@ -13,6 +13,8 @@ from typing import Any, ClassVar
 
 import msgspec
 
+from peirce.registry import Registry, UnknownNameError, import_modules
+
 
 class Task(msgspec.Struct, frozen=True, kw_only=True):
     """One puzzle. Serialises to msgpack (`encode_task`) and to the verl parquet layout."""
@@ -40,9 +42,8 @@ def decode_task(data: bytes) -> Task:
     return _DECODER.decode(data)
 
 
-class UnknownTaskError(KeyError):
-    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
-        return str(self.args[0])
+class UnknownTaskError(UnknownNameError):
+    """A task family name that is not registered."""
 
 
 class NoWorkedSolutionError(NotImplementedError):
@@ -101,36 +102,21 @@ class TaskFamily(abc.ABC):
         return p == self.parse_answer(gold)
 
 
-_FAMILIES: dict[str, type[TaskFamily]] = {}
+# The built-in families register themselves on import, on the first miss; missing
+# modules are skipped (families not written yet).
+FAMILIES: Registry[type[TaskFamily]] = Registry(
+    "task family",
+    loader=import_modules(*(f"peirce.tasks.{m}" for m in ("deduction", "induction", "abduction", "toy", "domain"))),
+    error=UnknownTaskError,
+)
+family_names = FAMILIES.names
 
 
 def register_family(cls: type[TaskFamily]) -> type[TaskFamily]:
     """Class decorator: make a family available to `get_family(cls.name)`."""
-    _FAMILIES[cls.name] = cls
-    return cls
+    return FAMILIES.register(cls.name)(cls)
 
 
 def get_family(name: str) -> TaskFamily:
-    _load_builtin_families()
-    try:
-        return _FAMILIES[name]()
-    except KeyError:
-        raise UnknownTaskError(
-            f"unknown task {name!r}; known tasks: {', '.join(sorted(_FAMILIES))}"
-        ) from None
-
-
-def family_names() -> list[str]:
-    _load_builtin_families()
-    return sorted(_FAMILIES)
-
-
-def _load_builtin_families() -> None:
-    import importlib
-
-    for mod in ("deduction", "induction", "abduction", "toy", "domain"):
-        try:
-            importlib.import_module(f"peirce.tasks.{mod}")
-        except ModuleNotFoundError as exc:  # family not written yet
-            if exc.name != f"peirce.tasks.{mod}":
-                raise
+    """A fresh instance of the family registered as `name`."""
+    return FAMILIES.get(name)()

@@ -52,7 +52,7 @@ def test_generate_rejects_bad_suffix_and_unknown_task(tmp_path):
     assert r.returncode == 1 and "must end in .parquet or .jsonl" in r.stderr and "'.csv'" in r.stderr
     assert not (tmp_path / "x.csv").exists()
     r = peirce("generate", "--task", "nope", "--n", "2", "--out", str(tmp_path / "x.jsonl"))
-    assert r.returncode == 1 and "unknown task 'nope'" in r.stderr
+    assert r.returncode == 1 and "unknown task family 'nope'" in r.stderr
     r = peirce("generate", "--task", FAMILIES[0], "--level", "42", "--n", "2", "--out", str(tmp_path / "x.jsonl"))
     assert r.returncode == 1 and "level=42" in r.stderr
 
@@ -94,9 +94,9 @@ def test_solve_task_from_lines_and_unknown_task(generated):
     r = peirce("solve", str(path))  # generated lines carry 'task'
     assert r.returncode == 0 and len(lines(r.stdout)) == 6
     r = peirce("solve", "--task", "nope", str(path))
-    assert r.returncode == 1 and "unknown task 'nope'" in r.stderr and r.stdout == ""
+    assert r.returncode == 1 and "unknown task family 'nope'" in r.stderr and r.stdout == ""
     r = peirce("solve", "-", stdin=json.dumps({"task": "nope", "puzzle_text": "x"}))
-    assert r.returncode == 1 and "-:1: field 'task': unknown task 'nope'" in r.stderr
+    assert r.returncode == 1 and "-:1: field 'task': unknown task family 'nope'" in r.stderr
     r = peirce("solve", str(path.parent / "missing.jsonl"))
     assert r.returncode == 1 and "cannot read" in r.stderr
 

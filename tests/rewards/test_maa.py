@@ -63,10 +63,10 @@ def test_registry(tasks, monkeypatch):
     fn = get_reward("maa")
     assert "maa" in reward_names()
     assert fn(t, wrap_response(t.solution_text)).reward == 3.0
-    with pytest.raises(UnknownRewardError, match="unknown reward 'nope'; valid rewards: .*maa"):
+    with pytest.raises(UnknownRewardError, match="unknown reward 'nope'; valid: .*maa"):
         get_reward("nope")
 
-    monkeypatch.setattr(registry, "_REWARDS", dict(registry._REWARDS))  # keep the test's name local
+    monkeypatch.setattr(registry.REWARDS, "_entries", dict(registry.REWARDS._entries))  # keep the test's name local
 
     @register_reward("test-constant")
     def constant(task, turn):
@@ -78,7 +78,7 @@ def test_registry(tasks, monkeypatch):
 
 
 def test_unknown_task_is_a_clear_error():
-    with pytest.raises(UnknownTaskError, match="unknown task 'nope'"):
+    with pytest.raises(UnknownTaskError, match="unknown task family 'nope'"):
         score_maa("nope", "<answer>1</answer>", "1")
 
 

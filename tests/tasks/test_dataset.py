@@ -100,7 +100,7 @@ def test_bad_arguments_name_the_field(name):
         generate_dataset(name, 1, -1, "train")
     with pytest.raises(DatasetError, match="sum to 1"):
         generate_dataset(name, 1, 1, "train", fractions={"train": 0.5})
-    with pytest.raises(Exception, match="unknown task 'nope'"):
+    with pytest.raises(Exception, match="unknown task family 'nope'"):
         generate_dataset("nope", 1, 1, "train")
 
 
