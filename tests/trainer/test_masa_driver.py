@@ -17,42 +17,19 @@ import numpy as np
 
 from peirce.config import TrainConfig, load_config
 from peirce.masa.ids import is_meta_group
-from peirce.trainer.loggers import close_all
+from actorless import actorless_driver, close_driver
+
 from peirce.trainer.orchestrator import Orchestrator
 from peirce.trainer.planner import Phase
-from peirce.trainer.topology import Topology
-from peirce.transport.dispatch import WorkDispatcher
 from peirce.transport.groups import pack_messages
 from peirce.transport.wire import RolloutSample, TaskMsg
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "masa-smoke.yaml"
 
 
-class IdlePool:
-    """Stands in for a WorkerPool (no Ray actors in a fast test)."""
-
-    size = deaths = 0
-    workers: dict = {}
-
-    def reap(self) -> None: ...
-    def resize(self, n: int) -> None: ...
-    def shutdown(self) -> None: ...
-
-
 def _driver(run_dir, restored: dict | None = None) -> Orchestrator:
     cfg = load_config(TrainConfig, CONFIG, [f"run_dir={run_dir}", "algorithm.meta.switch_step=0"])
-    topo = Topology(learner=None, rollout_dispatch=WorkDispatcher("127.0.0.1"),
-                    reward_dispatch=WorkDispatcher("127.0.0.1"), rollout_pool=IdlePool(), reward_pool=IdlePool(),
-                    restored=restored)
-    return Orchestrator(cfg, resume=restored is not None, progress=False, topology=topo)
-
-
-def _close(o: Orchestrator) -> None:
-    o.control.close()
-    o.rollout_dispatch.close()
-    o.reward_dispatch.close()
-    o.metrics.withdraw()
-    close_all(o.loggers)
+    return actorless_driver(cfg, restored)
 
 
 def _meta_results(msg: TaskMsg, length: int) -> list[bytes]:
@@ -79,7 +56,7 @@ def test_a_restart_mid_sequence_asks_for_the_pending_solutions_only(tmp_path):
         assert before.prompt is not None and before.prompt.endswith("notions: upper case.")
         state = json.loads(json.dumps(first._state(first.version)))
     finally:
-        _close(first)
+        close_driver(first)
     assert [m["task_id"] for m in state["meta"]["mid_sequence"]] == [before.task.id]
     second = _driver(tmp_path / "run", restored=state)
     try:
@@ -91,4 +68,4 @@ def test_a_restart_mid_sequence_asks_for_the_pending_solutions_only(tmp_path):
         # the other in-flight prompts (their predictions were not in) start over with meta rollouts
         assert len(again) >= 2 and all(is_meta_group(s.gid) for s in again[1:])
     finally:
-        _close(second)
+        close_driver(second)

@@ -21,48 +21,25 @@ from prometheus_client.parser import text_string_to_metric_families
 from peirce.config import TrainConfig, load_config
 from peirce.config.profiles import SMOKE_TRAIN, as_overrides
 from peirce.rewards.worker import ERROR_MARKER
-from peirce.trainer.loggers import close_all
+from actorless import actorless_driver, close_driver
+
 from peirce.trainer.orchestrator import Orchestrator
 from peirce.trainer.planner import Phase
-from peirce.trainer.topology import Topology
-from peirce.transport.dispatch import WorkDispatcher
 from peirce.transport.groups import pack_messages
 from peirce.transport.wire import Control, ControlKind, RolloutSample, ScoredSample, TaskMsg
-
-
-class IdlePool:
-    """Stands in for a WorkerPool (no Ray actors in a fast test): no workers, nothing to reap."""
-
-    size = deaths = 0
-    workers: dict = {}
-
-    def reap(self) -> None: ...
-    def resize(self, n: int) -> None: ...
-    def shutdown(self) -> None: ...
 
 
 def _driver(run_dir, restored: dict | None = None) -> Orchestrator:
     cfg = load_config(TrainConfig, None, as_overrides({**SMOKE_TRAIN, "name": "fuzz", "run_dir": str(run_dir),
                                                        "tasks.n_per_level": 400}))
-    topo = Topology(learner=None, rollout_dispatch=WorkDispatcher("127.0.0.1"),
-                    reward_dispatch=WorkDispatcher("127.0.0.1"), rollout_pool=IdlePool(), reward_pool=IdlePool(),
-                    restored=restored)
-    return Orchestrator(cfg, resume=restored is not None, progress=False, topology=topo)
-
-
-def _close(o: Orchestrator) -> None:
-    o.control.close()
-    o.rollout_dispatch.close()
-    o.reward_dispatch.close()
-    o.metrics.withdraw()
-    close_all(o.loggers)
+    return actorless_driver(cfg, restored)
 
 
 @pytest.fixture(scope="module")
 def orch(tmp_path_factory):
     o = _driver(tmp_path_factory.mktemp("fuzz") / "run")
     yield o
-    _close(o)
+    close_driver(o)
 
 
 def _wire(messages) -> list[bytes]:
@@ -171,7 +148,7 @@ def test_checkpoint_state_keeps_its_keys_and_resumes_in_flight_tasks_first(tmp_p
         in_flight = [g.msg.task.id for g in first.planner.groups.values()]
         state = msgspec.json.decode(msgspec.json.encode(first._state(first.version)))
     finally:
-        _close(first)
+        close_driver(first)
     assert set(state) == {"step", "seq", "policy_version", "source", "staleness", "in_flight", "health"}
     assert in_flight and [t["id"] for t in state["in_flight"]] == in_flight
     second = _driver(tmp_path / "run", restored=state)
@@ -181,4 +158,4 @@ def test_checkpoint_state_keeps_its_keys_and_resumes_in_flight_tasks_first(tmp_p
         assert [s.messages[0].task.id for s in submits][: len(in_flight)] == in_flight
         assert submits[0].gid == f"g{len(in_flight):08d}"
     finally:
-        _close(second)
+        close_driver(second)
