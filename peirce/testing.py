@@ -1,4 +1,4 @@
-"""Helpers for testing reward functions and task families (yours or peirce's).
+"""Helpers for testing reward functions, task families and the learner (yours or peirce's).
 
 A test of a verifier needs the three canonical responses to a puzzle: the gold answer
 as a model would give it after the pre-filled `<think>`, a well-formed wrong answer and
@@ -25,3 +25,19 @@ def wrong_answer(gold: str) -> str:
     if flipped == g:
         raise ValueError(f"cannot make a wrong answer from {gold!r}: no integer, True/False or reachable")
     return flipped
+
+
+def make_samples(n: int = 6, seed: int = 0, vocab: int = 2000) -> list:
+    """`n` seeded learner Samples of varying prompt/response lengths, advantages +1/-1 in
+    turn: a batch that exercises padding and both gradient signs."""
+    import torch
+
+    from peirce.learner.batch import Sample
+
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(n):
+        prompt = torch.randint(0, vocab, (4 + i,), generator=g).tolist()
+        response = torch.randint(0, vocab, (3 + (i * 3) % 7,), generator=g).tolist()
+        out.append(Sample(prompt, response, 1.0 if i % 2 == 0 else -1.0, policy_version=0))
+    return out

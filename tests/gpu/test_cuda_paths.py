@@ -16,6 +16,7 @@ import time
 import pytest
 import torch
 
+
 CUDA = torch.cuda.is_available()
 if CUDA:  # tests/conftest.py defaults DeepSpeed to its CPU accelerator; this module is the CUDA one
     os.environ["DS_ACCELERATOR"] = "cuda"
@@ -33,18 +34,6 @@ def pg_loss(inp):
     """REINFORCE with a token mean: the simplest loss that carries a learning signal."""
     m = inp.mask
     return -(inp.advantages * inp.logprobs * m).sum() / m.sum(), {}
-
-
-def make_samples(n: int = 6, seed: int = 0, vocab: int = 2000):
-    from peirce.learner.batch import Sample
-
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for i in range(n):
-        prompt = torch.randint(0, vocab, (4 + i,), generator=g).tolist()
-        response = torch.randint(0, vocab, (3 + (i * 3) % 7,), generator=g).tolist()
-        out.append(Sample(prompt, response, 1.0 if i % 2 == 0 else -1.0, policy_version=0))
-    return out
 
 
 def reference_logprobs(model_dir, state: dict[str, torch.Tensor]) -> list[float]:
@@ -109,6 +98,7 @@ def test_vllm_on_cuda_generates_and_takes_an_exact_inplace_load(cuda_engine, tin
 
 def test_learner_takes_bf16_deepspeed_steps_on_cuda(cuda_learner, tiny_model_dir):
     from peirce.learner.batch import collate
+    from peirce.testing import make_samples
 
     eng = cuda_learner
     assert eng.device.type == "cuda"
@@ -149,6 +139,7 @@ def test_weight_broadcast_from_cuda_learner_to_cuda_engine_is_exact(cuda_learner
     """Learner CUDA tensors -> ZeroMQ buckets -> subscriber -> in-place load into CUDA vLLM:
     the engine then scores a fixed sequence as the learner does, and both moved."""
     from peirce.learner.batch import Sample, collate
+    from peirce.testing import make_samples
     from peirce.transport.weight_sync import WeightPublisher, WeightSubscriber
 
     fixed = collate([Sample(PROMPT, RESPONSE, 0.0)])

@@ -13,6 +13,7 @@ from peirce.learner.batch import Sample, collate
 from peirce.learner.engine import LearnerConfig, LearnerEngine, LearnerError, token_logprobs
 from peirce.learner.types import LossInputs
 from peirce.model.tiny import build_tiny_llama
+from peirce.testing import make_samples
 
 
 def pg_loss(inp: LossInputs):
@@ -20,16 +21,6 @@ def pg_loss(inp: LossInputs):
     m = inp.mask
     loss = -(inp.advantages * inp.logprobs * m).sum() / m.sum()
     return loss, {"pg/mean_logprob": (inp.logprobs.detach() * m).sum() / m.sum()}
-
-
-def make_samples(n: int = 6, seed: int = 0, vocab: int = 2000) -> list[Sample]:
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for i in range(n):
-        prompt = torch.randint(0, vocab, (4 + i,), generator=g).tolist()
-        response = torch.randint(0, vocab, (3 + (i * 3) % 7,), generator=g).tolist()
-        out.append(Sample(prompt, response, 1.0 if i % 2 == 0 else -1.0, policy_version=0))
-    return out
 
 
 @pytest.fixture(scope="module")
