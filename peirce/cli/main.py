@@ -69,7 +69,22 @@ class _Verbose(argparse.Action):
 
 
 class _ConsoleHandler(logging.StreamHandler):
-    """stderr, through tqdm.write while tqdm is loaded, so a line never lands inside a progress bar."""
+    """stderr, through tqdm.write while tqdm is loaded, so a line never lands inside a progress bar.
+
+    The stream is whatever sys.stderr is *now* (as logging.lastResort does): a handler that
+    kept the stderr of its first `main()` wrote to a closed file once that stream was
+    replaced (pytest's capture, a redirected stderr)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:  # StreamHandler.__init__ assigns it
+        pass
 
     def emit(self, record: logging.LogRecord) -> None:
         tqdm = sys.modules.get("tqdm")
@@ -97,7 +112,7 @@ def configure_logging() -> None:
     logger = logging.getLogger("peirce")
     if logger.handlers:
         return
-    handler = _ConsoleHandler(sys.stderr)
+    handler = _ConsoleHandler()
     handler.setFormatter(_ConsoleFormatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
     logger.addHandler(handler)
     logger.setLevel(level if level in logging.getLevelNamesMapping() else "INFO")

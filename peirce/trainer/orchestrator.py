@@ -244,12 +244,13 @@ class Orchestrator:
         counters = self.planner.take_meta_counters()
         gating = self.planner.gating
         caps = self.planner.solution_caps(batch)
+        saved_by_cutoff = self.planner.cutoff_savings(batch)
         rec: dict[str, Any] = {**stats.meta_record(), "meta/prompts_gated": counters.gated,
                                "meta/prompts_audited": counters.audited, "meta/gated_total": gating.gated,
                                "meta/gating_precision": gating.precision, "meta/gating_recall": gating.recall,
                                "meta/gated_share": gating.gated_share,
                                "meta/tokens_saved_gating": counters.saved_by_gating,
-                               "meta/tokens_saved_cutoff": counters.saved_by_cutoff,
+                               "meta/tokens_saved_cutoff": saved_by_cutoff,
                                "meta/solution_max_tokens_mean": sum(caps) / len(caps) if caps else None,
                                "meta/solution_max_tokens_max": max(caps, default=None)}
         m = self.metrics
@@ -265,7 +266,7 @@ class Orchestrator:
                 m.set(name, rec[key])
         m.inc("peirce_meta_prompts_gated_total", counters.gated)
         m.inc("peirce_meta_tokens_saved_total", counters.saved_by_gating, by="gating")
-        m.inc("peirce_meta_tokens_saved_total", counters.saved_by_cutoff, by="cutoff")
+        m.inc("peirce_meta_tokens_saved_total", saved_by_cutoff, by="cutoff")
         return rec
 
     _tokenizer: Any = None

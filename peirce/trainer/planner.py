@@ -242,13 +242,12 @@ class MetaCounters:
     """MASA numbers since the last learner step (`GroupPlanner.take_meta_counters`).
 
     Token savings are *budgets* (max_tokens x rollouts), an upper bound on the tokens a
-    solution would have generated: gating saves G x the prompt's would-be cap, the
-    cutoff saves G x (rollout.max_tokens - its cap)."""
+    solution would have generated: gating saves G x the prompt's would-be cap. (The
+    cutoff's saving belongs to the groups a step trains: `cutoff_savings`.)"""
 
     gated: int = 0  # prompts whose solutions were skipped
     audited: int = 0  # gated prompts solved anyway
     saved_by_gating: int = 0
-    saved_by_cutoff: int = 0
 
 
 class TaskFeed(Protocol):
@@ -395,9 +394,6 @@ class GroupPlanner:
             self.meta_counters.gated += 1
             self.meta_counters.audited += 1
         self.gating = self.gating.record(result.gate.gated, result.gate.zero_var)
-        if state.mode == "sequential" and state.max_tokens is not None:
-            self.meta_counters.saved_by_cutoff += group.msg.n_samples * max(
-                0, self.meta_planner.default_max_tokens - state.max_tokens)
         if self.expert is not None:
             self.expert.add(result.expert)
         meta.result = result
@@ -456,12 +452,25 @@ class GroupPlanner:
 
     def solution_caps(self, batch: list[list[ScoredSample]]) -> list[int]:
         """max_tokens of each solution request in `batch` (call before on_trained)."""
-        caps = []
+        return [cap for cap, _ in self._caps_and_sizes(batch)]
+
+    def cutoff_savings(self, batch: list[list[ScoredSample]]) -> int:
+        """The token budget the length cutoff took off `batch`'s solution requests:
+        n x (rollout.max_tokens - cap) per group (call before on_trained). Counted per
+        trained group, not per finished prompt, so a step's figure describes the same
+        groups as its `meta/solution_max_tokens_*` whatever order results arrived in."""
+        if self.meta_planner is None:
+            return 0
+        full = self.meta_planner.default_max_tokens
+        return sum(n * max(0, full - cap) for cap, n in self._caps_and_sizes(batch))
+
+    def _caps_and_sizes(self, batch: list[list[ScoredSample]]) -> list[tuple[int, int]]:
+        out = []
         for group in batch:
             g = self.groups.get(group[0].sample.group_id)
             if g is not None and g.msg.sampling.max_tokens is not None:
-                caps.append(g.msg.sampling.max_tokens)
-        return caps
+                out.append((g.msg.sampling.max_tokens, g.msg.n_samples))
+        return out
 
     # -- results ------------------------------------------------------------------------
     def on_rollout_result(self, gid: str, result: Result) -> list[Decision]:

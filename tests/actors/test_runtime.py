@@ -59,6 +59,26 @@ def test_driver_library_logs_go_to_the_run_log_and_peirce_lines_to_the_console(t
     assert "WARNING DeepSpeed: deepspeed-warning" in log and "peirce-" not in log
 
 
+def test_console_lines_follow_a_replaced_stderr(tmp_path):
+    # pytest's capture swaps sys.stderr per test and closes the old one; a handler that kept
+    # the first stream raised "I/O operation on closed file" in a later test's log line.
+    code = """
+        import io, logging, sys
+        import tqdm
+        from peirce.cli.main import configure_logging
+        configure_logging()
+        first = sys.stderr = io.StringIO()
+        logging.getLogger("peirce.x").info("first-line")
+        first.close()
+        second = sys.stderr = io.StringIO()
+        logging.getLogger("peirce.x").info("second-line")
+        sys.__stderr__.write(repr((first.closed, second.getvalue())))
+    """
+    r = run_py(code, tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "Logging error" not in r.stderr and "second-line" in r.stderr.splitlines()[-1], r.stderr
+
+
 def test_verbose_keeps_library_logs_on_the_console(tmp_path):
     r = run_py(DRIVER, tmp_path, **{VERBOSE_ENV: "1"})
     assert r.returncode == 0, r.stderr

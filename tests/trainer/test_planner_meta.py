@@ -147,8 +147,9 @@ def test_sequential_waits_for_predictions_then_caps_and_hints_the_solutions():
                                                 "capital letter."
     assert planner.groups[gid].phase is Phase.ROLLOUT
     assert _solve(planner, gid, sol, [True, False, False, True], [30, 12, 40, 18]) == [Accepted(gid)]
-    assert planner.solution_caps(planner.next_batch(False)[0]) == [40]
-    assert planner.take_meta_counters().saved_by_cutoff == G * (MAX - 40)
+    batch = planner.next_batch(False)[0]
+    assert planner.solution_caps(batch) == [40]
+    assert planner.cutoff_savings(batch) == G * (MAX - 40)
 
 
 def test_switch_step_keeps_the_first_steps_parallel():
