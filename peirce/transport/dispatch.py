@@ -13,11 +13,11 @@ for exactly `n` items (credit) and returns each result on the same socket, so:
   downstream twice.
 
 Frames (all bytes, never pickle): worker -> dispatcher `[kind, *args]` with kind in
-HELLO [credit], CREDIT n, RESULT item_id *payload, PING credit_outstanding, BYE;
+HELLO [credit], CREDIT n, RESULT item_id *payload, HEARTBEAT credit_outstanding, BYE;
 dispatcher -> worker `[b"ITEM", item_id, *payload]` or `[b"REJOIN"]`. Payloads are
 opaque frame lists (peirce.transport.wire). Only HELLO registers a worker. An idle
-worker PINGs every couple of seconds; a worker silent for `worker_timeout_s` counts as
-dead (its items are re-queued). Whatever an unregistered peer sends is refused and
+worker sends a HEARTBEAT every `heartbeat_s` (the name the weight-sync channel uses too); a
+worker silent for `worker_timeout_s` counts as dead (its items are re-queued). Whatever an unregistered peer sends is refused and
 answered REJOIN, on which `WorkClient` says HELLO again with the credit it still waits
 on. A CREDIT request must be in [1, max_credit] and a worker's open credit is capped at
 `max_credit`, so one peer cannot claim the whole queue. Every refusal is counted by
@@ -35,7 +35,7 @@ import zmq
 
 from peirce.transport.frames import FrameError, RejectCounter
 
-HELLO, CREDIT, RESULT, PING, BYE, ITEM = b"HELLO", b"CREDIT", b"RESULT", b"PING", b"BYE", b"ITEM"
+HELLO, CREDIT, RESULT, HEARTBEAT, BYE, ITEM = b"HELLO", b"CREDIT", b"RESULT", b"HEARTBEAT", b"BYE", b"ITEM"
 REJOIN = b"REJOIN"
 DEFAULT_MAX_CREDIT = 4096  # items one worker may ask for and not yet have received
 _MAX_COUNT_DIGITS = 20  # a count frame longer than this is refused before int() reads it
@@ -125,7 +125,7 @@ class WorkDispatcher:
         if len(frames) < 2:
             raise FrameError("malformed", f"{len(frames)} frames, need at least [identity, kind]")
         ident, kind, args = frames[0], frames[1], frames[2:]
-        if kind not in (HELLO, CREDIT, RESULT, PING, BYE) or (kind in (CREDIT, RESULT) and not args):
+        if kind not in (HELLO, CREDIT, RESULT, HEARTBEAT, BYE) or (kind in (CREDIT, RESULT) and not args):
             raise FrameError("malformed", f"{kind[:16]!r} with {len(args)} args is not a worker message")
         worker = self.workers.get(ident)
         if kind == HELLO:
@@ -246,7 +246,7 @@ class WorkClient:
         """Items received within `timeout_ms` (returns early once an item arrived)."""
         items: list[tuple[str, list[bytes]]] = []
         if time.monotonic() - self._last_send >= self.heartbeat_s:
-            self._send([PING, str(self.credit_out).encode()])
+            self._send([HEARTBEAT, str(self.credit_out).encode()])
         deadline = time.monotonic() + timeout_ms / 1000
         while not items:
             if not self._sock.poll(max(0, int((deadline - time.monotonic()) * 1000)), zmq.POLLIN):

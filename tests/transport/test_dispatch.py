@@ -113,7 +113,7 @@ def test_silent_worker_is_requeued_then_rejoins_with_hello():
     time.sleep(0.5)  # silent past the timeout while holding "a": presumed dead
     d.pump(10)
     assert "rollout-7".encode() not in d.workers and [i for i, _ in d.pending] == ["a"]
-    client.receive(10)  # its heartbeat (PING) is refused and answered REJOIN: a PING registers nobody
+    client.receive(10)  # its HEARTBEAT is refused and answered REJOIN: a heartbeat registers nobody
     d.pump(50)
     assert "rollout-7".encode() not in d.workers and d.rejected.as_dict() == {"unknown_peer": 1}
     assert client.receive(1000) == [] and client.rejoins >= 1  # says HELLO with the credit it is still owed
@@ -206,7 +206,7 @@ def test_heartbeat_from_an_unknown_peer_registers_no_worker():
     for i in range(3):
         d.submit(f"t{i}", [b"x"])
     ghost = _raw(d.endpoint, ctx, b"ghost")
-    ghost.send_multipart([b"PING", b"1000"])  # claims to be owed 1000 items
+    ghost.send_multipart([b"HEARTBEAT", b"1000"])  # claims to be owed 1000 items
     _pump_until(d, lambda: d.rejected.total == 1)
     d.pump(50)
     assert d.workers == {} and len(d.pending) == 3
