@@ -36,7 +36,7 @@ class RolloutWorker:
         self.inbox = WeightsInbox(weight_endpoint, f"{run}-{worker_id}", start_version)
         tokenizer = AutoTokenizer.from_pretrained(model_dir) if cfg.tasks.prompt_style == "chat_template" else None
         self.loop = RolloutLoop(self.engine, endpoint, self.inbox, worker_id=worker_id, prompt_style=cfg.tasks.prompt_style,
-                                batch_groups=cfg.rollout.prompts_per_step, tokenizer=tokenizer,
+                                prompts_per_step=cfg.rollout.prompts_per_step, tokenizer=tokenizer,
                                 on_generated=self._count, on_weights=self._weights_loaded)
         self.loop.rejects.hooks.append(lambda reason, _d: self.metrics.inc("peirce_rejected_frames_total", reason=reason))
         self.metrics.set("peirce_rollout_policy_version", start_version)

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 class RolloutLoop:
     def __init__(self, engine: RolloutEngine, endpoint: str, inbox: WeightsInbox, *, worker_id: str, prompt_style: str,
-                 batch_groups: int, tokenizer: Any = None, catch_up_s: float = 5.0, version_wait_s: float = 300.0,
+                 prompts_per_step: int, tokenizer: Any = None, catch_up_s: float = 5.0, version_wait_s: float = 300.0,
                  on_generated: Callable[[list[RolloutSample], float], None] | None = None,
                  on_weights: Callable[[int, float], None] | None = None) -> None:
         self.engine = engine
@@ -48,7 +48,7 @@ class RolloutLoop:
         self.worker_id = worker_id
         self.inbox = inbox
         self.prompt_style = prompt_style
-        self.batch_groups = batch_groups
+        self.prompts_per_step = prompts_per_step  # the credit it asks for: one step's groups in flight
         self.tokenizer = tokenizer
         self.catch_up_s = catch_up_s
         self.version_wait_s = version_wait_s  # a task admitted under a version never published must not hang us
@@ -71,7 +71,7 @@ class RolloutLoop:
         self.inbox.wait_for(self.engine.policy_version + 1, timeout_s=self.catch_up_s)
         self._apply_weights()
         client = WorkClient(self.endpoint, identity=self.worker_id, rejected=self.rejects)
-        client.request(self.batch_groups)
+        client.request(self.prompts_per_step)
         try:
             while not self.stop_event.is_set():
                 self._apply_weights()

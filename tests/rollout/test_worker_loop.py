@@ -72,7 +72,7 @@ def _serve(engine, items: dict[str, list[bytes]], **loop_kw):
     pub = WeightPublisher()
     inbox = WeightsInbox(pub.endpoint, "rollout-test", version=0)
     loop = RolloutLoop(engine, d.endpoint, inbox, worker_id="rollout-test", prompt_style="reference",
-                       batch_groups=len(items), catch_up_s=0.1, **loop_kw)
+                       prompts_per_step=len(items), catch_up_s=0.1, **loop_kw)
     thread = threading.Thread(target=loop.run, daemon=True)
     thread.start()
     for item_id, payload in items.items():
@@ -129,7 +129,7 @@ def test_each_request_brings_its_own_prompt_and_sampling(task):
     """MASA: a meta request renders its own prompt (no task system turn, nothing pre-filled),
     a solution request may replace the puzzle text (the hint), and max_tokens is per request."""
     loop = RolloutLoop(CheckingEngine(), "tcp://127.0.0.1:1", WeightsInbox("tcp://127.0.0.1:1", "w", 0), worker_id="w",
-                       prompt_style="reference", batch_groups=1)
+                       prompt_style="reference", prompts_per_step=1)
     meta = TaskMsg(task=task, group_id="g.meta", n_samples=3, phase="meta", prompt="Assess this puzzle",
                    sampling=RequestSampling(temperature=0.5, max_tokens=7))
     request, prefill = loop._prepare("m", meta)
