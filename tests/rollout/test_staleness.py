@@ -22,7 +22,7 @@ class FakeVersion:
 
 def test_capacity_formula_and_counts():
     pv = FakeVersion()
-    c = StalenessController(max_staleness=2, batch_size_samples=4, version_provider=pv)
+    c = StalenessController(max_staleness=2, prompts_per_step=4, version_provider=pv)
     assert c.capacity() == (2 + 0 + 1) * 4
     assert c.try_admit(10)
     assert c.capacity() == 2
@@ -106,7 +106,7 @@ def test_callbacks_reject_inconsistent_events():
         c.try_admit(1, version=4)
     with pytest.raises(ValueError, match="max_staleness must be an integer >= 0, got -1"):
         StalenessController(-1, 2, FakeVersion())
-    with pytest.raises(ValueError, match="batch_size_samples must be an integer >= 1, got 0"):
+    with pytest.raises(ValueError, match="prompts_per_step must be an integer >= 1, got 0"):
         StalenessController(0, 0, FakeVersion())
     with pytest.raises(ValueError, match="newer than train_version"):
         sample_staleness(1, 2)
@@ -188,7 +188,7 @@ def _simulate(c: StalenessController, pv: FakeVersion, rng: random.Random, n_eve
             (c.on_rejected if rng.random() < 0.1 else c.on_accepted)(v)
             log.append(("done", v, c.capacity()))
         elif c.may_train():
-            log.append(("train", tuple(c.on_consumed(c.batch_size)), pv.v))
+            log.append(("train", tuple(c.on_consumed(c.prompts_per_step)), pv.v))
             pv.v += 1
 
 
@@ -224,5 +224,18 @@ def test_resume_drops_in_flight_rollouts_by_default():
     c2.load_state_dict(c.state_dict())
     assert c2.counts()["running"] == 0 and c2.counts()["rejected_total"] == 3
     assert c2.capacity() == full + 3
-    with pytest.raises(ValueError, match="batch_size_samples=2 does not match"):
+    with pytest.raises(ValueError, match="prompts_per_step=2 does not match"):
         StalenessController(1, 4, pv).load_state_dict(c.state_dict())
+
+
+def test_a_checkpoint_from_before_the_rename_still_loads():
+    pv = FakeVersion()
+    c = StalenessController(1, 2, pv)
+    assert c.try_admit(2)
+    old = c.state_dict()
+    old["batch_size_samples"] = old.pop("prompts_per_step")  # the key checkpoints carried before
+    c2 = StalenessController(1, 2, pv)
+    c2.load_state_dict(old)
+    assert c2.counts()["rejected_total"] == 2
+    with pytest.raises(ValueError, match="prompts_per_step=2 does not match"):
+        StalenessController(1, 4, pv).load_state_dict(old)
