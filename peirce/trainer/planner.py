@@ -39,6 +39,7 @@ from __future__ import annotations
 import base64
 import collections
 import enum
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, Union
@@ -73,6 +74,8 @@ Queue = Literal["rollout", "reward"]
 
 # ---------------------------------------------------------------- results, as the driver decodes them
 
+
+log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Delivered:
@@ -313,6 +316,7 @@ class GroupPlanner:
         self.meta_counters = MetaCounters()
         self.expert = ExpertBuffer(cfg.meta.expert) if cfg.meta is not None else None
         self._resumed: dict[str, tuple[PromptState, list[RolloutSample]]] = {}  # task id -> mid-sequence state
+        self.resumed_meta_restarted = 0  # resumed prompts whose checkpointed meta samples were too stale
 
     # -- admission ----------------------------------------------------------------------
     def admit(self, source: TaskFeed) -> list[Submit]:
@@ -340,6 +344,20 @@ class GroupPlanner:
         """A fresh MetaPlanner state for `group` (or the checkpointed one of its task)."""
         assert self.meta_planner is not None
         resumed = self._resumed.pop(group.msg.task.id, None)
+        if resumed is not None and resumed[1]:
+            # The checkpointed meta samples keep the versions that generated them: too old
+            # for max_staleness now, they are dropped and the meta phase runs again; else the
+            # group is dated by its oldest sample, so `_drop_stale` bounds it from there.
+            oldest = min(s.policy_version for s in resumed[1])
+            if oldest < self.version - self.cfg.max_staleness:
+                self.resumed_meta_restarted += 1
+                log.info("resumed prompt %s: its meta samples (policy version %d) are older than "
+                         "max_staleness %d allows at version %d; making them again", group.msg.task.id,
+                         oldest, self.cfg.max_staleness, self.version)
+                resumed = None
+            else:
+                group.msg = msgspec.structs.replace(
+                    group.msg, policy_version_at_dispatch=min(oldest, group.msg.policy_version_at_dispatch))
         if resumed is not None:
             state = msgspec.structs.replace(resumed[0], prompt_id=gid)
             group.meta = MetaTrack(state=state, samples=[msgspec.structs.replace(s, group_id=meta_group_id(gid))

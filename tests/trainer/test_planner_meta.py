@@ -220,3 +220,40 @@ def test_resume_mid_sequence_asks_for_exactly_the_pending_solutions():
     assert [s.sample.completion for s in entry[G:]] == texts
     assert {s.sample.group_id for s in entry[G:]} == {meta_group_id(gid)}
     assert len(restored.expert) == 1  # the expert example of the resumed prompt
+
+
+def _checkpoint_mid_sequence(meta: MetaConfig, s: int) -> tuple[dict, list[str]]:
+    """A planner at version 0 whose one prompt has its predictions in, checkpointed as JSON."""
+    planner = _planner(meta, s=s)
+    sent = _submits(planner.admit(ListFeed([_task(0)])))
+    texts = [_prediction(2, 20), _prediction(2, 40), _prediction(1, 30)]
+    planner.on_rollout_result(meta_group_id("g00000000"), read_result(
+        _rollouts(sent[meta_group_id("g00000000")], texts), RolloutSample))
+    return json.loads(json.dumps(planner.state_dict())), texts
+
+
+def test_resumed_meta_samples_older_than_max_staleness_are_made_again():
+    meta = _meta(mode="sequential")
+    state, _ = _checkpoint_mid_sequence(meta, s=1)
+    state["policy_version"] = 2  # the learner moved on: version-0 samples are 2 > max_staleness old
+    restored = _planner(meta, s=1)
+    tasks = restored.load_state_dict(state)
+    [again] = _submits(restored.admit(ListFeed(tasks))).values()
+    assert again.phase == "meta" and again.policy_version_at_dispatch == 2
+    assert restored.resumed_meta_restarted == 1
+
+
+def test_resumed_meta_samples_date_their_group_so_the_stale_drop_bounds_them():
+    meta = _meta(mode="sequential")
+    state, texts = _checkpoint_mid_sequence(meta, s=1)
+    state["policy_version"] = 1  # version-0 samples are still within max_staleness 1
+    restored = _planner(meta, s=1)
+    tasks = restored.load_state_dict(state)
+    [again] = _submits(restored.admit(ListFeed(tasks))).values()
+    assert again.phase == "solve" and again.policy_version_at_dispatch == 0
+    assert restored.resumed_meta_restarted == 0
+    gid = again.group_id
+    assert _solve(restored, gid, again, [True, False, True, True], [10, 50, 30, 44]) == [Accepted(gid)]
+    restored.version = 2  # an SFT step (say) moved the learner past the meta samples' bound
+    batch, drops = restored.next_batch(False)
+    assert batch == [] and [d.kind for d in drops] == ["stale"]
