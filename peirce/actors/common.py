@@ -5,20 +5,22 @@ from __future__ import annotations
 import logging
 import os
 
+from peirce.actors.runtime import ACTOR_ENV
 from peirce.metrics import MetricsExporter
 
-ENV_DEFAULTS = {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-    "DS_ACCELERATOR": os.environ.get("DS_ACCELERATOR", "cpu"),
-    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-}
+# What an actor's process falls back to when its runtime_env did not set it (a `ray job
+# submit` cluster, a test's own ray.init): the runtime's ACTOR_ENV, plus DeepSpeed on CPU.
+ENV_DEFAULTS = {**ACTOR_ENV, "DS_ACCELERATOR": "cpu"}
+
+
+def apply_env_defaults() -> None:
+    """Offline, quiet, loopback: ENV_DEFAULTS for every variable not already set."""
+    for k, v in ENV_DEFAULTS.items():
+        os.environ.setdefault(k, v)
 
 
 def actor_setup(run: str, worker: str, metrics_host: str = "127.0.0.1") -> MetricsExporter:
-    for k, v in ENV_DEFAULTS.items():
-        os.environ.setdefault(k, v)
+    apply_env_defaults()
     logging.basicConfig(level=os.environ.get("PEIRCE_LOG_LEVEL", "INFO"),
                         format=f"%(asctime)s {run}/{worker} %(levelname)s %(name)s: %(message)s")
     metrics = MetricsExporter(run=run, worker=worker)

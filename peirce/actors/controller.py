@@ -11,11 +11,9 @@ import ray
 
 class Controller:
     def __init__(self, cfg_dict: dict[str, Any], resume: bool) -> None:
-        from peirce.actors.common import ENV_DEFAULTS
-        import os
+        from peirce.actors.common import apply_env_defaults
 
-        for k, v in ENV_DEFAULTS.items():
-            os.environ.setdefault(k, v)
+        apply_env_defaults()
         self.cfg_dict = cfg_dict
         self.resume = resume
 

@@ -7,18 +7,16 @@ folder, mergekit failure), both plain picklable exceptions with field-naming mes
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import ray
 
-from peirce.actors.common import ENV_DEFAULTS
+from peirce.actors.common import apply_env_defaults
 
 
 class Merger:
     def __init__(self) -> None:
-        for k, v in ENV_DEFAULTS.items():
-            os.environ.setdefault(k, v)
+        apply_env_defaults()
 
     def merge(self, cfg_dict: dict[str, Any], out_dir: str, overwrite: bool = False) -> str:
         """Validate `cfg_dict` as a MergeConfig, merge into `out_dir`, return the folder path."""

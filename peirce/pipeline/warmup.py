@@ -30,11 +30,10 @@ def _warmup_task(cfg_dict: dict[str, Any], threads: int) -> dict[str, Any]:
 
     import torch
 
-    from peirce.actors.common import ENV_DEFAULTS
+    from peirce.actors.common import apply_env_defaults
     from peirce.sft.loop import run_sft
 
-    for k, v in ENV_DEFAULTS.items():
-        os.environ.setdefault(k, v)
+    apply_env_defaults()
     torch.set_num_threads(max(1, threads))
     logging.basicConfig(level=logging.INFO)
     return asdict(run_sft(SFTConfig.model_validate(cfg_dict), progress=False))

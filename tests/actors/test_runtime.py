@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from peirce.actors.runtime import ACTOR_LOG_ENV, ROUTED_ENV, VERBOSE_ENV, actor_log_options
+from peirce.actors.runtime import ACTOR_ENV, ACTOR_LOG_ENV, ROUTED_ENV, VERBOSE_ENV, actor_log_options
 
 
 def run_py(code: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
@@ -160,3 +160,23 @@ def test_actor_output_lands_in_its_run_log_through_real_ray(tmp_path):
     console = r.stdout + r.stderr
     assert "actor-stdout" not in console and "actor-child-stdout" not in console
     assert "actor-peirce-warning" in console
+
+
+def test_actor_env_defaults_fill_only_what_is_unset(tmp_path):
+    # One table: what ensure_ray puts in every actor's runtime_env is what an actor started
+    # some other way (ray job submit, a test's ray.init) falls back to.
+    code = """
+        import os
+        os.environ.pop("HF_HUB_OFFLINE", None)
+        os.environ["DS_ACCELERATOR"] = "cuda"
+        from peirce.actors.common import apply_env_defaults
+        from peirce.actors.runtime import ACTOR_ENV
+        apply_env_defaults()
+        assert all(os.environ[k] == v for k, v in ACTOR_ENV.items() if k != "DS_ACCELERATOR"), os.environ
+        print(os.environ["HF_HUB_OFFLINE"], os.environ["DS_ACCELERATOR"])
+    """
+    env = {k: v for k, v in os.environ.items() if k not in ACTOR_ENV}
+    r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                       timeout=120, cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["1", "cuda"]
