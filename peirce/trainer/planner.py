@@ -66,6 +66,8 @@ from peirce.transport.wire import Message, Msg, RequestSampling, RolloutSample, 
 if TYPE_CHECKING:
     from peirce.config import TrainConfig
 
+log = logging.getLogger(__name__)
+
 MAX_ATTEMPTS = 3
 MAX_REASON_BYTES = 64  # a worker's error reason is a short counter key (FrameError.reason)
 
@@ -74,8 +76,6 @@ Queue = Literal["rollout", "reward"]
 
 # ---------------------------------------------------------------- results, as the driver decodes them
 
-
-log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Delivered:

@@ -16,10 +16,10 @@ Frames (all bytes, never pickle): worker -> dispatcher `[kind, *args]` with kind
 HELLO [credit], CREDIT n, RESULT item_id *payload, HEARTBEAT credit_outstanding, BYE;
 dispatcher -> worker `[b"ITEM", item_id, *payload]` or `[b"REJOIN"]`. Payloads are
 opaque frame lists (peirce.transport.wire). Only HELLO registers a worker. An idle
-worker sends a HEARTBEAT every `heartbeat_s` (the name the weight-sync channel uses too); a
-worker silent for `worker_timeout_s` counts as dead (its items are re-queued). Whatever an unregistered peer sends is refused and
-answered REJOIN, on which `WorkClient` says HELLO again with the credit it still waits
-on. A CREDIT request must be in [1, max_credit] and a worker's open credit is capped at
+worker sends a HEARTBEAT every `heartbeat_s` (the name the weight-sync channel uses too);
+a worker silent for `worker_timeout_s` counts as dead (its items are re-queued). Whatever
+an unregistered peer sends is refused and answered REJOIN, on which `WorkClient` says
+HELLO again with the credit it still waits on. A CREDIT request must be in [1, max_credit] and a worker's open credit is capped at
 `max_credit`, so one peer cannot claim the whole queue. Every refusal is counted by
 reason in `rejected` (a RejectCounter: hook it to `peirce_rejected_frames_total`) and
 logged: malformed | credit | unknown_peer | not_holder | duplicate.
