@@ -21,7 +21,7 @@ class RewardWorker:
 
     def _count(self, scored) -> None:
         for s in scored:
-            labels = {"task": s.sample.task_name, "level": str(s.sample.level)}
+            labels = {"task": s.sample.family, "level": str(s.sample.level)}
             self.metrics.add_reward(s.reward, **labels)
 
     def drain(self, timeout_s: float = 60.0) -> int:

@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         level = record.get("level")
         task = Task(
             id=str(record.get("id", "")),
-            task=name,
+            family=name,
             level=level if isinstance(level, int) and not isinstance(level, bool) else 0,
             split=str(record.get("split", "")),
             puzzle=record["puzzle"] if isinstance(record.get("puzzle"), dict) else {},  # domain rewards may need it

@@ -54,7 +54,7 @@ def worked_solution(family: Any, record: dict[str, Any], puzzle_text: str, varia
     try:
         if variant is not None:
             return family.worked_solution(puzzle_text, variant=variant)
-        task = Task(id=str(record.get("id", "")), task=family.name, level=0, split="", puzzle={},
+        task = Task(id=str(record.get("id", "")), family=family.name, level=0, split="", puzzle={},
                     puzzle_text=puzzle_text, solution_text="")
         return worked_completion(task)  # the phrasing generate --worked draws for this puzzle
     except (ValueError, DatasetError) as exc:

@@ -226,7 +226,7 @@ def _livecodebench(rows: list[dict[str, Any]], path: Path, seed: int) -> list[Ta
             checks = {"stdin_cases": [{"input": c["input"], "output": c["output"]} for c in cases]}
             setup = ""
         # Built directly (not by code_task) so the user text shows the question, not a harness call.
-        tasks.append(Task(id=tid, task="code", level=1, split="test", puzzle_text=text, solution_text="",
+        tasks.append(Task(id=tid, family="code", level=1, split="test", puzzle_text=text, solution_text="",
                           puzzle={"prompt": question, **checks, "setup": setup, "entry_point": None,
                                   "reference_solution": "", "starter_code": starter}))
     return tasks

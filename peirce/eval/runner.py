@@ -147,7 +147,7 @@ def _style(settings: EvalSettings, tokenizer: Any) -> str:
 def _render(task: Task, style: str, tokenizer: Any) -> tuple[list[int], str]:
     from peirce.tasks.base import get_family
 
-    rendered = get_family(task.task).render(task, style, tokenizer)
+    rendered = get_family(task.family).render(task, style, tokenizer)
     from peirce.tasks.prompts import encode_prompt
 
     return encode_prompt(tokenizer, rendered.text), rendered.prefill  # as rollout tokenises it
@@ -165,10 +165,10 @@ def _score_one(resolver: Any, task: Task, turn: str) -> tuple[Any, str | None]:
     from peirce.rewards.worker import verifier_fault_reward
 
     try:
-        return resolver(task.task)(task, turn), None
+        return resolver(task.family)(task, turn), None
     except Exception as exc:  # a verifier bug is a failed sample, not a failed run; scored as in training
         log.warning("reward for %s raised: %s", task.id, exc)
-        return (RewardResult(reward=verifier_fault_reward(task.task), format_ok=False, correct=None, answer=None),
+        return (RewardResult(reward=verifier_fault_reward(task.family), format_ok=False, correct=None, answer=None),
                 f"{type(exc).__name__}: {exc}")
 
 
@@ -296,7 +296,7 @@ def _score_suite(suite: Suite, rendered: list[tuple[list[int], str]], outputs: l
         truncated += out.finish_reason == "length"
         errors += err is not None
         if fh is not None:
-            rec = SampleRecord(suite=suite.name, task_id=task.id, task=task.task, level=task.level,
+            rec = SampleRecord(suite=suite.name, task_id=task.id, task=task.family, level=task.level,
                                sample_index=out.sample_index, response=turn, reward=float(res.reward),
                                correct=ok, format_ok=bool(res.format_ok), answer=res.answer,
                                finish_reason=out.finish_reason,

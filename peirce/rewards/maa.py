@@ -38,18 +38,18 @@ def _family(name: str) -> TaskFamily:
 
 
 def score_maa(
-    task_name: str, assistant_turn: str, solution_text: str, scheme: MaaRewardScheme = DEFAULT_SCHEME
+    family: str, assistant_turn: str, solution_text: str, scheme: MaaRewardScheme = DEFAULT_SCHEME
 ) -> RewardResult:
     """Score one whole assistant turn (pre-filled `<think>` included) against the gold text.
 
-    Raises `UnknownTaskError` only for an unknown `task_name`; any response text is scored.
+    Raises `UnknownTaskError` only for an unknown `family`; any response text is scored.
     """
-    family = _family(task_name)
+    checker = _family(family)
     format_ok = check_format(assistant_turn)
     answer = extract_answer(assistant_turn)
     if not format_ok:
         return RewardResult(scheme.format_bad + scheme.answer_unparsable, False, None, answer)
-    correct = None if answer is None else family.answers_match(answer, str(solution_text))
+    correct = None if answer is None else checker.answers_match(answer, str(solution_text))
     if correct is None:
         part = scheme.answer_unparsable
     else:
@@ -61,7 +61,7 @@ def maa_reward(scheme: MaaRewardScheme = DEFAULT_SCHEME) -> RewardFn:
     """A registry-shaped reward function with a custom scheme."""
 
     def reward(task: Task, assistant_turn: str) -> RewardResult:
-        return score_maa(task.task, assistant_turn, task.solution_text, scheme)
+        return score_maa(task.family, assistant_turn, task.solution_text, scheme)
 
     return reward
 
@@ -69,4 +69,4 @@ def maa_reward(scheme: MaaRewardScheme = DEFAULT_SCHEME) -> RewardFn:
 @register_reward("maa")
 def maa(task: Task, assistant_turn: str) -> RewardResult:
     """The MAA reward with the released code's scheme (totals 3 / -0.5 / -1 / -3)."""
-    return score_maa(task.task, assistant_turn, task.solution_text, DEFAULT_SCHEME)
+    return score_maa(task.family, assistant_turn, task.solution_text, DEFAULT_SCHEME)

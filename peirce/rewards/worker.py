@@ -38,8 +38,8 @@ class RewardResolver:
         self._maa = maa_reward(scheme or MaaRewardScheme())
         self._cache: dict[str, RewardFn] = {}
 
-    def __call__(self, task_name: str) -> RewardFn:
-        key = task_name if self.name == "auto" else self.name
+    def __call__(self, family: str) -> RewardFn:
+        key = family if self.name == "auto" else self.name
         if key in MAA_TASKS or key == "maa":
             return self._maa
         if key not in self._cache:
@@ -50,15 +50,15 @@ class RewardResolver:
 def score_group(task: Task, samples: list[RolloutSample], resolve: RewardResolver) -> list[ScoredSample]:
     """Score each sample; raises what `resolve` raises (e.g. UnknownRewardError) when no
     reward fits the task. Verifier faults are per sample (see `_score_one`)."""
-    fn = resolve(task.task)
+    fn = resolve(task.family)
     return [_score_one(fn, task, s) for s in samples]
 
 
-def verifier_fault_reward(task_name: str) -> float:
+def verifier_fault_reward(family: str) -> float:
     """What a sample scores when its verifier raises (a bug, NaN, a wrong type): the task's
     lowest reward (MAA: -3.0, the malformed-answer score; others: 0.0). One rule for
     training and evaluation, so a verifier bug moves neither the policy nor a report."""
-    return -3.0 if task_name in MAA_TASKS else 0.0
+    return -3.0 if family in MAA_TASKS else 0.0
 
 
 def _score_one(fn: RewardFn, task: Task, s: RolloutSample) -> ScoredSample:
@@ -67,8 +67,8 @@ def _score_one(fn: RewardFn, task: Task, s: RolloutSample) -> ScoredSample:
         return ScoredSample(sample=s, reward=float(r.reward), correct=bool(r.correct), format_ok=bool(r.format_ok),
                             reward_details={"answer": None if r.answer is None else str(r.answer)})
     except Exception as exc:  # a verifier bug (a raise, NaN, a wrong type) must not take the worker down
-        log.exception("reward %s failed on %s", task.task, task.id)
-        return ScoredSample(sample=s, reward=verifier_fault_reward(task.task), correct=False,
+        log.exception("reward %s failed on %s", task.family, task.id)
+        return ScoredSample(sample=s, reward=verifier_fault_reward(task.family), correct=False,
                             format_ok=False, reward_details={"answer": f"verifier error: {exc!r:.200}"})
 
 
@@ -127,4 +127,4 @@ class RewardLoop:
             scored = score_group(task, samples, self.resolve)
             return scored, pack_messages(scored)
         except Exception as exc:
-            raise FrameError("unservable", f"task {task.task!r} ({task.id}): {exc!r:.200}") from None
+            raise FrameError("unservable", f"task {task.family!r} ({task.id}): {exc!r:.200}") from None

@@ -109,13 +109,13 @@ class RolloutLoop:
                 rendered = render_meta(msg.prompt, self.prompt_style, self.tokenizer)
             elif msg.phase == "solve":
                 task = msg.task if msg.prompt is None else msgspec.structs.replace(msg.task, puzzle_text=msg.prompt)
-                rendered = get_family(task.task).render(task, self.prompt_style, self.tokenizer)
+                rendered = get_family(task.family).render(task, self.prompt_style, self.tokenizer)
             else:
                 raise ValueError(f"phase: {msg.phase!r} is not 'meta' or 'solve'")
             request = GenRequest(request_id=item_id, prompt=rendered.text,
                                  sampling=SamplingSpec(n=msg.n_samples, **msg.sampling.overrides()))
         except Exception as exc:  # unknown family, unknown/invalid sampling keys, a puzzle the renderer cannot use
-            raise FrameError("unservable", f"task {msg.task.task!r} ({msg.task.id}): {exc!r:.200}") from None
+            raise FrameError("unservable", f"task {msg.task.family!r} ({msg.task.id}): {exc!r:.200}") from None
         return request, rendered.prefill
 
     def _wait_for_version(self, good: list[tuple[str, TaskMsg]]) -> list[tuple[str, TaskMsg]]:
@@ -176,7 +176,7 @@ class RolloutLoop:
             if item_id in refused:
                 out.append(self._reject(item_id, refused[item_id]))
                 continue
-            samples = [RolloutSample(task_id=msg.task.id, task_name=msg.task.task, level=msg.task.level,
+            samples = [RolloutSample(task_id=msg.task.id, family=msg.task.family, level=msg.task.level,
                                      group_id=msg.group_id, sample_index=r.sample_index,
                                      prompt_token_ids=r.prompt_token_ids, response_token_ids=r.response_token_ids,
                                      response_logprobs=r.response_logprobs, policy_version=r.policy_version,

@@ -50,7 +50,7 @@ def prompt_token_ids(task: Task, prompt_style: str, tokenizer: Any) -> list[int]
     """The prompt ids rollout gives the engine for `task` (render, then `encode_prompt`)."""
     from peirce.tasks.prompts import encode_prompt
 
-    return encode_prompt(tokenizer, get_family(task.task).render(task, prompt_style, tokenizer).text)
+    return encode_prompt(tokenizer, get_family(task.family).render(task, prompt_style, tokenizer).text)
 
 
 def target_token_ids(completion: str, tokenizer: Any) -> list[int]:

@@ -19,8 +19,10 @@ from peirce.registry import Registry, UnknownNameError, import_modules
 class Task(msgspec.Struct, frozen=True, kw_only=True):
     """One puzzle. Serialises to msgpack (`encode_task`) and to the verl parquet layout."""
 
-    id: str  # stable, unique within (task, split); e.g. "deduction-L2-train-000042"
-    task: str  # family name
+    id: str  # stable, unique within (family, split); e.g. "deduction-L2-train-000042"
+    # The family name (deduction, math, ...). Serialised as "task": the key of every data
+    # file and checkpoint written so far, and of the verl parquet layout.
+    family: str = msgspec.field(name="task")
     level: int  # 1..5
     split: str  # "train" | "val" | "test"
     puzzle: dict[str, Any]  # structured data (formulas, sequence, premises, ...)

@@ -54,16 +54,16 @@ def canonical_text(puzzle_text: str) -> str:
     return " ".join(puzzle_text.split())
 
 
-def split_of(task_name: str, puzzle_text: str, fractions: dict[str, float] = SPLIT_FRACTIONS) -> str:
+def split_of(family: str, puzzle_text: str, fractions: dict[str, float] = SPLIT_FRACTIONS) -> str:
     """The one split a puzzle belongs to, from a stable hash of task + canonical text.
 
     The level is deliberately left out, so a text generated at two levels still lands
     in one split."""
-    return _split_of_key(task_name, canonical_text(puzzle_text), fractions)
+    return _split_of_key(family, canonical_text(puzzle_text), fractions)
 
 
-def _split_of_key(task_name: str, key: str, fractions: dict[str, float]) -> str:
-    digest = hashlib.sha256(f"{task_name}\n{key}".encode()).digest()
+def _split_of_key(family: str, key: str, fractions: dict[str, float]) -> str:
+    digest = hashlib.sha256(f"{family}\n{key}".encode()).digest()
     u = int.from_bytes(digest[:8], "big") / 2.0**64
     acc = 0.0
     for name, frac in fractions.items():
@@ -73,9 +73,9 @@ def _split_of_key(task_name: str, key: str, fractions: dict[str, float]) -> str:
     return name  # rounding: u within float error of 1.0
 
 
-def derive_seed(task_name: str, level: int, seed: int, k: int) -> int:
+def derive_seed(family: str, level: int, seed: int, k: int) -> int:
     """Seed of candidate `k`: platform- and process-independent."""
-    digest = hashlib.sha256(f"peirce|{task_name}|L{level}|{seed}|{k}".encode()).digest()
+    digest = hashlib.sha256(f"peirce|{family}|L{level}|{seed}|{k}".encode()).digest()
     return int.from_bytes(digest[:8], "big")
 
 
@@ -154,7 +154,7 @@ def generate_dataset(
             tasks.append(
                 Task(
                     id=f"{name}-L{level}-{split}-{len(tasks):06d}",
-                    task=name,
+                    family=name,
                     level=level,
                     split=split,
                     puzzle=puzzle,
@@ -179,10 +179,10 @@ def worked_completion(task: Task) -> str:
     it is the same in every file and process. DatasetError naming the task when its
     family has none or its text cannot be worked."""
     try:
-        family = get_family(task.task)
+        family = get_family(task.family)
     except UnknownTaskError as exc:
         raise DatasetError(f"worked=True: task {task.id!r}: {exc}") from None
-    digest = hashlib.sha256(f"worked|{task.task}\n{canonical_text(task.puzzle_text)}".encode()).digest()
+    digest = hashlib.sha256(f"worked|{task.family}\n{canonical_text(task.puzzle_text)}".encode()).digest()
     try:
         return family.worked_solution(task.puzzle_text, rng=random.Random(int.from_bytes(digest[:8], "big")))
     except NoWorkedSolutionError as exc:
@@ -229,7 +229,7 @@ def _reference_text(task: Task) -> str:
     """The family's own reference-style prompt where it has one (toy/domain tasks),
     else the MAA reference renderer."""
     try:
-        family = get_family(task.task)
+        family = get_family(task.family)
     except KeyError:
         family = None
     render = getattr(family, "render", None)
@@ -242,7 +242,7 @@ def _prompt_messages(task: Task, prompt_style: str) -> list[dict[str, str]]:
     if prompt_style == "reference":
         return [{"content": _reference_text(task), "role": "user"}]
     if prompt_style == "messages":
-        return [{"content": m["content"], "role": m["role"]} for m in chat_messages(task.task, task.puzzle_text)]
+        return [{"content": m["content"], "role": m["role"]} for m in chat_messages(task.family, task.puzzle_text)]
     raise DatasetError(f"prompt_style={prompt_style!r} is not valid; use 'reference' or 'messages'")
 
 
@@ -263,7 +263,7 @@ def task_to_row(task: Task, index: int, prompt_style: str = "reference", *, work
         },
         "extra_info": {"index": index, "split": task.split},
         "id": task.id,
-        "task": task.task,
+        "task": task.family,
         "level": task.level,
         "puzzle": json.dumps(task.puzzle, ensure_ascii=False, sort_keys=True),
         "seed": task.seed,
@@ -311,7 +311,7 @@ def write_jsonl(tasks: Iterable[Task], path: str | os.PathLike, *, worked: bool 
             for t in tasks:
                 record: Any = t
                 if worked:
-                    record = {**msgspec.structs.asdict(t), "worked_solution": worked_completion(t)}
+                    record = {**msgspec.to_builtins(t), "worked_solution": worked_completion(t)}
                 fh.write(_JSON_ENCODER.encode(record) + b"\n")
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -364,7 +364,7 @@ def _reference_row_to_task(row: dict[str, Any], task: str, path_level: int | Non
     puzzle = {k: v for k, v in row.items() if k not in core}  # the reference's own columns, kept verbatim
     return Task(
         id=f"maa-{task}-L{int(level)}-{split}-{int(index):06d}",
-        task=task,
+        family=task,
         level=int(level),
         split=str(split),
         puzzle=puzzle,
@@ -403,7 +403,7 @@ def read_parquet(path: str | os.PathLike, task: str | None = None) -> list[Task]
     if "task" in table.column_names and "id" in table.column_names:
         out = [_peirce_row_to_task(r, i) for i, r in enumerate(rows)]
         if task is not None:
-            out = [t for t in out if t.task == task]
+            out = [t for t in out if t.family == task]
         return out
     missing = {"puzzle_text", "solution_text"} - set(table.column_names)
     if missing:
@@ -423,7 +423,7 @@ def read_jsonl(path: str | os.PathLike, task: str | None = None) -> list[Task]:
                 t = _JSON_TASK_DECODER.decode(line)
             except (msgspec.ValidationError, msgspec.DecodeError) as exc:
                 raise DatasetError(f"{os.fspath(path)}:{lineno}: {exc}") from None
-            if task is None or t.task == task:
+            if task is None or t.family == task:
                 out.append(t)
     return out
 

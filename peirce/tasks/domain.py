@@ -139,7 +139,7 @@ class ScienceFamily(DatasetFamily):
 
 
 def math_task(problem: str, answer: str, *, id: str, split: str, level: int = 1, **extra: Any) -> Task:
-    return Task(id=id, task="math", level=level, split=split, puzzle={"problem": problem, "answer": answer, **extra},
+    return Task(id=id, family="math", level=level, split=split, puzzle={"problem": problem, "answer": answer, **extra},
                 puzzle_text=problem, solution_text=f"\\boxed{{{answer}}}")
 
 
@@ -158,7 +158,7 @@ def code_task(prompt: str, tests: list[str] | None = None, *, id: str, split: st
     else:
         raise DomainDataError(f"code task {id!r}: needs tests or test_program")
     solution = f"```python\n{reference_solution.rstrip()}\n```" if reference_solution else ""
-    return Task(id=id, task="code", level=level, split=split, puzzle=puzzle, puzzle_text=text, solution_text=solution)
+    return Task(id=id, family="code", level=level, split=split, puzzle=puzzle, puzzle_text=text, solution_text=solution)
 
 
 def science_task(question: str, choices: list[str] | None, answer: str, *, id: str, split: str, level: int = 1,
@@ -169,7 +169,7 @@ def science_task(question: str, choices: list[str] | None, answer: str, *, id: s
     else:
         text = question  # the options are already in the question text
     letter = str(answer).strip().upper()
-    return Task(id=id, task="science", level=level, split=split,
+    return Task(id=id, family="science", level=level, split=split,
                 puzzle={"question": question, "choices": list(choices or []), "answer": letter, **extra},
                 puzzle_text=text, solution_text=f"\\boxed{{{letter}}}")
 
@@ -184,14 +184,14 @@ def _entry_point(tests: list[str]) -> str | None:
 
 def to_verl_row(task: Task, index: int) -> dict[str, Any]:
     """verl RLHFDataset row (messages prompt, rule reward) plus the Task fields."""
-    family = _family(task.task)
+    family = _family(task.family)
     truth: Any = {"math": lambda p: p["answer"], "science": lambda p: p["answer"],
                   "code": lambda p: json.dumps({k: p[k] for k in ("tests", "test_program", "entry_point", "setup")
-                                                if p.get(k)})}[task.task](task.puzzle)
+                                                if p.get(k)})}[task.family](task.puzzle)
     return {
-        "data_source": f"peirce/{task.task}",
+        "data_source": f"peirce/{task.family}",
         "prompt": [{"role": "system", "content": SYSTEM_TEXT}, {"role": "user", "content": family.user_text(task)}],
-        "ability": task.task,
+        "ability": task.family,
         "reward_model": {"style": "rule", "ground_truth": truth},
         "extra_info": {"index": index, "split": task.split},
         **msgspec.to_builtins(task),
@@ -246,8 +246,8 @@ def row_to_task(row: dict[str, Any], index: int, family: str | None = None, spli
             data["puzzle"] = json.loads(data["puzzle"])
         data.setdefault("split", split)
         task = msgspec.convert(data, Task)
-        if family is not None and task.task != family:
-            raise DomainDataError(f"row {index}: task={task.task!r} but family={family!r} was asked for")
+        if family is not None and task.family != family:
+            raise DomainDataError(f"row {index}: task={task.family!r} but family={family!r} was asked for")
         return task
     name = family or infer_family(row)
     if name is None:

@@ -69,41 +69,41 @@ def encode_prompt(tokenizer: Any, text: str) -> list[int]:
     return [int(t) for t in tokenizer(text, add_special_tokens=add)["input_ids"]]
 
 
-def system_message(task_name: str) -> str:
+def system_message(family: str) -> str:
     """System text plus the task's instruction line, as the reference system turn holds them."""
     try:
-        instruction = TASK_INSTRUCTIONS[task_name]
+        instruction = TASK_INSTRUCTIONS[family]
     except KeyError:
         raise PromptError(
-            f"task={task_name!r} has no prompt instruction; known: {', '.join(sorted(TASK_INSTRUCTIONS))}"
+            f"task={family!r} has no prompt instruction; known: {', '.join(sorted(TASK_INSTRUCTIONS))}"
         ) from None
     return f"{SYSTEM_TEXT}\n{instruction}\n"
 
 
-def chat_messages(task_name: str, puzzle_text: str) -> list[dict[str, str]]:
+def chat_messages(family: str, puzzle_text: str) -> list[dict[str, str]]:
     """The conversation as role/content messages (for engines that apply templates themselves)."""
     return [
-        {"role": "system", "content": system_message(task_name)},
+        {"role": "system", "content": system_message(family)},
         {"role": "user", "content": puzzle_text},
     ]
 
 
-def _render_reference(task_name: str, puzzle_text: str, tokenizer: Any) -> RenderedPrompt:
+def _render_reference(family: str, puzzle_text: str, tokenizer: Any) -> RenderedPrompt:
     text = (
-        f"<|im_start|>system\n{system_message(task_name)}<|im_end|>\n"
+        f"<|im_start|>system\n{system_message(family)}<|im_end|>\n"
         f"<|im_start|>user\n{puzzle_text}\n<|im_end|>\n"
         f"<|im_start|>assistant\n{THINK_PREFILL}"
     )
     return RenderedPrompt(text=text, prefill=THINK_PREFILL)
 
 
-def _render_chat_template(task_name: str, puzzle_text: str, tokenizer: Any) -> RenderedPrompt:
+def _render_chat_template(family: str, puzzle_text: str, tokenizer: Any) -> RenderedPrompt:
     if tokenizer is None:
         raise PromptError("style='chat_template' needs tokenizer=<a transformers tokenizer>, got None")
     if not getattr(tokenizer, "chat_template", None):
         raise PromptError(f"tokenizer {type(tokenizer).__name__} has no chat_template; use style='reference'")
     head = tokenizer.apply_chat_template(
-        chat_messages(task_name, puzzle_text), tokenize=False, add_generation_prompt=True
+        chat_messages(family, puzzle_text), tokenize=False, add_generation_prompt=True
     )
     return RenderedPrompt(text=head + THINK_PREFILL, prefill=THINK_PREFILL)
 
@@ -126,14 +126,14 @@ def render_prompt(
     "chat_template" (the tokenizer's template with system + user messages, `<think>` pre-filled).
     """
     if isinstance(task, Task):
-        task_name = task.task
+        family = task.family
         puzzle_text = task.puzzle_text if puzzle_text is None else puzzle_text
     else:
-        task_name = task
+        family = task
     if puzzle_text is None:
         raise PromptError("puzzle_text is required when task is given by name")
     try:
         renderer = _RENDERERS[style]
     except KeyError:
         raise PromptError(f"style={style!r} is not a prompt style; valid: {', '.join(PROMPT_STYLES)}") from None
-    return renderer(task_name, puzzle_text, tokenizer)
+    return renderer(family, puzzle_text, tokenizer)

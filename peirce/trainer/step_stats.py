@@ -54,7 +54,7 @@ class StepStats:
                     meta.add(s)
         by_level: dict[tuple[str, int], list[float]] = {}
         for s in flat:
-            by_level.setdefault((s.sample.task_name, s.sample.level), []).append(s.reward)
+            by_level.setdefault((s.sample.family, s.sample.level), []).append(s.reward)
         return cls(
             rewards=[s.reward for s in flat],
             correct=[bool(s.correct) for s in flat],

@@ -44,7 +44,7 @@ def build_level_sets(cfg: TrainConfig) -> dict[int, list[Task]]:
     if tc.data_files:
         for path in tc.data_files:
             for task in _read(path, tc.families):
-                if task.level in sets and task.task in tc.families:
+                if task.level in sets and task.family in tc.families:
                     sets[task.level].append(task)
     else:
         for fam in tc.families:

@@ -122,7 +122,7 @@ class RolloutSample(Msg, tag="rollout"):
     """
 
     task_id: str
-    task_name: str
+    family: str = msgspec.field(name="task_name")  # Task.family; the wire key predates the name
     level: int
     group_id: str
     sample_index: NonNeg

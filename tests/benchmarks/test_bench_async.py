@@ -39,7 +39,7 @@ def test_bad_length_parameters_are_named(bad):
 
 class ListFeed:
     def __init__(self, n: int) -> None:
-        self.tasks = [Task(id=f"t{i}", task="uppercase", level=1, split="train", puzzle={"i": i},
+        self.tasks = [Task(id=f"t{i}", family="uppercase", level=1, split="train", puzzle={"i": i},
                            puzzle_text=f"p{i}", solution_text="X") for i in range(n)]
         self.given = 0
 
@@ -66,7 +66,7 @@ def test_each_admitted_group_gets_its_drawn_max_tokens_and_the_planner_keeps_it(
         assert (msg.sampling.temperature, msg.sampling.top_k) == (0.7, 20)
     # the planner still accepts the samples of a rewritten message
     msg = submits[0].messages[0]
-    samples = [RolloutSample(task_id=msg.task.id, task_name=msg.task.task, level=1, group_id=msg.group_id,
+    samples = [RolloutSample(task_id=msg.task.id, family=msg.task.family, level=1, group_id=msg.group_id,
                              sample_index=i, prompt_token_ids=np.arange(3), response_token_ids=np.arange(5),
                              response_logprobs=np.zeros(5, np.float32), policy_version=0) for i in range(2)]
     decisions = planner.on_rollout_result(msg.group_id, Delivered(samples))

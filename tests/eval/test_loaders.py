@@ -14,13 +14,13 @@ from eval_helpers import GPQA_ROWS, write_csv, write_jsonl
 
 
 def judge(task, turn):
-    return get_reward(task.task)(task, turn)
+    return get_reward(task.family)(task, turn)
 
 
 def test_math500(math500_file):
     tasks = load_benchmark_file(math500_file, "math500")
     assert [t.id for t in tasks] == ["math500-test-prealgebra-1.json", "math500-test-algebra-2.json"]
-    assert all(t.task == "math" and t.split == "test" for t in tasks)
+    assert all(t.family == "math" and t.split == "test" for t in tasks)
     assert tasks[1].puzzle["answer"] == "\\frac{1}{2}"
     assert judge(tasks[1], "so \\boxed{0.5}").correct is True  # symbolic equivalence, not string match
     assert judge(tasks[0], "\\boxed{8}").correct is False
@@ -48,7 +48,7 @@ def test_gpqa_choices_shuffled_deterministically(gpqa_csv):
     c = load_benchmark_file(gpqa_csv, "gpqa", seed=1)
     assert a == b
     for t, row in zip(a, GPQA_ROWS):
-        assert t.task == "science" and len(t.puzzle["choices"]) == 4
+        assert t.family == "science" and len(t.puzzle["choices"]) == 4
         gold = t.puzzle["answer"]
         assert t.puzzle["choices"][ord(gold) - 65] == row["Correct Answer"]
         assert f"{gold}. {row['Correct Answer']}" in t.puzzle_text

@@ -40,7 +40,7 @@ def tokenizer(tiny_model_dir):
 
 
 def gold_completion(task) -> str:
-    if task.task in ("deduction", "induction", "abduction"):  # the prompt pre-fills "<think>"
+    if task.family in ("deduction", "induction", "abduction"):  # the prompt pre-fills "<think>"
         return f" thinking</think><answer>{task.solution_text}</answer>"
     return task.solution_text
 
@@ -168,8 +168,8 @@ def test_a_raising_verifier_scores_the_same_in_training_and_evaluation(task_name
     def broken(task, turn):
         raise ZeroDivisionError("verifier bug")
 
-    task = Task(id="t0", task=task_name, level=1, split="test", puzzle={}, puzzle_text="p", solution_text="s")
-    sample = RolloutSample(task_id="t0", task_name=task_name, level=1, group_id="g", sample_index=0,
+    task = Task(id="t0", family=task_name, level=1, split="test", puzzle={}, puzzle_text="p", solution_text="s")
+    sample = RolloutSample(task_id="t0", family=task_name, level=1, group_id="g", sample_index=0,
                            prompt_token_ids=np.arange(3), response_token_ids=np.arange(2),
                            response_logprobs=np.zeros(2, np.float32), policy_version=0, completion="x")
     trained = worker._score_one(broken, task, sample)

@@ -16,7 +16,7 @@ REFERENCE = reference_dir()
 def test_generated_maa_suites_use_the_test_split(task):
     s = load_suite(f"maa-{task}", SuiteOptions(levels=(1, 2), per_level=3, seed=5))
     assert s.name == f"maa-{task}" and len(s.tasks) == 6
-    assert {t.split for t in s.tasks} == {"test"} and {t.task for t in s.tasks} == {task}
+    assert {t.split for t in s.tasks} == {"test"} and {t.family for t in s.tasks} == {task}
     assert sorted(t.level for t in s.tasks) == [1, 1, 1, 2, 2, 2]
     again = load_suite(f"maa-{task}", SuiteOptions(levels=(1, 2), per_level=3, seed=5))
     assert [t.puzzle_text for t in again.tasks] == [t.puzzle_text for t in s.tasks]
@@ -30,7 +30,7 @@ def test_reference_suite_reads_env_path(tmp_path, monkeypatch):
     shutil.copy(REFERENCE / "induction" / "level2-test.parquet", tmp_path / "induction")
     monkeypatch.setenv(REFERENCE_ENV, str(tmp_path))
     s = load_suite("maa-reference-induction")
-    assert len(s.tasks) == 100 and {t.level for t in s.tasks} == {2} and s.tasks[0].task == "induction"
+    assert len(s.tasks) == 100 and {t.level for t in s.tasks} == {2} and s.tasks[0].family == "induction"
     with pytest.raises(SuiteError, match="none of levels"):
         load_suite("maa-reference-induction", SuiteOptions(levels=(1,)))
     with pytest.raises(SuiteError, match=REFERENCE_ENV):
@@ -55,12 +55,12 @@ def test_reference_suite_levels_and_limit():
                                                       ("science-sample", "science", 4)])
 def test_sample_suites(name, family, count):
     s = load_suite(name)
-    assert len(s.tasks) == count and {t.task for t in s.tasks} == {family} and {t.split for t in s.tasks} == {"test"}
+    assert len(s.tasks) == count and {t.family for t in s.tasks} == {family} and {t.split for t in s.tasks} == {"test"}
 
 
 def test_file_suite_and_naming(math500_file):
     s = load_suite(f"file:math500:{math500_file}", SuiteOptions(limit=1))
-    assert len(s.tasks) == 1 and s.tasks[0].task == "math"
+    assert len(s.tasks) == 1 and s.tasks[0].family == "math"
     assert file_suite_name("math500", math500_file, set()) == "math500"
     assert file_suite_name("math500", math500_file, {"math500"}) == "math500-math500"
     with pytest.raises(SuiteError, match="file:<format>:<path>"):

@@ -33,7 +33,7 @@ TASKS = {
         "def check(candidate):\n"
         "    try:\n        candidate(-1)\n    except Exception:\n        pass\n"
         "    assert candidate(1) == 2\n    assert candidate(41) == 42\n")),
-    "stdin": Task(id="h-stdin", task="code", level=1, split="test", puzzle_text="Print A+B.", solution_text="",
+    "stdin": Task(id="h-stdin", family="code", level=1, split="test", puzzle_text="Print A+B.", solution_text="",
                   puzzle={"prompt": "Print A+B.", "stdin_cases": [{"input": "1 2\n", "output": "3\n"},
                                                                   {"input": "40 2\n", "output": "42\n"}]}),
 }

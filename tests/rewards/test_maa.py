@@ -26,33 +26,33 @@ def tasks(request):
 
 def test_the_four_totals(tasks):
     for t in tasks:
-        gold = score_maa(t.task, wrap_response(t.solution_text), t.solution_text)
+        gold = score_maa(t.family, wrap_response(t.solution_text), t.solution_text)
         assert gold == RewardResult(3.0, True, True, t.solution_text.strip())
-        wrong = score_maa(t.task, wrap_response(wrong_answer(t.solution_text)), t.solution_text)
+        wrong = score_maa(t.family, wrap_response(wrong_answer(t.solution_text)), t.solution_text)
         assert (wrong.reward, wrong.format_ok, wrong.correct) == (-0.5, True, False)
-        junk = score_maa(t.task, wrap_response("no idea"), t.solution_text)
+        junk = score_maa(t.family, wrap_response("no idea"), t.solution_text)
         assert (junk.reward, junk.format_ok, junk.correct, junk.answer) == (-1.0, True, None, "no idea")
-        bare = score_maa(t.task, t.solution_text, t.solution_text)
+        bare = score_maa(t.family, t.solution_text, t.solution_text)
         assert (bare.reward, bare.format_ok, bare.correct, bare.answer) == (-3.0, False, None, None)
         # Gold answer but a broken format: the answer part is -2 as well.
-        twice = score_maa(t.task, wrap_response(t.solution_text) + "<answer>x</answer>", t.solution_text)
+        twice = score_maa(t.family, wrap_response(t.solution_text) + "<answer>x</answer>", t.solution_text)
         assert (twice.reward, twice.format_ok, twice.correct) == (-3.0, False, None)
 
 
 def test_prefill_counts_for_the_format(tasks):
     t = tasks[0]
     completion = f"reasoning</think>\n<answer>\n{t.solution_text}</answer>"
-    assert score_maa(t.task, completion, t.solution_text).reward == -3.0
-    assert score_maa(t.task, "<think>" + completion, t.solution_text).reward == 3.0
+    assert score_maa(t.family, completion, t.solution_text).reward == -3.0
+    assert score_maa(t.family, "<think>" + completion, t.solution_text).reward == 3.0
 
 
 def test_custom_scheme(tasks):
     t = tasks[0]
     scheme = MaaRewardScheme(format_ok=0.5, format_bad=-0.25, answer_correct=1.0, answer_wrong=-0.1, answer_unparsable=-7.0)
-    assert score_maa(t.task, wrap_response(t.solution_text), t.solution_text, scheme).reward == 1.5
-    assert score_maa(t.task, wrap_response(wrong_answer(t.solution_text)), t.solution_text, scheme).reward == pytest.approx(0.4)
-    assert score_maa(t.task, wrap_response("?"), t.solution_text, scheme).reward == -6.5
-    assert score_maa(t.task, "x", t.solution_text, scheme).reward == -7.25
+    assert score_maa(t.family, wrap_response(t.solution_text), t.solution_text, scheme).reward == 1.5
+    assert score_maa(t.family, wrap_response(wrong_answer(t.solution_text)), t.solution_text, scheme).reward == pytest.approx(0.4)
+    assert score_maa(t.family, wrap_response("?"), t.solution_text, scheme).reward == -6.5
+    assert score_maa(t.family, "x", t.solution_text, scheme).reward == -7.25
     assert maa_reward(scheme)(t, wrap_response(t.solution_text)).reward == 1.5
 
 

@@ -75,7 +75,7 @@ def test_huge_answer_is_not_parsed():
 def test_gold_from_solution_text_when_puzzle_lacks_answer():
     from peirce.tasks.base import Task
 
-    task = Task(id="m", task="math", level=1, split="test", puzzle={}, puzzle_text="q", solution_text="\\boxed{12}")
+    task = Task(id="m", family="math", level=1, split="test", puzzle={}, puzzle_text="q", solution_text="\\boxed{12}")
     assert get_reward("math")(task, "\\boxed{12}").reward == 1.0
 
 

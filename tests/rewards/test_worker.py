@@ -34,7 +34,7 @@ def _nan_reward(task: Task, assistant_turn: str) -> RewardResult:
 
 
 def _sample(task: Task, completion: str) -> RolloutSample:
-    return RolloutSample(task_id=task.id, task_name=task.task, level=task.level, group_id="g", sample_index=0,
+    return RolloutSample(task_id=task.id, family=task.family, level=task.level, group_id="g", sample_index=0,
                          prompt_token_ids=np.arange(3), response_token_ids=np.arange(2),
                          response_logprobs=np.zeros(2, np.float32), policy_version=0, completion=completion)
 
@@ -83,7 +83,7 @@ def _error(payload: list) -> str | None:
 
 def test_hostile_items_are_answered_and_the_loop_keeps_scoring(dispatcher):
     [task] = generate_dataset("deduction", 1, 1, "train", seed=0)
-    unknown = msgspec.structs.replace(task, task="no-such-task")
+    unknown = msgspec.structs.replace(task, family="no-such-task")
     items = {
         "garbage": [b"\xc1\xc1"],
         "deep": _deep_payload(task),

@@ -106,7 +106,7 @@ def test_hostile_items_are_answered_and_the_good_ones_generated(task):
         "good": _payload(task, n_samples=2),
         "garbage": [b"\xc1"],
         "deep": _deep_payload(task),
-        "unknown-task": _payload(msgspec.structs.replace(task, task="no-such-task")),
+        "unknown-task": _payload(msgspec.structs.replace(task, family="no-such-task")),
         "bad-sampling": _payload(task, sampling=RequestSampling(temperature=-1.0)),
         "unknown-sampling-key": _unknown_sampling_key(task),
         "too-long": _payload(msgspec.structs.replace(task, puzzle_text="word " * 2000)),
@@ -162,7 +162,7 @@ def test_real_engine_refusal_is_per_item(engine, task):
         "good": _payload(task, sampling=RequestSampling(max_tokens=4)),
         "too-long": _payload(msgspec.structs.replace(task, puzzle_text="word " * 2000),
                              sampling=RequestSampling(max_tokens=4)),
-        "unknown-task": _payload(msgspec.structs.replace(task, task="no-such-task")),
+        "unknown-task": _payload(msgspec.structs.replace(task, family="no-such-task")),
     }
     loop, results, alive = _serve(engine, items)
     assert alive and {k: _error(v) for k, v in results.items()} == {

@@ -84,8 +84,8 @@ def test_split_evenly_and_train_tasks_spread_over_levels():
     with pytest.raises(SFTDataError):
         split_evenly(4, 0)
     tasks = train_tasks(["deduction", "induction"], [1, 2], 5, seed=0)
-    assert [(t.task, t.level) for t in tasks].count(("deduction", 1)) == 3
-    assert [(t.task, t.level) for t in tasks].count(("induction", 2)) == 2
+    assert [(t.family, t.level) for t in tasks].count(("deduction", 1)) == 3
+    assert [(t.family, t.level) for t in tasks].count(("induction", 2)) == 2
     assert all(t.split == "train" for t in tasks)
     assert train_tasks(["deduction"], [1], 5, seed=0) == train_tasks(["deduction"], [1], 5, seed=0)
 

@@ -40,7 +40,7 @@ def test_ids_splits_and_provenance(name):
     assert [t.id for t in tasks] == [f"{name}-L1-val-{i:06d}" for i in range(5)]
     family = get_family(name)
     for t in tasks:
-        assert (t.task, t.level, t.split) == (name, 1, "val")
+        assert (t.family, t.level, t.split) == (name, 1, "val")
         assert split_of(name, t.puzzle_text) == "val"
         # Task.seed regenerates exactly this puzzle.
         puzzle, text, solution = family.generate_one(1, random.Random(t.seed))

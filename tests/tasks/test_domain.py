@@ -39,7 +39,7 @@ def test_shipped_samples_load_and_gold_scores_one(family):
     reward = get_reward(family)
     for split, n in zip(("train", "test"), SIZES[family]):
         tasks = load_samples(family, split)
-        assert len(tasks) == n and {t.split for t in tasks} == {split} and {t.task for t in tasks} == {family}
+        assert len(tasks) == n and {t.split for t in tasks} == {split} and {t.family for t in tasks} == {family}
         assert len({t.id for t in tasks}) == n
         for t in tasks:
             r = reward(t, t.solution_text)
@@ -103,7 +103,7 @@ def test_verl_row_without_task_fields(tmp_path):
     path = tmp_path / "math_train.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows))
     a, b = load_domain_file(path)
-    assert (a.task, a.id, a.puzzle_text, a.puzzle["answer"], a.split) == ("math", "math-train-000007", "What is 1+1?", "2", "train")
+    assert (a.family, a.id, a.puzzle_text, a.puzzle["answer"], a.split) == ("math", "math-train-000007", "What is 1+1?", "2", "train")
     assert get_reward("math")(a, "\\boxed{2}").reward == 1.0
     rendered = get_family("math").render(b, "reference").text  # verbatim messages, no second instruction
     assert "Pre-rendered: what is 3+3? Box it.<|im_end|>" in rendered and "Please reason" not in rendered
@@ -123,13 +123,13 @@ def test_simple_formats_and_parquet(tmp_path):
     (tmp_path / "sci.jsonl").write_text(json.dumps({"question": "Q?", "choices": ["a", "b", "c"], "answer": 2}))
     (tmp_path / "m.jsonl").write_text(json.dumps({"problem": "1/2 + 1/2?", "answer": "1"}))
     (m,) = load_domain_file(tmp_path / "mbpp_test.parquet")
-    assert m.task == "code" and m.split == "test" and m.puzzle["entry_point"] == "double"
+    assert m.family == "code" and m.split == "test" and m.puzzle["entry_point"] == "double"
     (h,) = load_domain_file(tmp_path / "he.jsonl")
     (s,) = load_domain_file(tmp_path / "sci.jsonl")
     (q,) = load_domain_file(tmp_path / "m.jsonl")
-    assert s.puzzle["answer"] == "C" and q.task == "math"
+    assert s.puzzle["answer"] == "C" and q.family == "math"
     for t in (m, h, s, q):
-        assert get_reward(t.task)(t, t.solution_text).reward == 1.0, t.task
+        assert get_reward(t.family)(t, t.solution_text).reward == 1.0, t.family
 
 
 def test_round_trip_through_writer(tmp_path):

@@ -42,7 +42,7 @@ def test_instructions_differ_per_task():
 
 
 def test_task_object_and_explicit_text():
-    t = Task(id="x", task="induction", level=1, split="test", puzzle={}, puzzle_text="P?", solution_text="1")
+    t = Task(id="x", family="induction", level=1, split="test", puzzle={}, puzzle_text="P?", solution_text="1")
     assert render_prompt(t).text == render_prompt("induction", "P?").text
     assert "OTHER" in render_prompt(t, "OTHER").text
 
@@ -120,7 +120,7 @@ def test_rollout_evaluation_and_sft_tokenise_a_prompt_alike(bos_tokenizer, token
 
     task = generate_dataset("induction", 1, 1, "test", seed=0)[0]
     for tok, style in ((bos_tokenizer, "reference"), (tokenizer, "chat_template"), (tokenizer, "reference")):
-        rendered = get_family(task.task).render(task, style, tok)
+        rendered = get_family(task.family).render(task, style, tok)
         expected = encode_prompt(tok, rendered.text)
         assert _render(task, style, tok)[0] == expected
         assert prompt_token_ids(task, style, tok) == expected

@@ -44,10 +44,10 @@ def test_reference_rows_score_3_minus_half_minus_3(path):
         gold = str(gold)
         assert t.solution_text == gold
         turn = wrap_response(gold, "I worked it out.")
-        assert score_maa(t.task, turn, gold).reward == 3.0, t.id
+        assert score_maa(t.family, turn, gold).reward == 3.0, t.id
         bad = wrap_response(wrong_answer(gold), "I worked it out.")
-        assert score_maa(t.task, bad, gold).reward == -0.5, t.id
-        assert score_maa(t.task, gold, gold).reward == -3.0, t.id
+        assert score_maa(t.family, bad, gold).reward == -0.5, t.id
+        assert score_maa(t.family, gold, gold).reward == -3.0, t.id
 
 
 @pytest.mark.parametrize("path", REF_FILES, ids=lambda p: os.path.relpath(p, REF_DIR))
@@ -56,7 +56,7 @@ def test_reference_import_and_round_trip_is_lossless(path, tmp_path):
     level = int(os.path.basename(path)[len("level")])
     table = pq.read_table(path)
     tasks = read_tasks(path)
-    assert {(t.task, t.level, t.split) for t in tasks} == {(task_name, level, "test")}
+    assert {(t.family, t.level, t.split) for t in tasks} == {(task_name, level, "test")}
     assert len({t.id for t in tasks}) == len(tasks)
     texts = table["puzzle_text"].to_pylist()
     golds = [str(g) for g in table["solution_text"].to_pylist()]
@@ -76,7 +76,7 @@ def test_task_and_level_inferred_or_given(tmp_path):
     renamed = tmp_path / "level3-test.parquet"
     renamed.write_bytes(open(src, "rb").read())
     tasks = read_tasks(renamed, task="deduction")
-    assert {(t.task, t.level) for t in tasks} == {("deduction", 3)}
+    assert {(t.family, t.level) for t in tasks} == {("deduction", 3)}
     nameless = tmp_path / "data.parquet"
     nameless.write_bytes(open(src, "rb").read())
     with pytest.raises(ValueError, match="cannot infer the task"):

@@ -18,7 +18,7 @@ from peirce.transport.wire import RolloutSample, ScoredSample
 
 
 def sample(reward: float, format_ok: bool = True, correct: bool = False) -> ScoredSample:
-    s = RolloutSample(task_id="t", task_name="deduction", level=1, group_id="g", sample_index=0,
+    s = RolloutSample(task_id="t", family="deduction", level=1, group_id="g", sample_index=0,
                       prompt_token_ids=np.zeros(2, np.int32), response_token_ids=np.zeros(1, np.int32),
                       response_logprobs=np.zeros(1, np.float32), policy_version=0)
     return ScoredSample(sample=s, reward=reward, correct=correct, format_ok=format_ok)

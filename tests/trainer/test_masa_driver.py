@@ -34,7 +34,7 @@ def _driver(run_dir, restored: dict | None = None) -> Orchestrator:
 
 def _meta_results(msg: TaskMsg, length: int) -> list[bytes]:
     text = '<meta>short</meta>{"notions": ["upper case"], "pass_rate": 4, "solution_length": %d}' % length
-    samples = [RolloutSample(task_id=msg.task.id, task_name=msg.task.task, level=msg.task.level,
+    samples = [RolloutSample(task_id=msg.task.id, family=msg.task.family, level=msg.task.level,
                              group_id=msg.group_id, sample_index=i, prompt_token_ids=np.arange(3),
                              response_token_ids=np.arange(5), response_logprobs=np.zeros(5, np.float32),
                              policy_version=0, completion=text) for i in range(msg.n_samples)]

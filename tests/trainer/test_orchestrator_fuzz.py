@@ -47,7 +47,7 @@ def _wire(messages) -> list[bytes]:
 
 
 def _samples(msg: TaskMsg, **over) -> list[RolloutSample]:
-    return [RolloutSample(**{"task_id": msg.task.id, "task_name": msg.task.task, "level": msg.task.level,
+    return [RolloutSample(**{"task_id": msg.task.id, "family": msg.task.family, "level": msg.task.level,
                              "group_id": msg.group_id, "sample_index": i, "prompt_token_ids": np.arange(3),
                              "response_token_ids": np.arange(2), "response_logprobs": np.zeros(2, np.float32),
                              "policy_version": 0, **over}) for i in range(msg.n_samples)]

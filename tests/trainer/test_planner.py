@@ -25,7 +25,7 @@ from peirce.transport.wire import RequestSampling, RolloutSample, ScoredSample, 
 
 
 def _task(i: int) -> Task:
-    return Task(id=f"t{i:04d}", task="uppercase", level=1, split="train", puzzle={"i": i}, puzzle_text=f"p{i}",
+    return Task(id=f"t{i:04d}", family="uppercase", level=1, split="train", puzzle={"i": i}, puzzle_text=f"p{i}",
                 solution_text="X")
 
 
@@ -51,7 +51,7 @@ def _planner(s: int = 0, b: int = 2, n: int = 2, dynamic: bool = False) -> Group
 
 def _samples(msg: TaskMsg, version: int | None = None, **over) -> list[RolloutSample]:
     v = msg.policy_version_at_dispatch if version is None else version
-    return [RolloutSample(**{"task_id": msg.task.id, "task_name": msg.task.task, "level": msg.task.level,
+    return [RolloutSample(**{"task_id": msg.task.id, "family": msg.task.family, "level": msg.task.level,
                              "group_id": msg.group_id, "sample_index": i, "prompt_token_ids": np.arange(3),
                              "response_token_ids": np.arange(2), "response_logprobs": np.zeros(2, np.float32),
                              "policy_version": v, **over})

@@ -29,7 +29,7 @@ M, G, MAX = 3, 4, 200
 
 
 def _task(i: int) -> Task:
-    return Task(id=f"t{i:04d}", task="uppercase", level=1, split="train", puzzle={"i": i},
+    return Task(id=f"t{i:04d}", family="uppercase", level=1, split="train", puzzle={"i": i},
                 puzzle_text=f"spell word {i} in capitals", solution_text="X")
 
 
@@ -62,7 +62,7 @@ def _prediction(pass_rate: int, length: int, notions=("capital letter",)) -> str
 
 def _rollouts(msg: TaskMsg, texts: list[str], lengths: list[int] | None = None) -> list:
     lengths = lengths or [3] * len(texts)
-    samples = [RolloutSample(task_id=msg.task.id, task_name=msg.task.task, level=1, group_id=msg.group_id,
+    samples = [RolloutSample(task_id=msg.task.id, family=msg.task.family, level=1, group_id=msg.group_id,
                              sample_index=i, prompt_token_ids=np.arange(4), response_token_ids=np.arange(n),
                              response_logprobs=np.zeros(n, np.float32), policy_version=msg.policy_version_at_dispatch,
                              completion=t) for i, (t, n) in enumerate(zip(texts, lengths))]

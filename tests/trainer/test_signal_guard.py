@@ -29,8 +29,8 @@ HOSTILE_UNFORMATTED = [
 
 
 def scored(task, response: str) -> ScoredSample:
-    r = score_maa(task.task, response, task.solution_text)
-    sample = RolloutSample(task_id=task.id, task_name=task.task, level=task.level, group_id=task.id, sample_index=0,
+    r = score_maa(task.family, response, task.solution_text)
+    sample = RolloutSample(task_id=task.id, family=task.family, level=task.level, group_id=task.id, sample_index=0,
                            prompt_token_ids=np.zeros(2, np.int32), response_token_ids=np.zeros(1, np.int32),
                            response_logprobs=np.zeros(1, np.float32), policy_version=0)
     return ScoredSample(sample=sample, reward=r.reward, correct=bool(r.correct), format_ok=r.format_ok)

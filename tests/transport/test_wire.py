@@ -60,7 +60,7 @@ def test_arrays_travel_out_of_band_and_decode_zero_copy():
 def test_rollout_token_versions_and_validation():
     s = make_rollout(0, n_resp=5, version=3)
     assert s.token_versions().tolist() == [3, 3, 4, 4, 4]
-    kw = dict(task_id="t", task_name="x", level=1, group_id="g", sample_index=0, prompt_token_ids=[1],
+    kw = dict(task_id="t", family="x", level=1, group_id="g", sample_index=0, prompt_token_ids=[1],
               response_token_ids=[1, 2], policy_version=1)
     with pytest.raises(ValueError, match="response_logprobs: length 1 != response_token_ids length 2"):
         RolloutSample(**kw, response_logprobs=[0.0])
@@ -133,3 +133,16 @@ def test_bucket_header_checks_extents():
         _header(nbytes=8)
     with pytest.raises(ValueError, match="nbytes: w declares 10"):
         TensorSpec("w", "bfloat16", (2, 4), 0, 10)
+
+
+def test_family_keeps_its_serialised_keys_so_old_files_and_checkpoints_still_load():
+    """One name in code (`family`); the keys every written file and frame already use stay."""
+    from peirce.tasks.base import Task, decode_task, encode_task
+
+    task = Task(id="t", family="deduction", level=1, split="train", puzzle={}, puzzle_text="p", solution_text="s")
+    assert msgspec.msgpack.decode(encode_task(task))["task"] == "deduction"
+    assert decode_task(msgspec.msgpack.encode({**msgspec.to_builtins(task)})).family == "deduction"
+    sample = RolloutSample(task_id="t", family="deduction", level=1, group_id="g", sample_index=0,
+                           prompt_token_ids=[1], response_token_ids=[2], response_logprobs=[-0.1], policy_version=0)
+    head = msgspec.msgpack.decode(encode(sample)[0])
+    assert head["task_name"] == "deduction" and "family" not in head

@@ -10,7 +10,7 @@ from peirce.transport.wire import RolloutSample
 
 
 def make_task(i: int = 0) -> Task:
-    return Task(id=f"deduction-L2-train-{i:06d}", task="deduction", level=2, split="train",
+    return Task(id=f"deduction-L2-train-{i:06d}", family="deduction", level=2, split="train",
                 puzzle={"formulas": ["A -> B", "A"], "n": i}, puzzle_text="Given A -> B and A ...",
                 solution_text="B is true", seed=i)
 
@@ -18,7 +18,7 @@ def make_task(i: int = 0) -> Task:
 def make_rollout(i: int = 0, n_prompt: int = 7, n_resp: int = 5, version: int = 3) -> RolloutSample:
     rng = np.random.default_rng(i)
     return RolloutSample(
-        task_id=f"t{i}", task_name="deduction", level=2, group_id=f"g{i // 4}", sample_index=i,
+        task_id=f"t{i}", family="deduction", level=2, group_id=f"g{i // 4}", sample_index=i,
         prompt_token_ids=rng.integers(0, 49152, n_prompt), response_token_ids=rng.integers(0, 49152, n_resp),
         response_logprobs=-rng.random(n_resp).astype(np.float32), policy_version=version,
         version_segments=[(0, version), (min(2, n_resp), version + 1)] if n_resp else [],
