@@ -4,7 +4,7 @@ Pure of Ray: the actor in peirce.actors.reward_worker only starts this in a thre
 Nothing an item carries can stop the loop. A payload that fails to decode (reason from
 FrameError) or that decodes but cannot be scored (`unservable`: no reward for its task,
 an unencodable verifier result) is counted in `rejects`, logged, and answered with
-`[ERROR_MARKER, reason]` so the orchestrator can retry or drop the group. A verifier
+a `WorkerFault` (reason, detail) so the orchestrator can retry or drop the group. A verifier
 that raises or returns garbage on one sample scores that sample as a failure.
 """
 
@@ -20,13 +20,12 @@ from peirce.rewards.registry import RewardFn, RewardResult, get_reward
 from peirce.tasks.base import Task
 from peirce.transport.dispatch import WorkClient
 from peirce.transport.frames import FrameError, RejectCounter
-from peirce.transport.groups import pack_messages, unpack_messages
+from peirce.transport.groups import fault_payload, pack_messages, unpack_messages
 from peirce.transport.wire import RolloutSample, ScoredSample, TaskMsg
 
 log = logging.getLogger(__name__)
 
 MAA_TASKS = frozenset({"deduction", "induction", "abduction"})
-ERROR_MARKER = b"ERR"
 
 
 class RewardResolver:
@@ -103,14 +102,14 @@ class RewardLoop:
         self.client.close()
 
     def _handle(self, item_id: str, payload: list) -> list:
-        """Frames answering one item: the scored group, or [ERROR_MARKER, reason]."""
+        """Frames answering one item: the scored group, or a WorkerFault."""
         t0 = time.perf_counter()
         try:
             task_msg, samples = _group(payload)
             scored, frames = self._score(task_msg, samples)
         except FrameError as err:
             self.rejects.record(err, where=f"reward item {item_id}")
-            return [ERROR_MARKER, err.reason.encode()]
+            return fault_payload(err)
         self.scored_groups += 1
         if self.on_scored:
             try:

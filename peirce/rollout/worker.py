@@ -7,7 +7,7 @@ weights); per batch: swap in the newest received weights, wait until the engine 
 least the version each task was admitted under, generate, return one payload per group.
 
 Nothing an item carries can stop the loop. Every item gets an answer: its samples, or
-`[ERROR_MARKER, reason]` (counted in `rejects` and logged) when it fails to decode, when
+a `WorkerFault` (reason, detail; counted in `rejects` and logged) when it fails to decode, when
 it decodes but cannot be served (`unservable`: unknown task family or phase, sampling
 overrides that break a rule, a prompt the engine refuses), or when it waits for a policy version
 that does not arrive within `version_wait_s` (`version`). A request the engine refuses
@@ -26,13 +26,12 @@ from typing import Any
 import msgspec
 
 from peirce.masa.prompt import render_meta
-from peirce.rewards.worker import ERROR_MARKER
 from peirce.rollout.engine import GenRequest, GenResult, RolloutEngine, SamplingSpec
 from peirce.rollout.weights_inbox import WeightsInbox
 from peirce.tasks.base import get_family
 from peirce.transport.dispatch import WorkClient
 from peirce.transport.frames import FrameError, RejectCounter
-from peirce.transport.groups import pack_messages, unpack_messages
+from peirce.transport.groups import fault_payload, pack_messages, unpack_messages
 from peirce.transport.wire import RolloutSample, TaskMsg
 
 log = logging.getLogger(__name__)
@@ -86,7 +85,7 @@ class RolloutLoop:
 
     def _reject(self, item_id: str, err: FrameError) -> tuple[str, list]:
         self.rejects.record(err, where=f"rollout item {item_id}")
-        return item_id, [ERROR_MARKER, err.reason.encode()]
+        return item_id, fault_payload(err)
 
     def _decode(self, items: list) -> tuple[list[tuple[str, TaskMsg]], list[tuple[str, list]]]:
         good, bad = [], []

@@ -56,12 +56,11 @@ from peirce.masa.ids import is_meta_group, meta_group_id, solution_group_id
 from peirce.masa.plan import MetaPlanner, MetaRequest, PromptResult, PromptState, SolutionRequest, Transition
 from peirce.masa.prompt import with_hint
 from peirce.masa.types import Solution
-from peirce.rewards.worker import ERROR_MARKER
 from peirce.rollout.staleness import StalenessController
 from peirce.tasks.base import Task
 from peirce.transport.frames import Frame, FrameError
 from peirce.transport.groups import pack_messages, unpack_messages
-from peirce.transport.wire import Message, Msg, RequestSampling, RolloutSample, ScoredSample, TaskMsg
+from peirce.transport.wire import Message, Msg, RequestSampling, RolloutSample, ScoredSample, TaskMsg, WorkerFault
 
 if TYPE_CHECKING:
     from peirce.config import TrainConfig
@@ -69,7 +68,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3
-MAX_REASON_BYTES = 64  # a worker's error reason is a short counter key (FrameError.reason)
 
 Queue = Literal["rollout", "reward"]
 
@@ -86,9 +84,10 @@ class Delivered:
 
 @dataclass(frozen=True)
 class WorkerError:
-    """The worker answered `[ERROR_MARKER, reason]`: it could not serve the item."""
+    """The worker answered a WorkerFault: it could not serve the item."""
 
     reason: str
+    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -103,36 +102,20 @@ Result = Union[Delivered, WorkerError, Malformed]
 
 
 def read_result(payload: Sequence[Frame], expect: type[Msg]) -> Result:
-    """Decode one worker result; never raises. `expect`: the message type every item must have."""
+    """Decode one worker result; never raises. `expect`: the message type every item must
+    have; a result that is exactly one WorkerFault is the worker's refusal."""
     try:
-        if not payload:
-            return Malformed("empty", "result has no frames")
-        if bytes(memoryview(payload[0])) == ERROR_MARKER:
-            return _worker_error(payload)
         messages: list[Message] = unpack_messages(payload)
     except FrameError as err:
         return Malformed(err.reason, err.detail)
     except Exception as exc:  # noqa: BLE001 - a frame without the buffer protocol, or a decoder bug
         return Malformed("malformed", f"{type(exc).__name__}: {exc}"[:200])
+    if len(messages) == 1 and isinstance(messages[0], WorkerFault):
+        return WorkerError(messages[0].reason, messages[0].detail)
     wrong = [type(m).__name__ for m in messages if not isinstance(m, expect)]
     if wrong:
-        return Malformed("type", f"expected only {expect.__name__}, got {sorted(set(wrong))}")
+        return Malformed("type", f"expected only {expect.__name__} (or one WorkerFault), got {sorted(set(wrong))}")
     return Delivered(messages)
-
-
-def _worker_error(payload: Sequence[Frame]) -> Result:
-    if len(payload) != 2:
-        return Malformed("malformed", f"error result has {len(payload)} frames, want [{ERROR_MARKER!r}, reason]")
-    raw = bytes(memoryview(payload[1]))
-    if len(raw) > MAX_REASON_BYTES:
-        return Malformed("malformed", f"error reason is {len(raw)} bytes > {MAX_REASON_BYTES}")
-    try:
-        reason = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return Malformed("malformed", f"error reason is not UTF-8: {raw[:24]!r}")
-    if not reason.isprintable() or not reason:
-        return Malformed("malformed", f"error reason {raw[:24]!r} is empty or not printable")
-    return WorkerError(reason)
 
 
 # ---------------------------------------------------------------- decisions the driver carries out
@@ -536,7 +519,7 @@ class GroupPlanner:
             out.append(Rejected(queue, gid, result.reason, result.detail))
             why = f"{queue} result {result.reason}: {result.detail}"
         else:
-            why = f"{queue} worker: {result.reason}"
+            why = f"{queue} worker: {result.reason}" + (f": {result.detail}" if result.detail else "")
         out.extend(self._retry_or_drop(gid, why))
         return out
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import msgspec
 
 from peirce.transport.frames import Frame, FrameError, decode, encode
-from peirce.transport.wire import Message, Msg
+from peirce.transport.wire import Message, Msg, WorkerFault
 
 _COUNTS = msgspec.msgpack.Decoder(list[int])
 _MAX_COUNT_BYTES = 9  # a msgpack uint64 (the list's own 5-byte prefix fits in the first frame's share)
@@ -25,6 +25,11 @@ def pack_messages(messages: Sequence[Msg]) -> list[Frame]:
     for frames in encoded:
         out.extend(frames)
     return out
+
+
+def fault_payload(err: FrameError) -> list[Frame]:
+    """A worker's answer for an item it cannot serve: one WorkerFault naming why."""
+    return pack_messages([WorkerFault.of(err.reason, err.detail)])
 
 
 def unpack_messages(frames: Sequence[Frame], max_frame_bytes: int | None = None) -> list[Message]:

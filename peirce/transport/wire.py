@@ -170,6 +170,28 @@ class RolloutSample(Msg, tag="rollout"):
         return out
 
 
+#: A fault's reason is a counter key (a FrameError reason such as "unservable"): short,
+#: lower-case, so it can label a Prometheus series without escaping.
+FaultReason = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[a-z0-9_.-]+$")]
+MAX_FAULT_DETAIL = 512
+
+
+class WorkerFault(Msg, tag="fault"):
+    """A worker's answer for an item it could not serve, instead of its results.
+
+    Typed (not a marker frame) so the one decoder that reads results also bounds and
+    validates refusals: a reason that is not a counter key, or a detail too long to log,
+    is a decode error like any other malformed result."""
+
+    reason: FaultReason
+    detail: Annotated[str, msgspec.Meta(max_length=MAX_FAULT_DETAIL)] = ""
+
+    @classmethod
+    def of(cls, reason: str, detail: str = "") -> WorkerFault:
+        """A fault from a FrameError's parts, the detail cut to fit."""
+        return cls(reason=reason, detail=detail[:MAX_FAULT_DETAIL])
+
+
 class ScoredSample(Msg, tag="scored"):
     """A rollout sample plus its verifier outcome."""
 
@@ -258,8 +280,8 @@ class Control(Msg, tag="control"):
     payload: dict[str, Any] = {}
 
 
-Message = Union[TaskMsg, RolloutSample, ScoredSample, WeightBucketHeader, WeightBucketMsg, Control]
+Message = Union[TaskMsg, RolloutSample, ScoredSample, WorkerFault, WeightBucketHeader, WeightBucketMsg, Control]
 MESSAGE_TYPES: dict[str, type[Msg]] = {
     c.__struct_config__.tag: c  # type: ignore[misc]
-    for c in (TaskMsg, RolloutSample, ScoredSample, WeightBucketHeader, WeightBucketMsg, Control)
+    for c in (TaskMsg, RolloutSample, ScoredSample, WorkerFault, WeightBucketHeader, WeightBucketMsg, Control)
 }

@@ -1,7 +1,7 @@
 """RewardLoop over a real WorkDispatcher on loopback: hostile items never stop it.
 
 Each bad item (undecodable, deeply nested, empty, unknown task, unknown reward, a
-verifier returning garbage) is answered with [ERROR_MARKER, reason] or scored as a
+verifier returning garbage) is answered with a WorkerFault (reason, detail) or scored as a
 failure, counted, and the loop goes on to score the good item sent after them all.
 """
 
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from peirce.rewards.registry import RewardResult, register_reward
-from peirce.rewards.worker import ERROR_MARKER, RewardLoop, RewardResolver
+from peirce.rewards.worker import RewardLoop, RewardResolver
 from peirce.tasks.base import Task
 from peirce.tasks.dataset import generate_dataset
 from peirce.testing import wrap_response
@@ -78,7 +78,12 @@ def _serve(d: WorkDispatcher, resolver: RewardResolver, items: dict[str, list[by
 
 
 def _error(payload: list) -> str | None:
-    return bytes(payload[1]).decode() if bytes(payload[0]) == ERROR_MARKER else None
+    """The reason of a WorkerFault answer (read as the driver reads it), None for results."""
+    from peirce.trainer.planner import WorkerError, read_result
+    from peirce.transport.wire import Msg
+
+    got = read_result(payload, Msg)
+    return got.reason if isinstance(got, WorkerError) else None
 
 
 def test_hostile_items_are_answered_and_the_loop_keeps_scoring(dispatcher):

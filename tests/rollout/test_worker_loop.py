@@ -15,7 +15,6 @@ import time
 import msgspec
 import pytest
 
-from peirce.rewards.worker import ERROR_MARKER
 from peirce.rollout.sampling import GenRequest, GenResult, SamplingSpecError
 from peirce.rollout.weights_inbox import WeightsInbox
 from peirce.rollout.worker import RolloutLoop
@@ -92,7 +91,12 @@ def _serve(engine, items: dict[str, list[bytes]], **loop_kw):
 
 
 def _error(payload: list) -> str | None:
-    return bytes(payload[1]).decode() if bytes(payload[0]) == ERROR_MARKER else None
+    """The reason of a WorkerFault answer (read as the driver reads it), None for results."""
+    from peirce.trainer.planner import WorkerError, read_result
+    from peirce.transport.wire import Msg
+
+    got = read_result(payload, Msg)
+    return got.reason if isinstance(got, WorkerError) else None
 
 
 @pytest.fixture(scope="module")

@@ -14,19 +14,18 @@ import urllib.request
 import msgspec
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from peirce.config import TrainConfig, load_config
 from peirce.config.profiles import SMOKE_TRAIN, as_overrides
-from peirce.rewards.worker import ERROR_MARKER
 from actorless import actorless_driver, close_driver
 
 from peirce.trainer.orchestrator import Orchestrator
 from peirce.trainer.planner import Phase
 from peirce.transport.groups import pack_messages
-from peirce.transport.wire import Control, ControlKind, RolloutSample, ScoredSample, TaskMsg
+from peirce.transport.wire import Control, ControlKind, RolloutSample, ScoredSample, TaskMsg, WorkerFault
 
 
 def _driver(run_dir, restored: dict | None = None) -> Orchestrator:
@@ -90,8 +89,9 @@ def _hostile(msg: TaskMsg, queue: str) -> dict[str, list]:
                                [msgspec.structs.replace(s, sample=msgspec.structs.replace(s.sample, group_id="gX"))
                                 for s in scored]),
         "wrong count": _wire(right[:1]),
-        "error reason not UTF-8": [ERROR_MARKER, b"\xc3\x28\xa0\xa1"],
-        "error without reason": [ERROR_MARKER],
+        "old error marker": [b"ERR", b"\xc3\x28\xa0\xa1"],
+        "fault reason not a counter key": _wire([WorkerFault(reason="\xc3(")]),
+        "fault without reason": _wire([WorkerFault(reason="")]),
         "frames not buffers": [None, 1.5],
     }
 
@@ -120,7 +120,6 @@ def test_every_hostile_result_is_a_counted_rejection_and_a_retry(orch, queue):
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(frames=st.lists(st.binary(max_size=64), max_size=5), to_reward=st.booleans())
 def test_random_frames_never_escape_the_handlers(orch, frames, to_reward):
-    assume(not frames or frames[0] != ERROR_MARKER)  # [ERR, reason] is a worker's honest refusal
     phase = Phase.REWARD if to_reward else Phase.ROLLOUT
     gid = _live(orch, phase)
     before = _rejected(orch)

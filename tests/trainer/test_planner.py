@@ -15,13 +15,13 @@ import msgspec
 import numpy as np
 import pytest
 
-from peirce.rewards.worker import ERROR_MARKER
 from peirce.tasks.base import Task
 from peirce.trainer.planner import (MAX_ATTEMPTS, Accepted, Delivered, Drop, Filtered, GroupPlanner, Ignored,
                                     Malformed, Phase, PlanConfig, Rejected, Retry, Submit, WorkerError,
                                     has_signal, read_result)
-from peirce.transport.groups import pack_messages
-from peirce.transport.wire import RequestSampling, RolloutSample, ScoredSample, TaskMsg
+from peirce.transport.frames import FrameError
+from peirce.transport.groups import fault_payload, pack_messages
+from peirce.transport.wire import MAX_FAULT_DETAIL, RequestSampling, RolloutSample, ScoredSample, TaskMsg, WorkerFault
 
 
 def _task(i: int) -> Task:
@@ -56,6 +56,11 @@ def _samples(msg: TaskMsg, version: int | None = None, **over) -> list[RolloutSa
                              "response_token_ids": np.arange(2), "response_logprobs": np.zeros(2, np.float32),
                              "policy_version": v, **over})
             for i in range(msg.n_samples)]
+
+
+def _fault(reason: str, detail: str = "") -> list:
+    """A worker's refusal, framed as the rollout and reward loops send it."""
+    return fault_payload(FrameError(reason, detail))
 
 
 def _wire(messages) -> list[bytes]:
@@ -97,13 +102,13 @@ def test_worker_errors_retry_up_to_max_attempts_then_drop_with_reason():
     (sub,) = p.admit(ListFeed(5))
     gid, decisions = sub.gid, []
     for attempt in range(1, MAX_ATTEMPTS):
-        (d,) = p.on_rollout_result(gid, read_result([ERROR_MARKER, b"unservable"], RolloutSample))
+        (d,) = p.on_rollout_result(gid, read_result(_fault("unservable"), RolloutSample))
         assert isinstance(d, Retry) and d.old_gid == gid and "unservable" in d.why
         assert d.submit.gid == f"{gid}r{attempt}" and d.submit.messages[0].attempt == attempt  # g..r1, g..r1r2
         assert d.submit.messages[0].task == sub.messages[0].task
         gid = d.submit.gid
         decisions.append(d)
-    (drop,) = p.on_rollout_result(gid, read_result([ERROR_MARKER, b"version"], RolloutSample))
+    (drop,) = p.on_rollout_result(gid, read_result(_fault("version"), RolloutSample))
     assert isinstance(drop, Drop) and drop.kind == "failed" and drop.task_id == "t0000" and "version" in drop.why
     assert p.failed_groups == 1 and p.in_flight == 0 and not p.rejected  # worker errors are not malformed
     assert p.staleness.counts()["running"] == 0 and p.staleness.counts()["rejected_total"] == 1
@@ -113,7 +118,7 @@ def test_reward_failure_sends_the_group_back_to_rollout():
     p = _planner(s=0, b=1)
     (sub,) = p.admit(ListFeed(5))
     p.on_rollout_result(sub.gid, read_result(_wire(_samples(sub.messages[0])), RolloutSample))
-    (d,) = p.on_reward_result(sub.gid, read_result([ERROR_MARKER, b"unservable"], ScoredSample))
+    (d,) = p.on_reward_result(sub.gid, read_result(_fault("unservable"), ScoredSample))
     assert isinstance(d, Retry) and d.submit.queue == "rollout"
     assert p.groups[d.submit.gid].phase is Phase.ROLLOUT and sub.gid not in p.groups
 
@@ -176,7 +181,7 @@ def test_results_for_unknown_dropped_or_other_phase_groups_are_ignored():
     assert p.on_reward_result(sub.gid, scored) == [Ignored(sub.gid, "reward")]  # still in ROLLOUT
     p.on_rollout_result(sub.gid, good)
     assert p.on_rollout_result(sub.gid, good) == [Ignored(sub.gid, "rollout")]  # a late duplicate
-    (retry,) = p.on_reward_result(sub.gid, read_result([ERROR_MARKER, b"x"], ScoredSample))
+    (retry,) = p.on_reward_result(sub.gid, read_result(_fault("x"), ScoredSample))
     assert p.on_reward_result(sub.gid, scored) == [Ignored(sub.gid, "reward")]  # retried under a new id
     assert not p.rejected and p.in_flight == 1 and retry.submit.gid in p.groups
 
@@ -187,10 +192,13 @@ def _hostile_rollouts(msg: TaskMsg) -> dict[str, list]:
         "empty": [],
         "random bytes": [b"\x93\xff\x00garbage", b"\x01\x02"],
         "not msgpack counts": [b"\xc1"],
-        "error without reason": [ERROR_MARKER],
-        "error reason not UTF-8": [ERROR_MARKER, b"\xff\xfe\xfd"],
-        "error reason huge": [ERROR_MARKER, b"r" * 10_000],
-        "error with extra frames": [ERROR_MARKER, b"a", b"b"],
+        "old error marker": [b"ERR", b"unservable"],
+        "fault without reason": _wire([WorkerFault(reason="")]),
+        "fault reason not a counter key": _wire([WorkerFault(reason="Bad Reason\n\x1b[31m")]),
+        "fault reason huge": _wire([WorkerFault(reason="r" * 10_000)]),
+        "fault detail huge": _wire([WorkerFault(reason="x", detail="d" * 100_000)]),
+        "fault beside samples": _wire([WorkerFault(reason="x"), *honest]),
+        "two faults": _wire([WorkerFault(reason="x"), WorkerFault(reason="y")]),
         "wrong type": _wire([msg]),
         "another group": _wire(_samples(msg, group_id="g77777777")),
         "another task": _wire(_samples(msg, task_id="t9999")),
@@ -223,7 +231,7 @@ def test_malformed_reward_results_are_counted_and_retried():
     samples = _samples(sub.messages[0])
     p.on_rollout_result(sub.gid, read_result(_wire(samples), RolloutSample))
     result = read_result(_wire(samples), ScoredSample)  # unscored samples back from a reward worker
-    assert result == Malformed("type", "expected only ScoredSample, got ['RolloutSample']")
+    assert result == Malformed("type", "expected only ScoredSample (or one WorkerFault), got ['RolloutSample']")
     (rejected, retry) = p.on_reward_result(sub.gid, result)
     assert rejected.reason == "type" and isinstance(retry, Retry)
     gid = retry.submit.gid
@@ -238,7 +246,10 @@ def test_read_result_accepts_honest_answers():
     msg = TaskMsg(task=_task(0), group_id="g1", n_samples=2)
     got = read_result(_wire(_samples(msg)), RolloutSample)
     assert isinstance(got, Delivered) and [s.sample_index for s in got.messages] == [0, 1]
-    assert read_result([ERROR_MARKER, b"unservable"], RolloutSample) == WorkerError("unservable")
+    assert read_result(_fault("unservable", "task 'x': no family"), RolloutSample) == WorkerError(
+        "unservable", "task 'x': no family")
+    long = read_result(fault_payload(FrameError("version", "v" * 5000)), RolloutSample)
+    assert isinstance(long, WorkerError) and len(long.detail) == MAX_FAULT_DETAIL  # cut by the worker, not refused
 
 
 def test_state_dict_round_trip_keeps_the_checkpoint_keys():
@@ -246,7 +257,7 @@ def test_state_dict_round_trip_keeps_the_checkpoint_keys():
     subs = p.admit(feed)
     _complete(p, subs[0].gid)
     _complete(p, subs[1].gid)
-    p.on_rollout_result(subs[2].gid, read_result([ERROR_MARKER, b"x"], RolloutSample))  # a retried group
+    p.on_rollout_result(subs[2].gid, read_result(_fault("x"), RolloutSample))  # a retried group
     state = json.loads(json.dumps(p.state_dict()))  # checkpoints are JSON-friendly
     assert set(state) == {"seq", "staleness", "in_flight"}
     assert state["seq"] == 4 and len(state["in_flight"]) == 4

@@ -146,3 +146,15 @@ def test_family_keeps_its_serialised_keys_so_old_files_and_checkpoints_still_loa
                            prompt_token_ids=[1], response_token_ids=[2], response_logprobs=[-0.1], policy_version=0)
     head = msgspec.msgpack.decode(encode(sample)[0])
     assert head["task_name"] == "deduction" and "family" not in head
+
+
+def test_a_worker_fault_round_trips_and_a_lying_one_is_refused():
+    from peirce.transport.wire import MAX_FAULT_DETAIL, WorkerFault
+
+    fault = WorkerFault.of("unservable", "task 'x': " + "d" * 5000)
+    back = decode(encode(fault))
+    assert isinstance(back, WorkerFault) and back.reason == "unservable" and len(back.detail) == MAX_FAULT_DETAIL
+    for bad in (WorkerFault(reason=""), WorkerFault(reason="Spaces and CAPS"), WorkerFault(reason="r" * 65),
+                WorkerFault(reason="x", detail="d" * (MAX_FAULT_DETAIL + 1))):
+        with pytest.raises(FrameError):
+            decode(encode(bad))
