@@ -108,6 +108,7 @@ class RolloutConfig(_Strict):
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling.")
     top_k: Int = Field(0, ge=0, description="Sample among the k most likely tokens (0 = off).")
     max_tokens: Int = Field(256, ge=1, description="Response token limit (< model.max_model_len: the prompt needs room).")
+    seeded: bool = Field(True, description="Each group samples from its own seed, fixed by (trainer.seed, task id, phase), so a rerun or a resume draws the same tokens from the same weights whatever worker serves it; off: the engines' own random streams.")
     kv_cache_gib: float = Field(1.0, gt=0, description="KV cache GiB of each rollout engine (vLLM kv_cache_memory_bytes; may be fractional).")
     gpu_memory_utilization: float = Field(0.35, gt=0, le=1, description="vLLM GPU memory fraction per engine (engines may share a GPU).")
     num_gpus: float = Field(0.0, ge=0, description="Ray GPU fraction per rollout worker (0 on CPU).")

@@ -203,12 +203,18 @@ class LearnerEngine:
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0
         )
+        lrs = [g["lr"] for g in optimizer.param_groups]
+        for g in optimizer.param_groups:
+            g["lr"] = 0.0  # DeepSpeed's state-allocating step (below) must not decay the weights
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=module,
             optimizer=optimizer,
             lr_scheduler=scheduler,
             config=deepspeed_config(cfg, self.dist.world_size, torch.cuda.is_available()),
         )
+        for g, lr in zip(optimizer.param_groups, lrs, strict=True):
+            g["lr"] = lr
+        _forget_allocation_step(optimizer)
         # fp32 without ZeRO: DeepSpeed steps the bare AdamW and reports no grad norm.
         self._bare_optimizer = self.optimizer is optimizer
         if cfg.zero_stage == 0 and self.dist.world_size == 1:
@@ -487,6 +493,22 @@ class LearnerEngine:
 
         if dist.is_initialized() and dist.get_world_size() > 1:
             dist.barrier()
+
+
+def _forget_allocation_step(optimizer: torch.optim.Optimizer) -> None:
+    """Undo the optimizer step DeepSpeed's bf16 and ZeRO optimizers take at initialization.
+
+    They call `step()` once with zero gradients to allocate Adam's state (DeepSpeed PR
+    #5104, open), which leaves every `step` counter at 1: the first real update then used
+    step-2 bias correction (0.74x the size of AdamW's first step) and a resumed optimizer
+    read one step ahead of the learner. Counters and moments go back to an unused optimizer's
+    (the allocation is kept); the weights were not moved because the step ran at lr 0."""
+    for state in optimizer.state.values():
+        for key, value in state.items():
+            if key in ("step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq") and torch.is_tensor(value):
+                value.zero_()
+            elif key == "step":
+                state[key] = 0
 
 
 def _seed_everything(seed: int) -> None:

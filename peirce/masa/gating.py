@@ -13,7 +13,6 @@ is measured on; `GatingStats` turns the outcomes into precision and recall.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Sequence
 from typing import Literal
@@ -21,6 +20,7 @@ from typing import Literal
 import msgspec
 
 from peirce.masa.config import GatingConfig
+from peirce.seeding import stable_u64
 
 
 class GateDecision(msgspec.Struct, frozen=True):
@@ -52,8 +52,7 @@ def decide(pass_rates: Sequence[int | None], k: int, cfg: GatingConfig) -> GateD
 
 def audit_draw(prompt_id: str, seed: int) -> float:
     """A uniform number in [0, 1) fixed by (seed, prompt id)."""
-    digest = hashlib.blake2b(f"{seed}\x00{prompt_id}".encode("utf-8", "surrogatepass"), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64
+    return stable_u64(seed, prompt_id) / 2**64
 
 
 def audited(prompt_id: str, seed: int, share: float) -> bool:

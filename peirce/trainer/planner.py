@@ -57,6 +57,7 @@ from peirce.masa.plan import MetaPlanner, MetaRequest, PromptResult, PromptState
 from peirce.masa.prompt import with_hint
 from peirce.masa.types import Solution
 from peirce.rollout.staleness import StalenessController
+from peirce.seeding import group_seed
 from peirce.tasks.base import Task
 from peirce.transport.frames import Frame, FrameError
 from peirce.transport.groups import pack_messages, unpack_messages
@@ -254,7 +255,8 @@ class PlanConfig:
     dynamic_sampling: bool = False
     max_attempts: int = MAX_ATTEMPTS
     meta: MetaConfig | None = None  # MASA, when algorithm.meta.enabled (n_samples is then meta.solution_rollouts)
-    seed: int = 0  # MASA: which gated prompts are audited
+    seed: int = 0  # trainer.seed: fixes group sampling seeds and (MASA) which gated prompts are audited
+    seeded: bool = True  # give every group its own sampling seed (rollout.seeded)
 
     @classmethod
     def from_train_config(cls, cfg: TrainConfig) -> PlanConfig:
@@ -264,7 +266,7 @@ class PlanConfig:
                    dynamic_sampling=cfg.algorithm.dynamic_sampling,
                    sampling=RequestSampling(temperature=rc.temperature, top_p=rc.top_p, top_k=rc.top_k,
                                             max_tokens=rc.max_tokens),
-                   meta=meta if meta.enabled else None, seed=cfg.trainer.seed)
+                   meta=meta if meta.enabled else None, seed=cfg.trainer.seed, seeded=rc.seeded)
 
 
 class _RLClock:
@@ -312,8 +314,8 @@ class GroupPlanner:
                 break
             gid = f"g{self.seq:08d}"
             self.seq += 1
-            msg = TaskMsg(task=task, group_id=gid, n_samples=self.cfg.n_samples, sampling=self.cfg.sampling,
-                          policy_version_at_dispatch=self.version)
+            msg = TaskMsg(task=task, group_id=gid, n_samples=self.cfg.n_samples,
+                          sampling=self._sampling(task, "solve"), policy_version_at_dispatch=self.version)
             group = Group(msg=msg, phase=Phase.ROLLOUT, key=self._clock())
             self.groups[gid] = group
             if self.meta_planner is None:
@@ -321,6 +323,13 @@ class GroupPlanner:
             else:
                 out.extend(self._start_meta(gid, group))
         return out
+
+    def _sampling(self, task: Task, phase: str, max_tokens: int | None = None) -> RequestSampling:
+        """The run's sampling settings for one request of `task`'s `phase`, with its own seed."""
+        base = self.cfg.sampling
+        return msgspec.structs.replace(
+            base, max_tokens=base.max_tokens if max_tokens is None else max_tokens,
+            seed=group_seed(self.cfg.seed, task.id, phase) if self.cfg.seeded else None)
 
     # -- MASA ---------------------------------------------------------------------------
     def _start_meta(self, gid: str, group: Group, step: int | None = None) -> list[Decision]:
@@ -359,17 +368,17 @@ class GroupPlanner:
         assert meta is not None and self.meta_planner is not None
         meta.state = t.state
         out: list[Decision] = []
-        base = self.cfg.sampling
+        task = group.msg.task
         for req in t.requests:
             if isinstance(req, MetaRequest):
-                meta.msg = TaskMsg(task=group.msg.task, group_id=meta_group_id(gid), n_samples=req.n,
-                                   sampling=msgspec.structs.replace(base, max_tokens=req.max_tokens), phase="meta",
+                meta.msg = TaskMsg(task=task, group_id=meta_group_id(gid), n_samples=req.n,
+                                   sampling=self._sampling(task, "meta", req.max_tokens), phase="meta",
                                    prompt=req.prompt, attempt=group.msg.attempt,
                                    policy_version_at_dispatch=group.msg.policy_version_at_dispatch)
                 out.append(Submit("rollout", meta.msg.group_id, (meta.msg,)))
             elif isinstance(req, SolutionRequest):
                 group.msg = msgspec.structs.replace(
-                    group.msg, n_samples=req.n, sampling=msgspec.structs.replace(base, max_tokens=req.max_tokens),
+                    group.msg, n_samples=req.n, sampling=self._sampling(task, "solve", req.max_tokens),
                     prompt=with_hint(group.msg.task.puzzle_text, req.hint) if req.hint else None)
                 group.phase = Phase.ROLLOUT
                 out.append(Submit("rollout", gid, (group.msg,)))
@@ -532,7 +541,8 @@ class GroupPlanner:
             return [Drop(gid, msg.task.id, "failed", f"failed {self.cfg.max_attempts} times, last: {why}")]
         new_gid = f"{gid}r{msg.attempt + 1}"
         if group.meta is not None:  # MASA: the whole prompt again, in the mode it was admitted in
-            retry = TaskMsg(task=msg.task, group_id=new_gid, n_samples=self.cfg.n_samples, sampling=self.cfg.sampling,
+            retry = TaskMsg(task=msg.task, group_id=new_gid, n_samples=self.cfg.n_samples,
+                            sampling=self._sampling(msg.task, "solve"),
                             attempt=msg.attempt + 1, policy_version_at_dispatch=msg.policy_version_at_dispatch)
             fresh = Group(msg=retry, phase=Phase.ROLLOUT, key=group.key)
             self.groups[new_gid] = fresh
@@ -570,10 +580,12 @@ class GroupPlanner:
         return out
 
     def _take_batch(self) -> list[list[ScoredSample]]:
-        """The B oldest accepted groups (by admission), as the controller's gate assumed."""
-        order = sorted(self.ready, key=lambda gid: self.groups[gid].key)  # stable: acceptance order breaks ties
-        picked = set(order[: self.cfg.prompts_per_step])
-        taken = [gid for gid in self.ready if gid in picked]
+        """The B oldest accepted groups (by admission), as the controller's gate assumed, in
+        admission order: not the order results happened to arrive in, so the same groups make
+        the same batch (and the same floating-point sums) in a rerun or a resumed run. Group
+        ids are zero-padded admission numbers (a retry's suffix sorts right after its own)."""
+        taken = sorted(self.ready, key=lambda gid: (self.groups[gid].key, gid))[: self.cfg.prompts_per_step]
+        picked = set(taken)
         self.ready = collections.deque(gid for gid in self.ready if gid not in picked)
         for gid in taken:
             self.groups[gid].phase = Phase.TRAINING

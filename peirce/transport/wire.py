@@ -83,6 +83,7 @@ class RequestSampling(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     top_p: float | None = None
     top_k: int | None = None
     max_tokens: int | None = None  # MASA: each solution request's own cutoff
+    seed: int | None = None  # the group's own sampling seed (sample i draws from seed + i)
 
     def overrides(self) -> dict[str, Any]:
         """The set fields, as SamplingSpec keyword arguments."""

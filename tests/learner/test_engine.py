@@ -137,10 +137,7 @@ def test_ref_logprobs_needs_ref_model(model_dir):
 
 def _step_once(model_dir, cfg, batch):
     eng = LearnerEngine(model_dir, cfg)
-    before = {n: t.float().clone() for n, t in eng.named_parameters_for_sync(torch.float32)}
-    m = eng.train_step(batch, pg_loss)
-    after = {n: t.float().clone() for n, t in eng.named_parameters_for_sync(torch.float32)}
-    return eng, m, before, after
+    return (eng, *_step_once_on(eng, batch))
 
 
 @pytest.mark.parametrize("stage", [0, 1, 2, 3])
@@ -231,3 +228,34 @@ def test_logprob_gap_covers_on_policy_rows_only(model_dir):
     assert m["logprob_gap_mean"] == pytest.approx((0.1 * n0 + 0.3 * n1) / (n0 + n1), abs=1e-5)
     stale = eng.train_step(collate(samples), pg_loss)  # learner now at version 2: nothing on-policy
     assert "logprob_gap_mean" not in stale and stale["logprob_gap_tokens"] == 0
+
+
+def _opt_steps(eng) -> set[float]:
+    return {float(v["step"]) for v in eng.optimizer.state.values() if "step" in v}
+
+
+@pytest.mark.parametrize("cfg", [dict(bf16=False, zero_stage=0), dict(bf16=False, zero_stage=2),
+                                 dict(bf16=True, zero_stage=0)], ids=["fp32", "fp32-zero2", "bf16"])
+def test_the_first_update_is_adamws_first_step(model_dir, cfg):
+    """DeepSpeed's bf16 and ZeRO optimizers allocate Adam's state with a zero-gradient step
+    at start: left counted, the first real update used step-2 bias correction (0.74x) and a
+    restored optimizer read one step ahead. AdamW's first step moves each weight with a
+    gradient by lr (bias-corrected m / sqrt(v) = sign(g)), with counters at 1."""
+    lr = 1e-2
+    eng = LearnerEngine(model_dir, LearnerConfig(lr=lr, weight_decay=0.0, grad_clip=0.0, micro_batch_size=4, **cfg))
+    assert _opt_steps(eng) <= {0.0}
+    assert all(float(v["exp_avg"].abs().max()) == 0 for v in eng.optimizer.state.values() if "exp_avg" in v)
+    _, before, after = _step_once_on(eng, collate(make_samples(4)))
+    name = "model.layers.0.mlp.down_proj.weight"
+    moved = (after[name] - before[name]).abs()
+    moved = moved[moved > 0]
+    assert moved.numel() > 0.5 * after[name].numel()
+    assert float(moved.median()) == pytest.approx(lr, rel=0.05)
+    assert _opt_steps(eng) == {1.0}
+
+
+def _step_once_on(eng, batch):
+    before = {n: t.float().clone() for n, t in eng.named_parameters_for_sync(torch.float32)}
+    m = eng.train_step(batch, pg_loss)
+    after = {n: t.float().clone() for n, t in eng.named_parameters_for_sync(torch.float32)}
+    return m, before, after

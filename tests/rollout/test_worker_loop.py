@@ -135,9 +135,10 @@ def test_each_request_brings_its_own_prompt_and_sampling(task):
     loop = RolloutLoop(CheckingEngine(), "tcp://127.0.0.1:1", WeightsInbox("tcp://127.0.0.1:1", "w", 0), worker_id="w",
                        prompt_style="reference", prompts_per_step=1)
     meta = TaskMsg(task=task, group_id="g.meta", n_samples=3, phase="meta", prompt="Assess this puzzle",
-                   sampling=RequestSampling(temperature=0.5, max_tokens=7))
+                   sampling=RequestSampling(temperature=0.5, max_tokens=7, seed=2**62 - 1))
     request, prefill = loop._prepare("m", meta)
     assert (request.sampling.n, request.sampling.max_tokens, request.sampling.temperature) == (3, 7, 0.5)
+    assert request.sampling.seed == 2**62 - 1  # the group's own seed reaches vLLM
     assert "user\nAssess this puzzle\n" in request.prompt and task.puzzle_text not in request.prompt
     assert prefill == "" and request.prompt.endswith("assistant\n")
     hinted = TaskMsg(task=task, group_id="g", prompt=task.puzzle_text + "\n\nHint: notions.",
@@ -146,6 +147,7 @@ def test_each_request_brings_its_own_prompt_and_sampling(task):
     assert "Hint: notions." in request.prompt and prefill == "<think>" and request.sampling.max_tokens == 5
     plain, _ = loop._prepare("p", TaskMsg(task=task, group_id="g"))
     assert plain.sampling.max_tokens == 256 and "Hint" not in plain.prompt  # SamplingSpec's default
+    assert plain.sampling.seed is None
     for bad in (TaskMsg(task=task, group_id="g", phase="meta"), TaskMsg(task=task, group_id="g", phase="judge")):
         with pytest.raises(FrameError, match="unservable|phase"):
             loop._prepare("x", bad)

@@ -19,6 +19,7 @@ from peirce.masa.prompt import meta_prompt
 from peirce.masa.reward import meta_reward
 from peirce.masa.types import Solution
 from peirce.tasks.base import Task
+from peirce.seeding import group_seed
 from peirce.trainer.planner import (Accepted, Gated, GroupPlanner, Phase, PlanConfig, Retry, Submit, WorkerError,
                                     read_result)
 from peirce.trainer.step_stats import StepStats
@@ -194,6 +195,9 @@ def test_a_failed_meta_half_retries_the_whole_prompt():
     again = _submits([out[0].submit, *out[1:]])
     assert set(again) == {"g00000000r1", meta_group_id("g00000000r1")}
     assert all(m.attempt == 1 for m in again.values())
+    # a retry samples from the same seeds: a worker's death does not change what is drawn
+    assert {m.phase: m.sampling.seed for m in again.values()} == {m.phase: m.sampling.seed for m in sent.values()}
+    assert sent[gid].sampling.seed == group_seed(7, _task(0).id, "solve") != sent[meta_group_id(gid)].sampling.seed
     # the old halves' late results are ignored
     late = planner.on_rollout_result(gid, read_result(_rollouts(sent[gid], ["x"] * G), RolloutSample))
     assert [type(d).__name__ for d in late] == ["Ignored"]
