@@ -24,11 +24,17 @@ from peirce.transport.wire import ScoredSample
 
 
 def learner_config(cfg: TrainConfig) -> LearnerConfig:
+    """The learner's settings. Weights are synced in the dtype the rollout engines serve, so
+    an engine holds exactly the learner's weights rounded once to its own dtype: an fp32
+    engine (AVX2 hosts) fed bf16 tensors sampled from a coarser policy than the learner
+    trained, and from other weights than a resumed engine loads from the checkpoint."""
+    from peirce.rollout.engine import resolve_dtype
+
     lc = cfg.learner
     return LearnerConfig(zero_stage=lc.zero_stage, bf16=use_bf16(lc.precision), lr=lc.lr,
                          weight_decay=lc.weight_decay, grad_clip=lc.grad_clip, micro_batch_size=lc.micro_batch_size,
                          gradient_checkpointing=lc.gradient_checkpointing, ref_model=cfg.algorithm.kl_coef > 0,
-                         seed=cfg.trainer.seed)
+                         seed=cfg.trainer.seed, sync_dtype=resolve_dtype(cfg.model.dtype))
 
 
 def loss_config(cfg: TrainConfig) -> LossConfig:
