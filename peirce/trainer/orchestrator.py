@@ -5,9 +5,10 @@ One screen of control flow that only moves bytes. What happens to a prompt group
 is decided by the pure GroupPlanner (peirce.trainer.planner); the actors and sockets
 (learner, rollout and reward WorkerPools and their WorkDispatchers) come from one call,
 `build_topology` (peirce.trainer.topology); TaskSource is the curriculum, RunDir holds
-metrics and checkpoints, ControlServer serves `peirce scale`. Training runs as a Ray
-future while the loop keeps generating and scoring, so with `max_staleness > 0`
-generation overlaps training. A malformed worker result is a counted rejection
+metrics and checkpoints, ControlServer serves `peirce scale`. Training runs as a pending
+learner call (through the topology's `calls`: a Ray future, or a thread in fast tests)
+while the loop keeps generating and scoring, so with `max_staleness > 0` generation
+overlaps training. A malformed worker result is a counted rejection
 (`peirce_rejected_results_total{queue, reason}`) and a retry of its group, never an
 exception in this loop.
 
@@ -23,7 +24,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import ray
 from tqdm import tqdm
 
 from peirce.actors.runtime import attach_run_log
@@ -81,6 +81,7 @@ class Orchestrator:
     reward_pool = property(lambda self: self.topology.reward_pool)
     rollout_dispatch = property(lambda self: self.topology.rollout_dispatch)
     reward_dispatch = property(lambda self: self.topology.reward_dispatch)
+    calls = property(lambda self: self.topology.calls)
 
     @property
     def version(self) -> int:
@@ -144,9 +145,10 @@ class Orchestrator:
                     self._carry_out(drops)
                     if batch:
                         flat = [s for g in batch for s in g]
-                        train_ref = self.learner.train.remote([bytes(memoryview(f)) for f in pack_messages(flat)])
-                if train_ref is not None and ray.wait([train_ref], timeout=0)[0]:
-                    self._finish_step(ray.get(train_ref), batch, bar)
+                        train_ref = self.calls.call(self.learner, "train",
+                                                    [bytes(memoryview(f)) for f in pack_messages(flat)])
+                if train_ref is not None and self.calls.done(train_ref):
+                    self._finish_step(self.calls.get(train_ref), batch, bar)
                     train_ref, batch = None, None
                 if finishing and not self.planner.in_flight and train_ref is None:
                     break  # curriculum exhausted (or stop requested) and everything admitted trained
@@ -297,7 +299,7 @@ class Orchestrator:
                 examples.append(SFTExample(prompt_token_ids=prompt_ids, response_token_ids=target_ids[:room]))
         if not examples:
             return {"meta/sft_examples": 0}
-        out = ray.get(self.learner.sft.remote(examples, meta.expert.lr))
+        out = self.calls.get(self.calls.call(self.learner, "sft", examples, meta.expert.lr))
         self.planner.advance_version(int(out["policy_version"]))
         log.info("expert SFT step on %d meta trajectories (lr %g): loss %.4f", len(examples), meta.expert.lr,
                  out["loss"])
@@ -306,7 +308,7 @@ class Orchestrator:
 
     def checkpoint(self, policy_version: int) -> Path:
         path = self.run_dir.checkpoint_path(self.step)
-        ray.get(self.learner.save.remote(str(path), self._state(policy_version)))
+        self.calls.get(self.calls.call(self.learner, "save", str(path), self._state(policy_version)))
         self.run_dir.mark_latest(self.step)
         return path
 

@@ -1,8 +1,10 @@
 """The actors and sockets of one RL run: learner, rollout and reward pools, their dispatchers.
 
 Built by one call (`build_topology`) so the driver loop never constructs actors itself,
-and a test can hand the Orchestrator a Topology of its own. On resume the learner loads
-the checkpoint first: the rollout workers must start from its weights and version.
+and a test can hand the Orchestrator a Topology of its own (its `calls` say how its
+actors are reached: Ray here, threads of the test process in tests/inproc_harness.py).
+On resume the learner loads the checkpoint first: the rollout workers must start from
+its weights and version.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 import ray
 
+from peirce.actors.calls import RAY_CALLS, Calls
 from peirce.actors.learner import LearnerActor
 from peirce.actors.reward_worker import RewardWorkerActor
 from peirce.actors.rollout_worker import RolloutWorkerActor
@@ -36,15 +39,16 @@ class Topology:
     rollout_pool: WorkerPool
     reward_pool: WorkerPool
     restored: dict[str, Any] | None = None  # the driver state the learner loaded from a checkpoint
+    calls: Calls = RAY_CALLS  # how the learner (and the pools' workers) are reached
 
     def shutdown(self) -> None:
         self.rollout_pool.shutdown()
         self.reward_pool.shutdown()
         try:
-            ray.get(self.learner.close.remote(), timeout=30)
+            self.calls.get(self.calls.call(self.learner, "close"), timeout=30)
         except Exception:  # noqa: BLE001 - best effort on the way out
             log.warning("learner did not close cleanly", exc_info=True)
-        ray.kill(self.learner)
+        self.calls.kill(self.learner)
         self.rollout_dispatch.close()
         self.reward_dispatch.close()
 
@@ -64,7 +68,12 @@ def resolve_model(path: str) -> Path:
     return p
 
 
-def _on_dead(run: str, dispatcher: WorkDispatcher):
+def reward_scheme(cfg: TrainConfig) -> dict[str, float]:
+    """The MAA reward scheme a reward worker is built with (RewardWorker's `scheme`)."""
+    return {k: getattr(cfg.reward, k) for k in REWARD_SCHEME_KEYS}
+
+
+def requeue_on_death(run: str, dispatcher: WorkDispatcher):
     """What to do when a pool buries a worker: re-queue its items now, drop its target."""
     def on_dead(worker_id: str) -> None:
         dispatcher.retire(worker_id)
@@ -87,11 +96,11 @@ def build_topology(cfg: TrainConfig, run_root: Path, checkpoint: Path | None = N
         start_version, engine_dir = int(restored["policy_version"]), checkpoint
     weight_endpoint = ray.get(learner.weight_endpoint.remote())
     rc = cfg.rollout
-    rollout_pool = WorkerPool("rollout", on_dead=_on_dead(cfg.name, rollout_dispatch), spawn=lambda wid: (
+    rollout_pool = WorkerPool("rollout", on_dead=requeue_on_death(cfg.name, rollout_dispatch), spawn=lambda wid: (
         RolloutWorkerActor.options(num_cpus=rc.num_cpus, num_gpus=rc.num_gpus, **actor_log_options(run_root, wid))
         .remote(str(engine_dir), cfg_dict, rollout_dispatch.endpoint, weight_endpoint, cfg.name, wid, start_version)))
-    scheme = {k: getattr(cfg.reward, k) for k in REWARD_SCHEME_KEYS}
-    reward_pool = WorkerPool("reward", on_dead=_on_dead(cfg.name, reward_dispatch), spawn=lambda wid: (
+    scheme = reward_scheme(cfg)
+    reward_pool = WorkerPool("reward", on_dead=requeue_on_death(cfg.name, reward_dispatch), spawn=lambda wid: (
         RewardWorkerActor.options(num_cpus=0.25, **actor_log_options(run_root, wid))
         .remote(reward_dispatch.endpoint, cfg.name, wid, cfg.reward.name, scheme)))
     rollout_pool.resize(rc.workers)

@@ -1,4 +1,4 @@
-"""A resizable, self-healing pool of Ray worker actors (rollout or reward).
+"""A resizable, self-healing pool of worker actors (rollout or reward).
 
 Scaling up starts actors that register with the dispatcher themselves once ready (a
 rollout worker first loads the current weights). Scaling down asks the newest workers
@@ -12,10 +12,13 @@ killed node, a rollout worker whose vLLM engine process died) is reported throug
 syncs the current weights before taking work. A role whose workers keep failing to
 start raises `WorkerStartError` with the actor's own error instead of waiting forever.
 
+Actors are reached through a `Calls` (peirce.actors.calls): Ray actors by default, plain
+objects on threads of this process in fast tests (`ThreadCalls`).
+
 Deaths are classified (`classify_death`): one by Ray's memory monitor is counted in
 `oom_deaths` and named on the console with what to change, since replacing the worker
-alone will likely meet the same memory pressure again. Any Ray error from a ping is a
-death, never the driver's crash: `OutOfMemoryError` is a `RayError` but neither a
+alone will likely meet the same memory pressure again. Any error from a ping is a death,
+never the driver's crash: `OutOfMemoryError` is a `RayError` but neither a
 `RayActorError` nor a `RayTaskError`, and it used to escape `reap`.
 """
 
@@ -28,8 +31,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import ray
-from ray.exceptions import OutOfMemoryError, RayActorError, RayError
+from ray.exceptions import OutOfMemoryError, RayActorError
+
+from peirce.actors.calls import RAY_CALLS, ActorGone, Calls
 
 log = logging.getLogger(__name__)
 
@@ -51,37 +55,40 @@ class DeathCause(enum.Enum):
 
 
 def classify_death(exc: BaseException | None) -> DeathCause:
-    """Why a ping failed: `exc` is what `ray.get` raised (None: the ping answered False)."""
+    """Why a ping failed: `exc` is what `Calls.get` raised (None: the ping answered False)."""
     if exc is None:
         return DeathCause.LOOP_FAILED
     if isinstance(exc, OutOfMemoryError):  # also RayTaskError(OutOfMemoryError)
         return DeathCause.OOM
+    if isinstance(exc, ActorGone):  # an in-process actor that was killed
+        return DeathCause.DIED
     if isinstance(exc, RayActorError):
         text = str(exc).lower()
         return DeathCause.OOM if any(p in text for p in _MEMORY_MONITOR_PHRASES) else DeathCause.DIED
     return DeathCause.LOOP_FAILED  # a RayTaskError: alive() itself raised (the loop's error)
 
 
-def kill_quietly(handle: Any, what: str) -> None:
-    """`ray.kill` that never raises: on the way out or after a death, a dead actor is fine."""
+def kill_quietly(handle: Any, what: str, calls: Calls = RAY_CALLS) -> None:
+    """`calls.kill` that never raises: on the way out or after a death, a dead actor is fine."""
     try:
-        ray.kill(handle)
+        calls.kill(handle)
     except Exception as exc:  # noqa: BLE001 - the actor is gone either way
         log.warning("could not kill %s (%s: %s); it is probably dead already", what, type(exc).__name__, exc)
 
 
 class WorkerPool:
     def __init__(self, role: str, spawn: Callable[[str], Any], *, on_dead: Callable[[str], None] | None = None,
-                 ping_every_s: float = 5.0, max_start_failures: int = 3) -> None:
+                 ping_every_s: float = 5.0, max_start_failures: int = 3, calls: Calls = RAY_CALLS) -> None:
         self.role = role
+        self.calls = calls
         self._spawn = spawn
         self._on_dead = on_dead
         self._ids = itertools.count()
         self.target = 0
         self.workers: dict[str, Any] = {}  # worker id -> actor handle
         self._started: set[str] = set()  # answered at least one ping
-        self._pings: dict[str, ray.ObjectRef] = {}
-        self._draining: dict[str, tuple[Any, ray.ObjectRef]] = {}
+        self._pings: dict[str, Any] = {}  # worker id -> pending alive() call
+        self._draining: dict[str, tuple[Any, Any]] = {}  # worker id -> (handle, pending drain() call)
         self._ping_every_s = ping_every_s
         self._last_ping = 0.0
         self.start_failures = 0
@@ -100,30 +107,30 @@ class WorkerPool:
         while len(self.workers) < n:
             wid = f"{self.role}-{next(self._ids)}"
             self.workers[wid] = self._spawn(wid)
-            self._pings[wid] = self.workers[wid].alive.remote()
+            self._pings[wid] = self.calls.call(self.workers[wid], "alive")
             log.info("started %s", wid)
         while len(self.workers) > n:
             wid = list(self.workers)[-1]
             handle = self.workers.pop(wid)
             self._pings.pop(wid, None)
-            self._draining[wid] = (handle, handle.drain.remote())
+            self._draining[wid] = (handle, self.calls.call(handle, "drain"))
             log.info("draining %s", wid)
 
     def reap(self) -> list[str]:
         """Finish drains, detect dead workers, replace them; returns ids that went away."""
         gone = []
         for wid, (handle, ref) in list(self._draining.items()):
-            if ray.wait([ref], timeout=0)[0]:
-                kill_quietly(handle, wid)
+            if self.calls.done(ref):
+                kill_quietly(handle, wid, self.calls)
                 del self._draining[wid]
                 gone.append(wid)
         for wid, ref in list(self._pings.items()):
-            if not ray.wait([ref], timeout=0)[0]:
+            if not self.calls.done(ref):
                 continue
             del self._pings[wid]
             try:
-                ok, why, cause = bool(ray.get(ref)), "its loop thread stopped", DeathCause.LOOP_FAILED
-            except RayError as exc:
+                ok, why, cause = bool(self.calls.get(ref)), "its loop thread stopped", DeathCause.LOOP_FAILED
+            except Exception as exc:  # noqa: BLE001 - whatever the ping raised, the worker is dead
                 ok, why, cause = False, str(exc), classify_death(exc)
             if ok:
                 self._started.add(wid)
@@ -135,7 +142,8 @@ class WorkerPool:
         if now - self._last_ping >= self._ping_every_s:
             self._last_ping = now
             for wid, handle in self.workers.items():
-                self._pings.setdefault(wid, handle.alive.remote())
+                if wid not in self._pings:
+                    self._pings[wid] = self.calls.call(handle, "alive")
         if len(self.workers) < self.target:
             self.resize(self.target)  # replace the dead
         return gone
@@ -159,7 +167,7 @@ class WorkerPool:
         elif cause is not DeathCause.OOM:  # that one has its own line above
             log.error("%s %s: %s; replacing it", wid, cause.value, why)
         if handle is not None:
-            kill_quietly(handle, wid)
+            kill_quietly(handle, wid, self.calls)
         if self._on_dead:
             self._on_dead(wid)
 
@@ -168,12 +176,12 @@ class WorkerPool:
         worker that is already dead or does not answer: shutdown runs on the error path too."""
         self.target = 0
         self.resize(0)
-        refs = [ref for _, ref in self._draining.values()]
-        if refs:
+        deadline = time.monotonic() + timeout_s
+        for wid, (_, ref) in self._draining.items():
             try:
-                ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+                self.calls.get(ref, timeout=max(0.0, deadline - time.monotonic()))
             except Exception as exc:  # noqa: BLE001 - killing below is all that is left to do
-                log.warning("%s drain did not finish (%s: %s)", self.role, type(exc).__name__, exc)
+                log.warning("%s drain did not finish (%s: %s)", wid, type(exc).__name__, exc)
         for wid, (handle, _) in self._draining.items():
-            kill_quietly(handle, wid)
+            kill_quietly(handle, wid, self.calls)
         self._draining.clear()

@@ -23,12 +23,18 @@ HELLO again with the credit it still waits on. A CREDIT request must be in [1, m
 `max_credit`, so one peer cannot claim the whole queue. Every refusal is counted by
 reason in `rejected` (a RejectCounter: hook it to `peirce_rejected_frames_total`) and
 logged: malformed | credit | unknown_peer | not_holder | duplicate.
+
+Endpoints: tcp on loopback by default; `inproc_endpoint()` gives ZeroMQ's in-process
+transport instead (same sockets, same frames, no TCP), which fast tests use to run the
+real worker loops on threads against a real dispatcher. Both ends must then share one
+zmq.Context (both default to `zmq.Context.instance()`).
 """
 
 from __future__ import annotations
 
 import collections
 import time
+import uuid
 from dataclasses import dataclass, field
 
 import zmq
@@ -39,6 +45,11 @@ HELLO, CREDIT, RESULT, HEARTBEAT, BYE, ITEM = b"HELLO", b"CREDIT", b"RESULT", b"
 REJOIN = b"REJOIN"
 DEFAULT_MAX_CREDIT = 4096  # items one worker may ask for and not yet have received
 _MAX_COUNT_DIGITS = 20  # a count frame longer than this is refused before int() reads it
+
+
+def inproc_endpoint(name: str) -> str:
+    """A fresh `inproc://` address (unique per call, so two dispatchers never collide)."""
+    return f"inproc://peirce-{name}-{uuid.uuid4().hex[:12]}"
 
 
 def parse_count(arg: bytes, max_value: int, what: str) -> int:
@@ -63,18 +74,22 @@ class WorkerState:
 
 
 class WorkDispatcher:
-    """Dispatcher side (binds). Single-threaded: call `pump()` from the owning loop."""
+    """Dispatcher side (binds). Single-threaded: call `pump()` from the owning loop.
+
+    Binds `tcp://host:port` (port 0: any free one), or exactly `endpoint` when given."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, context: zmq.Context | None = None,
                  worker_timeout_s: float = 300.0, max_credit: int = DEFAULT_MAX_CREDIT,
-                 rejected: RejectCounter | None = None) -> None:
+                 rejected: RejectCounter | None = None, endpoint: str | None = None) -> None:
         if max_credit < 1:
             raise ValueError(f"max_credit: must be >= 1, got {max_credit}")
         self._ctx = context or zmq.Context.instance()
         self._sock = self._ctx.socket(zmq.ROUTER)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        if port:
+        if endpoint is not None:
+            self._sock.bind(endpoint)
+        elif port:
             self._sock.bind(f"tcp://{host}:{port}")
         else:
             self._sock.bind_to_random_port(f"tcp://{host}")
