@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import time
 from dataclasses import replace
 from typing import Any
@@ -19,6 +20,8 @@ from peirce.learner.engine import LearnerConfig, LearnerEngine
 from peirce.learner.losses import LossConfig, compute_loss
 from peirce.model.precision import use_bf16
 from peirce.transport.groups import unpack_messages
+from peirce.transport.network import bind_host
+from peirce.transport.security import RunKeys
 from peirce.transport.weight_sync import WeightPublisher
 from peirce.transport.wire import ScoredSample
 
@@ -60,14 +63,15 @@ def build_batch(scored: list[ScoredSample], advantage: str, pad_token_id: int):
 class Learner:
     """Plain class (testable without Ray); `LearnerActor` is the remote shell."""
 
-    def __init__(self, model_dir: str, cfg_dict: dict[str, Any], run: str) -> None:
+    def __init__(self, model_dir: str, cfg_dict: dict[str, Any], run: str, keys: RunKeys | None = None) -> None:
         self.cfg = TrainConfig.model_validate(cfg_dict)
-        self.metrics = actor_setup(run, "learner")
+        host = bind_host(self.cfg.transport.host)  # this learner's own node when the run spans nodes
+        self.metrics = actor_setup(run, "learner", host)
         claim_single_rank_env()  # one rank per learner actor today
         self.engine = LearnerEngine(model_dir, learner_config(self.cfg))
         self.loss_fn = functools.partial(compute_loss, loss_config(self.cfg))
-        self.publisher = WeightPublisher(f"tcp://{self.cfg.transport.host}:*",
-                                         bucket_bytes=int(self.cfg.transport.bucket_mb * 2**20))
+        self.publisher = WeightPublisher(f"tcp://{host}:*", bucket_bytes=int(self.cfg.transport.bucket_mb * 2**20),
+                                         keys=keys)
         from transformers import AutoConfig
 
         hf_config = AutoConfig.from_pretrained(model_dir)
@@ -76,6 +80,9 @@ class Learner:
 
     def weight_endpoint(self) -> str:
         return self.publisher.endpoint
+
+    def pid(self) -> int:
+        return os.getpid()
 
     def policy_version(self) -> int:
         return int(self.engine.policy_version)

@@ -17,13 +17,15 @@ import ray
 
 from peirce.actors.common import LoopThread, actor_setup
 from peirce.config.schema import TrainConfig
+from peirce.transport.network import bind_host
+from peirce.transport.security import RunKeys
 
 
 class RolloutWorker:
     def __init__(self, model_dir: str, cfg_dict: dict, endpoint: str, weight_endpoint: str, run: str,
-                 worker_id: str, start_version: int) -> None:
+                 worker_id: str, start_version: int, keys: RunKeys | None = None) -> None:
         cfg = TrainConfig.model_validate(cfg_dict)
-        self.metrics = actor_setup(run, worker_id)
+        self.metrics = actor_setup(run, worker_id, bind_host(cfg.transport.host))
         from transformers import AutoTokenizer
 
         from peirce.rollout.engine import RolloutEngine
@@ -33,11 +35,11 @@ class RolloutWorker:
         self.engine = RolloutEngine(model_dir, dtype=cfg.model.dtype, max_model_len=cfg.model.max_model_len,
                                     seed=cfg.trainer.seed, gpu_memory_utilization=cfg.rollout.gpu_memory_utilization,
                                     kv_cache_gib=cfg.rollout.kv_cache_gib, version=start_version)
-        self.inbox = WeightsInbox(weight_endpoint, f"{run}-{worker_id}", start_version)
+        self.inbox = WeightsInbox(weight_endpoint, f"{run}-{worker_id}", start_version, keys)
         tokenizer = AutoTokenizer.from_pretrained(model_dir) if cfg.tasks.prompt_style == "chat_template" else None
         self.loop = RolloutLoop(self.engine, endpoint, self.inbox, worker_id=worker_id, prompt_style=cfg.tasks.prompt_style,
                                 prompts_per_step=cfg.rollout.prompts_per_step, tokenizer=tokenizer,
-                                on_generated=self._count, on_weights=self._weights_loaded)
+                                on_generated=self._count, on_weights=self._weights_loaded, keys=keys)
         self.loop.rejects.hooks.append(lambda reason, _d: self.metrics.inc("peirce_rejected_frames_total", reason=reason))
         self.metrics.set("peirce_rollout_policy_version", start_version)
         self.engine_procs = engine_core_processes()

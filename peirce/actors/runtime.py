@@ -35,6 +35,7 @@ ACTOR_ENV = {
 }
 _PASS_THROUGH = ("VLLM_CPU_KVCACHE_SPACE", "DS_ACCELERATOR", "PEIRCE_HOME", "PEIRCE_PROM_TARGETS_DIR",
                  "PEIRCE_LOG_LEVEL", "TORCH_EXTENSIONS_DIR", "OMP_NUM_THREADS", "PEIRCE_VERBOSE")
+NODE_IP_ENV = "PEIRCE_NODE_IP"  # the driver's node address when joining RAY_ADDRESS (several nodes per machine)
 VERBOSE_ENV = "PEIRCE_VERBOSE"  # "1": library output on the console too (--verbose)
 ACTOR_LOG_ENV = "PEIRCE_ACTOR_LOG"  # per actor: the file its stdout/stderr go to
 ROUTED_ENV = "PEIRCE_ACTOR_LOGS_ROUTED"  # "1": this cluster's workers run SETUP_HOOK
@@ -71,7 +72,9 @@ def ensure_ray(num_cpus: float | None = None) -> None:
         # Inside `ray job submit` the job's runtime_env already carries our variables, and
         # Ray refuses to merge a second env_vars into it; elsewhere pass only what the
         # cluster cannot know.
-        kwargs = {} if in_job else {"runtime_env": runtime_env}
+        kwargs: dict[str, Any] = {} if in_job else {"runtime_env": runtime_env}
+        if os.environ.get(NODE_IP_ENV):  # several nodes on one machine: say which one the driver is on
+            kwargs["_node_ip_address"] = os.environ[NODE_IP_ENV]
         ray.init(address=os.environ.get("RAY_ADDRESS", "auto"), log_to_driver=True, **kwargs)
         return
     cores = os.cpu_count() or 2

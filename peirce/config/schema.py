@@ -113,6 +113,7 @@ class RolloutConfig(_Strict):
     gpu_memory_utilization: float = Field(0.35, gt=0, le=1, description="vLLM GPU memory fraction per engine (engines may share a GPU).")
     num_gpus: float = Field(0.0, ge=0, description="Ray GPU fraction per rollout worker (0 on CPU).")
     num_cpus: float = Field(0.5, ge=0, description="Ray CPU fraction per rollout worker.")
+    resources: dict[str, float] = Field(default_factory=dict, description="Custom Ray resources each rollout worker actor asks for, e.g. {node_b: 1} to pin it to nodes started with that resource.")
 
     check_workers_at_start = field_validator("workers")(_needs_worker)
 
@@ -125,6 +126,7 @@ class RewardConfig(_Strict):
     answer_correct: float = 2.0
     answer_wrong: float = -1.5
     answer_unparsable: float = -2.0
+    resources: dict[str, float] = Field(default_factory=dict, description="Custom Ray resources each reward worker actor asks for, e.g. {node_b: 1} to pin it to nodes started with that resource.")
 
     check_workers_at_start = field_validator("workers")(_needs_worker)
 
@@ -178,6 +180,7 @@ class LearnerConfig(_Strict):
     gradient_checkpointing: bool = False
     num_cpus: float = Field(1.0, ge=0)
     num_gpus: float = Field(0.0, ge=0)
+    resources: dict[str, float] = Field(default_factory=dict, description="Custom Ray resources each learner actor asks for, e.g. {node_b: 1} to pin it to nodes started with that resource.")
 
 
 class AsyncConfig(_Strict):
@@ -185,10 +188,26 @@ class AsyncConfig(_Strict):
 
 
 class TransportConfig(_Strict):
-    host: str = Field("127.0.0.1", description="Interface to bind ZeroMQ endpoints on (loopback by default).")
+    host: str = Field("127.0.0.1", description="Address ZeroMQ endpoints bind: loopback by default (one machine); 'node': each process binds its own Ray node's address (a run across nodes). Never a wildcard.")
+    auth: Literal["auto", "curve", "none"] = Field("auto", description="CURVE keys per run on every ZeroMQ socket: auto = on unless every endpoint binds a loopback address.")
     bucket_mb: float = Field(64.0, gt=0, description="Weight-broadcast bucket size in MiB.")
     queue_hwm: Int = Field(1024, ge=1, description="ZeroMQ high-water mark of work queues (messages).")
     max_frame_mb: float = Field(512.0, gt=0, description="Frames larger than this are rejected.")
+
+    @field_validator("host")
+    @classmethod
+    def _one_address(cls, value: str) -> str:
+        import ipaddress
+
+        if value in ("node", "localhost"):
+            return value
+        try:
+            addr = ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError(f"{value[:80]!r} is not an IP address, 'localhost' or 'node'") from None
+        if addr.is_unspecified:
+            raise ValueError(f"{value!r} binds every interface; give one address, or 'node' for the Ray node's own")
+        return value
 
 
 class TrainerConfig(_Strict):

@@ -95,9 +95,20 @@ def init_distributed() -> DistEnv:
     import deepspeed
     import torch.distributed as dist
 
-    if not dist.is_initialized():
+    if not dist.is_initialized() and env.world_size == 1:
+        # One rank needs no rendezvous: an in-memory store instead of the TCPStore that
+        # env:// starts on MASTER_PORT, which listens on every interface (`::`), whatever
+        # MASTER_ADDR says; on a node of a multi-node run that is a socket open to the network.
+        dist.init_process_group(backend=env.backend, store=dist.HashStore(), rank=0, world_size=1)
+    if not dist.is_initialized() or not _deepspeed_comm_ready():
         deepspeed.init_distributed(dist_backend=env.backend, auto_mpi_discovery=False)
     return env
+
+
+def _deepspeed_comm_ready() -> bool:
+    from deepspeed import comm
+
+    return comm.is_initialized()
 
 
 def _has_cuda() -> bool:

@@ -21,6 +21,7 @@ from peirce.tasks.base import Task
 from peirce.transport.dispatch import WorkClient
 from peirce.transport.frames import FrameError, RejectCounter
 from peirce.transport.groups import fault_payload, pack_messages, unpack_messages
+from peirce.transport.security import RunKeys
 from peirce.transport.wire import RolloutSample, ScoredSample, TaskMsg
 
 log = logging.getLogger(__name__)
@@ -83,9 +84,10 @@ def _group(payload: list) -> tuple[TaskMsg, list[RolloutSample]]:
 
 class RewardLoop:
     def __init__(self, endpoint: str, resolve: RewardResolver, credit: int = 4,
-                 on_scored: Callable[[list[ScoredSample]], None] | None = None, worker_id: str | None = None) -> None:
+                 on_scored: Callable[[list[ScoredSample]], None] | None = None, worker_id: str | None = None,
+                 keys: RunKeys | None = None) -> None:
         self.rejects = RejectCounter()
-        self.client = WorkClient(endpoint, identity=worker_id, rejected=self.rejects)
+        self.client = WorkClient(endpoint, identity=worker_id, rejected=self.rejects, keys=keys)
         self.resolve = resolve
         self.credit = credit
         self.on_scored = on_scored

@@ -12,14 +12,15 @@ import logging
 import threading
 import time
 
+from peirce.transport.security import RunKeys
 from peirce.transport.weight_sync import WeightSubscriber
 
 log = logging.getLogger(__name__)
 
 
 class WeightsInbox:
-    def __init__(self, endpoint: str, name: str, version: int) -> None:
-        self._endpoint, self._name, self._start = endpoint, name, version
+    def __init__(self, endpoint: str, name: str, version: int, keys: RunKeys | None = None) -> None:
+        self._endpoint, self._name, self._start, self._keys = endpoint, name, version, keys
         self._cond = threading.Condition()
         self._latest: tuple[int, list] | None = None
         self.received_version = version
@@ -29,7 +30,7 @@ class WeightsInbox:
         self._thread.start()
 
     def _loop(self) -> None:
-        sub = WeightSubscriber(self._endpoint, name=self._name, version=self._start)
+        sub = WeightSubscriber(self._endpoint, name=self._name, version=self._start, keys=self._keys)
         try:
             while not self._stop.is_set():
                 t0 = time.perf_counter()

@@ -32,6 +32,7 @@ from peirce.tasks.base import get_family
 from peirce.transport.dispatch import WorkClient
 from peirce.transport.frames import FrameError, RejectCounter
 from peirce.transport.groups import fault_payload, pack_messages, unpack_messages
+from peirce.transport.security import RunKeys
 from peirce.transport.wire import RolloutSample, TaskMsg
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ class RolloutLoop:
     def __init__(self, engine: RolloutEngine, endpoint: str, inbox: WeightsInbox, *, worker_id: str, prompt_style: str,
                  prompts_per_step: int, tokenizer: Any = None, catch_up_s: float = 5.0, version_wait_s: float = 300.0,
                  on_generated: Callable[[list[RolloutSample], float], None] | None = None,
-                 on_weights: Callable[[int, float], None] | None = None) -> None:
+                 on_weights: Callable[[int, float], None] | None = None, keys: RunKeys | None = None) -> None:
         self.engine = engine
         self.endpoint = endpoint
         self.worker_id = worker_id
@@ -53,6 +54,7 @@ class RolloutLoop:
         self.version_wait_s = version_wait_s  # a task admitted under a version never published must not hang us
         self.on_generated = on_generated
         self.on_weights = on_weights
+        self.keys = keys  # the run's CURVE keys (worker copy) when it spans nodes
         self.rejects = RejectCounter()
         self.stop_event = threading.Event()
         self.generated_groups = 0
@@ -69,7 +71,7 @@ class RolloutLoop:
         # Catch up before registering: the publisher sends its newest version on READY.
         self.inbox.wait_for(self.engine.policy_version + 1, timeout_s=self.catch_up_s)
         self._apply_weights()
-        client = WorkClient(self.endpoint, identity=self.worker_id, rejected=self.rejects)
+        client = WorkClient(self.endpoint, identity=self.worker_id, rejected=self.rejects, keys=self.keys)
         client.request(self.prompts_per_step)
         try:
             while not self.stop_event.is_set():

@@ -39,6 +39,7 @@ from peirce.trainer.step_stats import StepStats
 from peirce.trainer.task_source import TaskSource
 from peirce.trainer.topology import Topology, build_topology, resolve_model
 from peirce.transport.groups import pack_messages
+from peirce.transport.network import bind_host
 from peirce.transport.wire import RolloutSample, ScoredSample
 
 __all__ = ["Orchestrator", "resolve_model"]  # resolve_model: imported from here by pipeline, preflight, sft
@@ -62,7 +63,7 @@ class Orchestrator:
         self.planner = GroupPlanner(PlanConfig.from_train_config(cfg))
         self.metrics = MetricsExporter(run=cfg.name, worker="controller")
         if cfg.trainer.metrics_port is not None:
-            self.metrics.serve(host=cfg.transport.host, port=cfg.trainer.metrics_port)
+            self.metrics.serve(host=bind_host(cfg.transport.host), port=cfg.trainer.metrics_port)
         self.step = 0
         self.health = RunHealth(cfg, self.run_dir, self.metrics)
         ckpt = self.run_dir.latest_checkpoint() if resume else None
@@ -71,7 +72,8 @@ class Orchestrator:
             self._restore(self.topology.restored)
             self.run_dir.truncate_after(self.step)
             log.info("resumed %s at step %d (policy version %d)", cfg.name, self.step, self.version)
-        self.control = ControlServer(self.run_dir, self._on_control, host=cfg.transport.host)
+        # Loopback always: `peirce scale|stop` run on the driver's machine, and this socket has no keys.
+        self.control = ControlServer(self.run_dir, self._on_control)
         self.loggers = open_loggers(cfg.trainer.loggers, self.run_dir, name=cfg.name, config=cfg_dict,
                                     first_step=self.step + 1)
 

@@ -25,6 +25,7 @@ from peirce.config import TrainConfig
 from peirce.metrics import withdraw_target
 from peirce.trainer.worker_pool import WorkerPool
 from peirce.transport.dispatch import WorkDispatcher
+from peirce.transport.network import bind_host, run_keys
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +85,17 @@ def requeue_on_death(run: str, dispatcher: WorkDispatcher):
 def build_topology(cfg: TrainConfig, run_root: Path, checkpoint: Path | None = None) -> Topology:
     """Start the learner (loading `checkpoint` if given), then both pools at the configured sizes."""
     cfg_dict = cfg.model_dump(mode="json", by_alias=True)
-    rollout_dispatch = WorkDispatcher(cfg.transport.host)
-    reward_dispatch = WorkDispatcher(cfg.transport.host)
+    host, keys = bind_host(cfg.transport.host), run_keys(cfg.transport)
+    if keys is not None:
+        log.info("run %s spans nodes: every ZeroMQ socket uses this run's CURVE keys", cfg.name)
+    rollout_dispatch = WorkDispatcher(host, keys=keys)
+    reward_dispatch = WorkDispatcher(host, keys=keys)
+    worker_keys = keys.for_worker() if keys is not None else None
     model_dir = resolve_model(cfg.model.path)
     learner = LearnerActor.options(num_cpus=cfg.learner.num_cpus, num_gpus=cfg.learner.num_gpus,
+                                   resources=cfg.learner.resources or None,
                                    **actor_log_options(run_root, "learner")).remote(
-        str(model_dir), cfg_dict, cfg.name)
+        str(model_dir), cfg_dict, cfg.name, keys)
     restored, start_version, engine_dir = None, 0, model_dir
     if checkpoint is not None:
         restored = ray.get(learner.load.remote(str(checkpoint)))
@@ -97,12 +103,15 @@ def build_topology(cfg: TrainConfig, run_root: Path, checkpoint: Path | None = N
     weight_endpoint = ray.get(learner.weight_endpoint.remote())
     rc = cfg.rollout
     rollout_pool = WorkerPool("rollout", on_dead=requeue_on_death(cfg.name, rollout_dispatch), spawn=lambda wid: (
-        RolloutWorkerActor.options(num_cpus=rc.num_cpus, num_gpus=rc.num_gpus, **actor_log_options(run_root, wid))
-        .remote(str(engine_dir), cfg_dict, rollout_dispatch.endpoint, weight_endpoint, cfg.name, wid, start_version)))
+        RolloutWorkerActor.options(num_cpus=rc.num_cpus, num_gpus=rc.num_gpus, resources=rc.resources or None,
+                                   **actor_log_options(run_root, wid))
+        .remote(str(engine_dir), cfg_dict, rollout_dispatch.endpoint, weight_endpoint, cfg.name, wid, start_version,
+                worker_keys)))
     scheme = reward_scheme(cfg)
     reward_pool = WorkerPool("reward", on_dead=requeue_on_death(cfg.name, reward_dispatch), spawn=lambda wid: (
-        RewardWorkerActor.options(num_cpus=0.25, **actor_log_options(run_root, wid))
-        .remote(reward_dispatch.endpoint, cfg.name, wid, cfg.reward.name, scheme)))
+        RewardWorkerActor.options(num_cpus=0.25, resources=cfg.reward.resources or None,
+                                  **actor_log_options(run_root, wid))
+        .remote(reward_dispatch.endpoint, cfg.name, wid, cfg.reward.name, scheme, worker_keys, cfg.transport.host)))
     rollout_pool.resize(rc.workers)
     reward_pool.resize(cfg.reward.workers)
     return Topology(learner, rollout_dispatch, reward_dispatch, rollout_pool, reward_pool, restored)

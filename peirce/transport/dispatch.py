@@ -39,7 +39,9 @@ from dataclasses import dataclass, field
 
 import zmq
 
+from peirce.transport import security
 from peirce.transport.frames import FrameError, RejectCounter
+from peirce.transport.security import RunKeys
 
 HELLO, CREDIT, RESULT, HEARTBEAT, BYE, ITEM = b"HELLO", b"CREDIT", b"RESULT", b"HEARTBEAT", b"BYE", b"ITEM"
 REJOIN = b"REJOIN"
@@ -80,13 +82,16 @@ class WorkDispatcher:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, context: zmq.Context | None = None,
                  worker_timeout_s: float = 300.0, max_credit: int = DEFAULT_MAX_CREDIT,
-                 rejected: RejectCounter | None = None, endpoint: str | None = None) -> None:
+                 rejected: RejectCounter | None = None, endpoint: str | None = None,
+                 keys: RunKeys | None = None) -> None:
         if max_credit < 1:
             raise ValueError(f"max_credit: must be >= 1, got {max_credit}")
         self._ctx = context or zmq.Context.instance()
         self._sock = self._ctx.socket(zmq.ROUTER)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.rejected = rejected or RejectCounter()
+        security.serve(self._sock, keys, self.rejected)  # CURVE when the run spans nodes
         if endpoint is not None:
             self._sock.bind(endpoint)
         elif port:
@@ -98,7 +103,6 @@ class WorkDispatcher:
         self.workers: dict[bytes, WorkerState] = {}
         self.completed: set[str] = set()
         self.duplicates = 0
-        self.rejected = rejected or RejectCounter()
         self.worker_timeout_s = worker_timeout_s
         self.max_credit = max_credit
 
@@ -231,12 +235,14 @@ class WorkClient:
     Frames the dispatcher sends that are not ITEM or REJOIN are counted in `rejected`."""
 
     def __init__(self, endpoint: str, context: zmq.Context | None = None, identity: str | None = None,
-                 heartbeat_s: float = 2.0, rejected: RejectCounter | None = None) -> None:
+                 heartbeat_s: float = 2.0, rejected: RejectCounter | None = None,
+                 keys: RunKeys | None = None) -> None:
         self._ctx = context or zmq.Context.instance()
         self._sock = self._ctx.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 5000)  # results already sent must reach the dispatcher
         if identity:
             self._sock.setsockopt(zmq.IDENTITY, identity.encode())
+        security.connect(self._sock, keys)
         self._sock.connect(endpoint)
         self.heartbeat_s = heartbeat_s
         self.credit_out = 0  # requested, not yet received

@@ -55,8 +55,10 @@ from typing import Protocol, runtime_checkable
 import torch
 import zmq
 
+from peirce.transport import security
 from peirce.transport.buckets import DEFAULT_BUCKET_BYTES, BucketPlan, pack, unpack, verify
 from peirce.transport.frames import FrameError, RejectCounter, decode, encode
+from peirce.transport.security import RunKeys
 from peirce.transport.sync_state import Round, SubscriberBook, sid
 from peirce.transport.wire import Control, ControlKind, WeightBucketMsg
 
@@ -131,7 +133,7 @@ class WeightPublisher:
     """
 
     def __init__(self, endpoint: str = "tcp://127.0.0.1:*", *, bucket_bytes: int = DEFAULT_BUCKET_BYTES,
-                 ack_timeout: float = 60.0, context: zmq.Context | None = None) -> None:
+                 ack_timeout: float = 60.0, context: zmq.Context | None = None, keys: RunKeys | None = None) -> None:
         self.bucket_bytes = bucket_bytes
         self.ack_timeout = ack_timeout
         self.rejected = RejectCounter()
@@ -140,6 +142,7 @@ class WeightPublisher:
         self._sock = self._ctx.socket(zmq.ROUTER)
         for opt, val in ((zmq.LINGER, 0), (zmq.ROUTER_MANDATORY, 1), (zmq.SNDHWM, PEER_HWM), (zmq.RCVHWM, PEER_HWM)):
             self._sock.setsockopt(opt, val)
+        security.serve(self._sock, keys, self.rejected)  # CURVE when the run spans nodes
         self._sock.bind(endpoint)
         self.endpoint: str = self._sock.getsockopt(zmq.LAST_ENDPOINT).decode()
         wake_addr = f"inproc://peirce-weights-{uuid.uuid4().hex}"
@@ -329,7 +332,7 @@ class WeightSubscriber:
 
     def __init__(self, endpoint: str, *, name: str | None = None, version: int = -1,
                  heartbeat_s: float = 2.0, max_frame_bytes: int = WEIGHT_MAX_FRAME_BYTES,
-                 auto_ack: bool = True, context: zmq.Context | None = None) -> None:
+                 auto_ack: bool = True, context: zmq.Context | None = None, keys: RunKeys | None = None) -> None:
         self.name = name or f"sub-{uuid.uuid4().hex[:8]}"
         self.version = version
         self.heartbeat_s = heartbeat_s
@@ -340,6 +343,7 @@ class WeightSubscriber:
         self._sock = (context or zmq.Context.instance()).socket(zmq.DEALER)
         for opt, val in ((zmq.LINGER, 500), (zmq.RCVHWM, PEER_HWM), (zmq.IDENTITY, self.name.encode())):
             self._sock.setsockopt(opt, val)
+        security.connect(self._sock, keys)
         self._sock.connect(endpoint)
         self._partial: list[WeightBucketMsg] = []
         self._t_first = 0.0

@@ -42,3 +42,19 @@ def test_single_rank_learner_ignores_an_inherited_port_that_is_taken(monkeypatch
         assert env.master_port != taken
         with socket.socket() as probe:  # the claimed port is bindable
             probe.bind(("127.0.0.1", env.master_port))
+
+
+def test_a_single_rank_learner_listens_on_no_wildcard_address():
+    """env:// would start a TCPStore on MASTER_PORT listening on `::` (every interface); one
+    rank needs no rendezvous, so nothing the learner opens may be reachable from the network."""
+    import ast
+    import subprocess
+    import sys
+
+    code = ("import psutil\n"
+            "from peirce.learner.dist_env import claim_single_rank_env, init_distributed\n"
+            "claim_single_rank_env(); init_distributed()\n"
+            "print([c.laddr.ip for c in psutil.Process().net_connections(kind='tcp') if c.status == 'LISTEN'])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    addresses = ast.literal_eval(out.stdout.strip().splitlines()[-1])
+    assert addresses and all(ip.startswith("127.") for ip in addresses), addresses
