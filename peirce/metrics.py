@@ -52,6 +52,8 @@ CATALOGUE: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "peirce_trainer_no_signal_steps_total": ("counter", "Learner steps with zero reward variance (no signal)", ()),
     "peirce_learner_logprob_gap_nats": ("gauge", "Mean |learner - engine| logprob on on-policy tokens, last step", ()),
     "peirce_workers": ("gauge", "Live workers by role", ("role",)),
+    "peirce_idle_ratio": ("gauge", "Share of the last step's wall time a role's workers held no work (learner, rollout)",
+                          ("role",)),
     # MASA meta-awareness (algorithm.meta), exported by the driver once per learner step.
     "peirce_meta_reward_mean": ("gauge", "Mean meta reward of the last batch, and each part", ("part",)),
     "peirce_meta_calibration_error": ("gauge", "Mean |predicted - true| pass fraction, last batch's meta rollouts",

@@ -100,6 +100,9 @@ def rows() -> tuple[Row, ...]:
             Panel("Live workers by role", "short", (
                 Query(gauge("max", "peirce_workers", "role"), "{{run}} {{role}}"),
             ), "Actors alive per role, as the orchestrator counts them (peirce scale changes this)."),
+            Panel("Idle share by role", "percentunit", (
+                Query(gauge("max", "peirce_idle_ratio", "role"), "{{run}} {{role}}"),
+            ), "Share of the last step's wall time the learner / the rollout engines held no work: where time goes."),
         )),
         Row("Staleness and policy versions", (
             Panel("Staleness (policy versions)", "short", (

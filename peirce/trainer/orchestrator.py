@@ -31,6 +31,7 @@ from peirce.config import TrainConfig, dump_config
 from peirce.metrics import MetricsExporter
 from peirce.trainer.control import ControlRequest, ControlServer
 from peirce.trainer.health import RunHealth
+from peirce.trainer.idle import IdleClock
 from peirce.trainer.loggers import close_all, log_all, open_loggers
 from peirce.trainer.planner import (Decision, Drop, Filtered, GroupPlanner, PlanConfig, Rejected, Retry, Submit,
                                     read_result)
@@ -65,6 +66,7 @@ class Orchestrator:
         if cfg.trainer.metrics_port is not None:
             self.metrics.serve(host=bind_host(cfg.transport.host), port=cfg.trainer.metrics_port)
         self.step = 0
+        self.idle = IdleClock(time.monotonic())
         self.health = RunHealth(cfg, self.run_dir, self.metrics)
         ckpt = self.run_dir.latest_checkpoint() if resume else None
         self.topology = topology or build_topology(cfg, self.run_dir.root, ckpt)
@@ -142,6 +144,8 @@ class Orchestrator:
                     self.on_rollout_result(gid, payload)
                 for gid, payload in self.reward_dispatch.pump(5):
                     self.on_reward_result(gid, payload)
+                self.idle.tick(time.monotonic(), learner=[train_ref is not None],
+                               rollout=self.rollout_dispatch.holding())
                 if train_ref is None:
                     batch, drops = self.planner.next_batch(finishing)
                     self._carry_out(drops)
@@ -151,6 +155,8 @@ class Orchestrator:
                                                     [bytes(memoryview(f)) for f in pack_messages(flat)])
                 if train_ref is not None and self.calls.done(train_ref):
                     self._finish_step(self.calls.get(train_ref), batch, bar)
+                    # a checkpoint or an expert SFT step inside it kept the learner busy
+                    self.idle.tick(time.monotonic(), learner=[True], rollout=self.rollout_dispatch.holding())
                     train_ref, batch = None, None
                 if finishing and not self.planner.in_flight and train_ref is None:
                     break  # curriculum exhausted (or stop requested) and everything admitted trained
@@ -212,13 +218,19 @@ class Orchestrator:
         self.step += 1
         self.source.report(stats.level_rewards)
         meta_fields.update(self._expert_step())
+        idle = self.idle.take()
+        for role, ratio in idle.items():
+            if ratio is not None:
+                self.metrics.set("peirce_idle_ratio", ratio, role=role)
         record = {"step": self.step, "time": time.time(), "policy_version": int(out["policy_version"]),
                   # level: the highest level this step trained on; next_level: where the
                   # curriculum draws from now (None once every level is done)
                   "level": max((lv for _, lv in stats.level_rewards), default=None),
                   "next_level": self.source.level, "rollout_workers": self.rollout_pool.size,
                   "reward_workers": self.reward_pool.size, "dropped_groups": self.planner.dropped_groups,
-                  "failed_groups": self.planner.failed_groups, **stats.as_record(), **_learner_fields(out),
+                  "failed_groups": self.planner.failed_groups,
+                  "learner_idle_ratio": idle.get("learner"), "rollout_idle_ratio": idle.get("rollout"),
+                  **stats.as_record(), **_learner_fields(out),
                   **self.health.on_step(self.step, out, batch), **meta_fields}
         log_all(self.loggers, self.step, record)
         self.run_dir.append_jsonl(self.run_dir.ledger_path, [

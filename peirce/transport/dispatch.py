@@ -117,6 +117,10 @@ class WorkDispatcher:
     def in_flight(self) -> int:
         return len(self.pending) + sum(len(w.outstanding) for w in self.workers.values())
 
+    def holding(self) -> list[bool]:
+        """Per registered worker: whether it holds an item now (the driver's idle clock)."""
+        return [bool(w.outstanding) for w in self.workers.values()]
+
     def live_workers(self) -> int:
         return sum(1 for w in self.workers.values() if not w.leaving)
 

@@ -80,6 +80,11 @@ def test_a_run_trains_each_admitted_group_once_within_the_staleness_bound(tmp_pa
     saved = run.learner.saved[str(driver.run_dir.latest_checkpoint())]
     assert (saved["step"], saved["policy_version"], saved["in_flight"]) == (4, 4, [])
     assert sum(w.loop.scored_groups for wid, w in run.workers.items() if wid.startswith("reward")) == 8
+    # where time went: the learner trained 0.05 s a step, the engines held items part of the time
+    rows = driver.run_dir.read_metrics()
+    for key in ("learner_idle_ratio", "rollout_idle_ratio"):
+        assert all(0.0 <= r[key] <= 1.0 for r in rows), [r[key] for r in rows]
+        assert min(r[key] for r in rows) < 1.0, key
     _stopped(run)
 
 
