@@ -44,9 +44,6 @@ class Interval:
         if not (0.0 <= self.low <= self.high <= 1.0):
             raise IntervalError(f"interval [{self.low}, {self.high}]: need 0 <= low <= high <= 1")
 
-    def overlaps(self, other: "Interval") -> bool:
-        return self.low <= other.high and other.low <= self.high
-
     def to_json(self) -> list[float]:
         return [self.low, self.high]
 

@@ -142,15 +142,6 @@ class StalenessController:
             self._submitted_total += n
             return True
 
-    def on_submitted(self, n: int = 1, *, version: int | None = None) -> None:
-        """Record rollouts started without `try_admit` (the caller checked `capacity()`)."""
-        _positive_int("n", n, 1)
-        current = self._provider.get_version()
-        gen = current if version is None else self._check_version(version, current)
-        with self._lock:
-            self._running[gen] += n
-            self._submitted_total += n
-
     # ------------------------------------------------------------------ completion
 
     def on_accepted(self, version: int, n: int = 1) -> None:
