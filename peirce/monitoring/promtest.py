@@ -226,6 +226,8 @@ def _tick_learner(m, rng: random.Random, t: int, run: str) -> None:
         m.inc("peirce_meta_tokens_saved_total", rng.randint(0, 2048), by=by)
     for role, n in (("rollout", 2), ("reward", 1), ("learner", 1)):
         m.set("peirce_workers", n, role=role)
+    for role in ("learner", "rollout"):
+        m.set("peirce_idle_ratio", rng.uniform(0.1, 0.6), role=role)
     if t % 5 == 0:
         m.observe("peirce_weight_sync_seconds", rng.uniform(0.05, 0.3), side="send")
         m.inc("peirce_weight_sync_bytes_total", 270e6, side="send")
