@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 from bench_async import LENGTHS, LongTailAdmission, long_tail_lengths  # noqa: E402
 
-from peirce.tasks.base import Task  # noqa: E402
+from bench_helpers import ListFeed  # noqa: E402
 from peirce.trainer.planner import Delivered, GroupPlanner, PlanConfig, Submit  # noqa: E402
 from peirce.transport.wire import RequestSampling, RolloutSample  # noqa: E402
 
@@ -35,21 +35,6 @@ def test_lengths_are_long_tailed_clipped_and_seeded():
 def test_bad_length_parameters_are_named(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         next(long_tail_lengths(0, **{**LENGTHS, **bad}))
-
-
-class ListFeed:
-    def __init__(self, n: int) -> None:
-        self.tasks = [Task(id=f"t{i}", family="uppercase", level=1, split="train", puzzle={"i": i},
-                           puzzle_text=f"p{i}", solution_text="X") for i in range(n)]
-        self.given = 0
-
-    @property
-    def done(self) -> bool:
-        return self.given == len(self.tasks)
-
-    def next_task(self) -> Task:
-        self.given += 1
-        return self.tasks[self.given - 1]
 
 
 def test_each_admitted_group_gets_its_drawn_max_tokens_and_the_planner_keeps_it():

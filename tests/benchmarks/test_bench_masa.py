@@ -19,7 +19,7 @@ from bench_masa import (GenerationTally, StepPoint, best_running_mean, choose_ta
 from peirce.config import TrainConfig, load_config  # noqa: E402
 from peirce.config.profiles import as_overrides  # noqa: E402
 from peirce.masa.config import MetaConfig  # noqa: E402
-from peirce.tasks.base import Task  # noqa: E402
+from bench_helpers import ListFeed  # noqa: E402
 from peirce.trainer.planner import Delivered, GroupPlanner, PlanConfig  # noqa: E402
 from peirce.transport.wire import RequestSampling, RolloutSample  # noqa: E402
 
@@ -97,21 +97,6 @@ def test_step_points_count_the_tokens_delivered_by_each_step_end():
 
 
 # ---------------------------------------------------------------- the tally on a real planner
-
-
-class ListFeed:
-    def __init__(self, n: int) -> None:
-        self.tasks = [Task(id=f"t{i}", family="uppercase", level=1, split="train", puzzle={"i": i},
-                           puzzle_text=f"p{i}", solution_text="X") for i in range(n)]
-        self.given = 0
-
-    @property
-    def done(self) -> bool:
-        return self.given == len(self.tasks)
-
-    def next_task(self) -> Task:
-        self.given += 1
-        return self.tasks[self.given - 1]
 
 
 def samples(msg, lengths, texts=None):
