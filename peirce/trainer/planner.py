@@ -200,9 +200,11 @@ class Ignored:
 @dataclass(frozen=True)
 class Gated:
     """MASA sequential mode: the meta predictions agreed on a zero-variance group, so the
-    prompt's solutions are skipped (it leaves the book, making room for another)."""
+    prompt's solutions are skipped (it leaves the book, making room for another; the
+    driver logs it in drops.jsonl, so ledger and drops still account for every task)."""
 
     gid: str
+    task_id: str = ""
 
 
 Decision = Union[Submit, Retry, Drop, Rejected, Accepted, Filtered, Ignored, Gated]
@@ -407,7 +409,7 @@ class GroupPlanner:
             self.meta_counters.saved_by_gating += mcfg.solution_rollouts * cap
             del self.groups[gid]
             self.staleness.on_rejected(group.key)
-            return [Gated(gid)]
+            return [Gated(gid, group.msg.task.id)]
         if result.gate.enforced and result.gate.gated:  # audited
             self.meta_counters.gated += 1
             self.meta_counters.audited += 1
