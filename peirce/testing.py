@@ -41,3 +41,17 @@ def make_samples(n: int = 6, seed: int = 0, vocab: int = 2000) -> list:
         response = torch.randint(0, vocab, (3 + (i * 3) % 7,), generator=g).tolist()
         out.append(Sample(prompt, response, 1.0 if i % 2 == 0 else -1.0, policy_version=0))
     return out
+
+
+class ListFeed:
+    """A curriculum for the planner's admission (its TaskFeed): `tasks` in order, then done."""
+
+    def __init__(self, tasks) -> None:
+        self.tasks = list(tasks)
+
+    @property
+    def done(self) -> bool:
+        return not self.tasks
+
+    def next_task(self):
+        return self.tasks.pop(0) if self.tasks else None

@@ -18,6 +18,7 @@ from peirce.learner.batch import Sample, SFTExample, collate, collate_sft
 from peirce.learner.dist_env import claim_single_rank_env
 from peirce.learner.engine import LearnerConfig, LearnerEngine
 from peirce.learner.losses import LossConfig, compute_loss
+from peirce.masa.ids import is_meta_group
 from peirce.model.precision import use_bf16
 from peirce.transport.groups import unpack_messages
 from peirce.transport.network import bind_host
@@ -46,8 +47,20 @@ def loss_config(cfg: TrainConfig) -> LossConfig:
                       kl_coef=a.kl_coef, kl_estimator=a.kl_estimator, entropy_coef=a.entropy_coef, tis_cap=a.tis_cap)
 
 
-def build_batch(scored: list[ScoredSample], advantage: str, pad_token_id: int):
-    """Collate scored samples and attach advantages computed over the batch (pure)."""
+def overlong(s: ScoredSample) -> bool:
+    """A solution sample the engine stopped at its max_tokens (DAPO overlong filtering masks it).
+
+    MASA meta samples never are: a meta rollout that overruns meta_max_tokens has broken the
+    format its reward scores, and that low reward is the signal that teaches the format."""
+    return s.sample.finish_reason == "length" and not is_meta_group(s.sample.group_id)
+
+
+def build_batch(scored: list[ScoredSample], advantage: str, pad_token_id: int, *, overlong_filter: bool = False):
+    """Collate scored samples and attach advantages computed over the batch (pure).
+
+    `overlong_filter`: the `overlong` samples keep their reward in the group statistics
+    (they were drawn from the policy like the rest) but their response_mask row is zeroed,
+    so they add neither loss nor gradient nor weight to the token mean."""
     samples = [Sample(prompt_token_ids=s.sample.prompt_token_ids.tolist(),
                       response_token_ids=s.sample.response_token_ids.tolist(), advantage=0.0,
                       rollout_logprobs=s.sample.response_logprobs.tolist(), policy_version=s.sample.policy_version)
@@ -57,7 +70,10 @@ def build_batch(scored: list[ScoredSample], advantage: str, pad_token_id: int):
     rewards = torch.tensor([s.reward for s in scored], dtype=torch.float32)
     group_ids = torch.tensor([groups[s.sample.group_id] for s in scored], dtype=torch.long)
     adv = compute_advantages(advantage, rewards, group_ids, batch.response_mask)
-    return replace(batch, advantages=adv * batch.response_mask)
+    mask = batch.response_mask
+    if overlong_filter:
+        mask = mask * torch.tensor([not overlong(s) for s in scored], dtype=mask.dtype)[:, None]
+    return replace(batch, response_mask=mask, advantages=adv * mask)
 
 
 class Learner:
@@ -89,7 +105,8 @@ class Learner:
 
     def train(self, payload: list[bytes]) -> dict[str, float]:
         scored = [m for m in unpack_messages(payload) if isinstance(m, ScoredSample)]
-        batch = build_batch(scored, self.cfg.algorithm.advantage, self.pad_token_id)
+        batch = build_batch(scored, self.cfg.algorithm.advantage, self.pad_token_id,
+                            overlong_filter=self.cfg.algorithm.overlong_filter)
         out = self.engine.train_step(batch, self.loss_fn, with_entropy=True)
         sync = self.publish()
         m = self.metrics

@@ -146,7 +146,12 @@ class AlgorithmConfig(_Strict):
     kl_estimator: Literal["k1", "k2", "k3"] = "k3"
     entropy_coef: float = Field(0.001, ge=0)
     tis_cap: float | None = Field(2.0, gt=0, description="Truncated importance weight cap for off-policy samples; null disables.")
-    dynamic_sampling: bool = Field(False, description="Drop zero-variance groups (DAPO).")
+    dynamic_sampling: bool = Field(False, description="Drop zero-variance groups (DAPO). With MASA, per group: a "
+                                   "prompt's solution or meta group without reward variance leaves the batch, the "
+                                   "prompt only when both do.")
+    overlong_filter: bool = Field(False, description="Mask the loss of solution samples cut off at their max_tokens "
+                                  "(finish_reason 'length'; DAPO overlong filtering). They stay in their group's "
+                                  "advantage statistics; MASA meta samples are never masked.")
     meta: MetaConfig = Field(default_factory=MetaConfig, description="MASA meta rollouts (peirce.masa); off by default.")
 
     @field_validator("advantage")

@@ -85,6 +85,17 @@ class TrainBatch:
         return int(self.response_lengths.sum())
 
     @property
+    def num_loss_tokens(self) -> int:
+        """Response tokens the loss covers: num_response_tokens less the masked-out rows
+        (DAPO overlong filtering zeroes a sample's response_mask row)."""
+        return int(self.response_mask.sum())
+
+    @property
+    def num_loss_rows(self) -> int:
+        """Rows with at least one token under the loss."""
+        return int((self.response_mask.sum(-1) > 0).sum())
+
+    @property
     def seq_lengths(self) -> torch.Tensor:
         return self.prompt_lengths + self.response_lengths
 

@@ -18,8 +18,8 @@ Why these choices:
 - `managed_gradient_accumulation: false`: the engine, not DeepSpeed's micro-step
   counter, decides where an update ends, so a batch of any size and any number of
   token-budget micro-batches is exactly one optimizer step. Each micro-batch's loss is
-  weighted by its share of the batch's response tokens (or rows), so the accumulated
-  gradient equals the gradient of the loss over the whole batch.
+  weighted by its share of the batch's response tokens (or rows) under the loss mask, so
+  the accumulated gradient equals the gradient of the loss over the whole batch.
 - `policy_version` lives here: every optimizer update (`train_step` or `sft_step`) adds 1,
   it is saved in the checkpoint manifest and restored by `load_checkpoint`; the Learner
   actor publishes weights under it and the orchestrator mirrors it from each step's
@@ -287,7 +287,9 @@ class LearnerEngine:
         """
         start = time.perf_counter()
         version = self.policy_version
-        total_tokens, total_rows = batch.num_response_tokens, batch.size
+        # Weights by what the loss covers, so masked-out rows (overlong filtering) change no
+        # micro-batch's share; a batch with nothing under the loss steps with zero gradient.
+        total_tokens, total_rows = batch.num_loss_tokens, batch.num_loss_rows
         gap = torch.zeros(2, dtype=torch.float64)  # sum |diff|, tokens
 
         def micro_loss(mb: TrainBatch, packed: PackedMicroBatch, lp, ent):
@@ -309,8 +311,8 @@ class LearnerEngine:
             )
             loss, metrics = loss_fn(inputs)
             if self.config.micro_weighting == "tokens":
-                return loss, mb.num_response_tokens / total_tokens, metrics
-            return loss, mb.size / total_rows, metrics
+                return loss, mb.num_loss_tokens / total_tokens if total_tokens else 0.0, metrics
+            return loss, mb.num_loss_rows / total_rows if total_rows else 0.0, metrics
 
         sums, padded, parts = self._backward_all(batch, with_entropy, micro_loss)
         out = {**sums, **self._update(batch, start, padded, parts)}

@@ -33,8 +33,8 @@ from peirce.trainer.control import ControlRequest, ControlServer
 from peirce.trainer.health import RunHealth
 from peirce.trainer.idle import IdleClock
 from peirce.trainer.loggers import close_all, log_all, open_loggers
-from peirce.trainer.planner import (Decision, Drop, Filtered, GroupPlanner, PlanConfig, Rejected, Retry, Submit,
-                                    read_result)
+from peirce.trainer.planner import (Decision, Drop, Filtered, Gated, GroupPlanner, PlanConfig, Rejected, Retry,
+                                    Submit, read_result)
 from peirce.trainer.run_dir import RunDir
 from peirce.trainer.step_stats import StepStats
 from peirce.trainer.task_source import TaskSource
@@ -203,6 +203,9 @@ class Orchestrator:
                 self._record_drop(d.gid, d.task_id, d.kind, d.why)
             elif isinstance(d, Filtered):
                 self._record_drop(d.gid, d.task_id, "filtered", "zero reward variance (dynamic sampling)")
+            elif isinstance(d, Gated):
+                self._record_drop(d.gid, d.task_id, "gated", "MASA: the meta predictions agreed on a zero-variance "
+                                  "group; solutions skipped")
 
     def _record_drop(self, gid: str, task_id: str, kind: str, why: str) -> None:
         """Every group that leaves untrained gets a line in drops.jsonl: with ledger.jsonl it

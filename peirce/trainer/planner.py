@@ -17,8 +17,12 @@ requests at admission; sequential mode starts in Phase.META and sends the soluti
 (max_tokens from the cutoff, notion hint) only once the predictions are in, or skips the
 prompt when gated. The meta reward is computed here (pure, cheap) once the prompt's
 solutions are scored; the prompt's batch entry is its solution samples followed by its
-meta samples. A prompt is one admission either way: a gated prompt leaves the book like
-a filtered one (`on_rejected`), a failure of either half retries the whole prompt.
+meta samples. With dynamic sampling each half is kept only when its rewards vary (a
+zero-variance group has all-zero advantages), so an entry may hold the meta samples
+alone (all solved or all failed: what the pass-rate prediction learns from) or the
+solutions alone; a prompt with neither is filtered. A prompt is one admission either
+way: a gated prompt leaves the book like a filtered one (`on_rejected`), a failure of
+either half retries the whole prompt.
 
 Why every result is checked here: workers are peers, and one bad answer (undecodable
 frames, the wrong message type, samples of another group, the wrong count, a non-UTF-8
@@ -184,9 +188,11 @@ class Ignored:
 @dataclass(frozen=True)
 class Gated:
     """MASA sequential mode: the meta predictions agreed on a zero-variance group, so the
-    prompt's solutions are skipped (it leaves the book, making room for another)."""
+    prompt's solutions are skipped (it leaves the book, making room for another; the
+    driver logs it in drops.jsonl, so ledger and drops still account for every task)."""
 
     gid: str
+    task_id: str = ""
 
 
 Decision = Union[Submit, Retry, Drop, Rejected, Accepted, Filtered, Ignored, Gated]
@@ -399,7 +405,7 @@ class GroupPlanner:
             self.meta_counters.saved_by_gating += mcfg.solution_rollouts * cap
             del self.groups[gid]
             self.staleness.on_rejected(group.key)
-            return [Gated(gid)]
+            return [Gated(gid, group.msg.task.id)]
         if result.gate.enforced and result.gate.gated:  # audited
             self.meta_counters.gated += 1
             self.meta_counters.audited += 1
@@ -419,8 +425,11 @@ class GroupPlanner:
                                          "notions": r.notions,
                                          "abs_error": abs_error(p.pass_rate)})
             for s, reward, r, p in zip(meta.samples, meta_group.rewards, result.meta_rewards, state.predictions)]
-        scored = [*group.scored, *meta_scored]
-        if self.cfg.dynamic_sampling and not has_signal(group.scored) and not has_signal(meta_scored):
+        # Dynamic sampling, per GRPO group: a half without reward variance (its advantages
+        # are all 0) leaves the batch; its solutions have still scored the meta rollouts.
+        halves = [h for h in (group.scored, meta_scored) if not self.cfg.dynamic_sampling or has_signal(h)]
+        scored = [s for h in halves for s in h]
+        if not scored:
             del self.groups[gid]
             self.staleness.on_rejected(group.key)
             self.dropped_groups += 1
@@ -477,7 +486,7 @@ class GroupPlanner:
     def _caps_and_sizes(self, batch: list[list[ScoredSample]]) -> list[tuple[int, int]]:
         out = []
         for group in batch:
-            g = self.groups.get(group[0].sample.group_id)
+            g = self.groups.get(solution_group_id(group[0].sample.group_id))
             if g is not None and g.msg.sampling.max_tokens is not None:
                 out.append((g.msg.sampling.max_tokens, g.msg.n_samples))
         return out
@@ -595,7 +604,7 @@ class GroupPlanner:
     def on_trained(self, batch: list[list[ScoredSample]], policy_version: int) -> None:
         """The learner trained `batch` and now serves `policy_version`."""
         for group in batch:
-            del self.groups[group[0].sample.group_id]
+            del self.groups[solution_group_id(group[0].sample.group_id)]  # MASA: an entry may be meta only
         self.version = policy_version
 
     def advance_version(self, policy_version: int) -> None:

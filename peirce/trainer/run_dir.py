@@ -6,7 +6,7 @@ Layout::
     <run>/metrics.jsonl          one JSON object per learner step
     <run>/ledger.jsonl           one line per trained group: step, group_id, task_id
     <run>/drops.jsonl            one line per group that left untrained: step, group_id,
-                                 task_id, kind (failed / stale / filtered), why
+                                 task_id, kind (failed / stale / filtered / gated), why
     <run>/run_summary.json       rewritten every step: learning-signal and weight-sync health
                                  (`no_signal`, ...), how the run stopped; what a report reads
     <run>/logs/                  third-party (vLLM, Ray, DeepSpeed) chatter kept off the console

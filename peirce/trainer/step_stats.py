@@ -39,6 +39,7 @@ class StepStats:
     correct: list[bool]
     staleness: list[int]
     response_lengths: list[int]
+    truncated: int = 0  # solutions stopped at their max_tokens (what algorithm.overlong_filter masks)
     level_rewards: dict[tuple[str, int], list[float]] = field(default_factory=dict)
     meta: MetaStepStats | None = None  # MASA runs only
 
@@ -60,6 +61,7 @@ class StepStats:
             correct=[bool(s.correct) for s in flat],
             staleness=[trained_version - s.sample.policy_version for s in everything],
             response_lengths=[len(s.sample.response_token_ids) for s in flat],
+            truncated=sum(s.sample.finish_reason == "length" for s in flat),
             level_rewards=by_level,
             meta=meta,
         )
@@ -81,6 +83,7 @@ class StepStats:
             "samples": len(self.rewards),
             "response_tokens": sum(self.response_lengths),
             "response_length_mean": statistics.fmean(self.response_lengths) if self.response_lengths else 0.0,
+            "truncated_samples": self.truncated,
         }
         for (task, level), values in sorted(self.level_rewards.items()):
             rec[f"reward/{task}/L{level}"] = statistics.fmean(values)

@@ -171,6 +171,37 @@ def test_gradient_accumulation_equals_one_big_batch(model_dir):
         torch.testing.assert_close(p_acc[n], p_one[n], atol=1e-6, rtol=1e-5)
 
 
+def test_rows_masked_out_of_the_loss_weigh_nothing(model_dir):
+    """DAPO overlong filtering zeroes a row's response_mask: micro-batches are weighted by the
+    tokens under the mask, so the update is the one on the kept rows alone, whatever the cut
+    (here two of five single-row micro-batches carry nothing); a batch with nothing under the
+    loss still makes its update (version + 1) with zero gradient."""
+    from dataclasses import replace
+
+    from peirce.learner.losses import LossConfig, compute_loss
+
+    loss_fn = partial(compute_loss, LossConfig(policy_loss="vanilla_pg"))
+    batch = collate(make_samples(5))
+
+    def masked(keep):
+        k = torch.tensor(keep, dtype=torch.float32)[:, None]
+        return replace(batch, response_mask=batch.response_mask * k, advantages=batch.advantages * k)
+
+    def step(cfg, b):
+        eng = LearnerEngine(model_dir, cfg)
+        m = eng.train_step(b, loss_fn)
+        return eng, m, {n: t.float().clone() for n, t in eng.named_parameters_for_sync(torch.float32)}
+
+    base = dict(bf16=False, lr=1.0, eps=1.0, weight_decay=0.0, grad_clip=0.0, seed=3)  # Adam step = SGD, see above
+    _, m_kept, p_kept = step(LearnerConfig(micro_batch_size=8, **base), batch.select([0, 2, 4]))
+    _, m_mask, p_mask = step(LearnerConfig(micro_batch_size=1, **base), masked([1, 0, 1, 0, 1]))
+    assert m_mask["micro_batches"] == 5 and m_mask["loss"] == pytest.approx(m_kept["loss"], rel=1e-5)
+    for n in p_kept:
+        torch.testing.assert_close(p_mask[n], p_kept[n], atol=1e-6, rtol=1e-5)
+    eng, m_none, _ = step(LearnerConfig(micro_batch_size=2, **base), masked([0] * 5))
+    assert eng.policy_version == 1 and m_none["loss"] == 0 and m_none["grad_norm"] == 0
+
+
 def test_compute_loss_from_losses_module(engine):
     losses = pytest.importorskip("peirce.learner.losses")
     cfg = losses.LossConfig(policy_loss="ppo_clip", kl_coef=0.01, entropy_coef=0.001)

@@ -166,7 +166,7 @@ def test_a_gated_prompt_leaves_the_book_and_frees_its_admission():
     assert list(sent) == [meta_group_id("g00000000")]  # one admission under max_staleness 0, batch 1
     out = planner.on_rollout_result(meta_group_id("g00000000"), read_result(
         _rollouts(sent[meta_group_id("g00000000")], [_prediction(4, 10)] * M), RolloutSample))
-    assert out == [Gated("g00000000")] and "g00000000" not in planner.groups
+    assert out == [Gated("g00000000", _task(0).id)] and "g00000000" not in planner.groups
     assert (planner.gating.gated, planner.gating.audited) == (1, 0)
     counters = planner.take_meta_counters()
     assert (counters.gated, counters.saved_by_gating) == (1, G * MAX)
