@@ -43,15 +43,28 @@ def make_samples(n: int = 6, seed: int = 0, vocab: int = 2000) -> list:
     return out
 
 
+def toy_task(i: int, family: str = "uppercase"):
+    """The i-th of a stream of distinct level-1 train tasks for planner and driver tests."""
+    from peirce.tasks.base import Task
+
+    return Task(id=f"t{i:04d}", family=family, level=1, split="train", puzzle={"i": i},
+                puzzle_text=f"spell word {i} in capitals", solution_text="X")
+
+
 class ListFeed:
-    """A curriculum for the planner's admission (its TaskFeed): `tasks` in order, then done."""
+    """A curriculum for the planner's admission (its TaskFeed): `tasks` in order (or that
+    many `toy_task`s), then done. `given` is what admission has taken so far."""
 
     def __init__(self, tasks) -> None:
-        self.tasks = list(tasks)
+        self.tasks = [toy_task(i) for i in range(tasks)] if isinstance(tasks, int) else list(tasks)
+        self.given: list = []
 
     @property
     def done(self) -> bool:
-        return not self.tasks
+        return len(self.given) == len(self.tasks)
 
     def next_task(self):
-        return self.tasks.pop(0) if self.tasks else None
+        if self.done:
+            return None
+        self.given.append(self.tasks[len(self.given)])
+        return self.given[-1]

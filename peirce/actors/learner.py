@@ -18,7 +18,7 @@ from peirce.learner.batch import Sample, SFTExample, collate, collate_sft
 from peirce.learner.dist_env import claim_single_rank_env
 from peirce.learner.engine import LearnerConfig, LearnerEngine
 from peirce.learner.losses import LossConfig, compute_loss
-from peirce.masa.ids import is_meta_group
+from peirce.learner.overlong import overlong
 from peirce.model.precision import use_bf16
 from peirce.transport.groups import unpack_messages
 from peirce.transport.network import bind_host
@@ -45,14 +45,6 @@ def loss_config(cfg: TrainConfig) -> LossConfig:
     a = cfg.algorithm
     return LossConfig(policy_loss=a.policy_loss, clip_low=a.clip_low, clip_high=a.clip_high, aggregation=a.aggregation,
                       kl_coef=a.kl_coef, kl_estimator=a.kl_estimator, entropy_coef=a.entropy_coef, tis_cap=a.tis_cap)
-
-
-def overlong(s: ScoredSample) -> bool:
-    """A solution sample the engine stopped at its max_tokens (DAPO overlong filtering masks it).
-
-    MASA meta samples never are: a meta rollout that overruns meta_max_tokens has broken the
-    format its reward scores, and that low reward is the signal that teaches the format."""
-    return s.sample.finish_reason == "length" and not is_meta_group(s.sample.group_id)
 
 
 def build_batch(scored: list[ScoredSample], advantage: str, pad_token_id: int, *, overlong_filter: bool = False):

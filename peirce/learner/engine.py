@@ -288,8 +288,13 @@ class LearnerEngine:
         start = time.perf_counter()
         version = self.policy_version
         # Weights by what the loss covers, so masked-out rows (overlong filtering) change no
-        # micro-batch's share; a batch with nothing under the loss steps with zero gradient.
+        # micro-batch's share. A batch with nothing under the loss is refused: a zero-gradient
+        # AdamW step still moves every weight (momentum, decay) and bumps the version; the
+        # planner filters such groups, so reaching here is a caller's bug.
         total_tokens, total_rows = batch.num_loss_tokens, batch.num_loss_rows
+        if total_tokens == 0:
+            raise LearnerError(f"train_step got a batch of {batch.size} rows with no token under the loss "
+                               "(every response_mask row is zero); nothing to learn from, so no update was made")
         gap = torch.zeros(2, dtype=torch.float64)  # sum |diff|, tokens
 
         def micro_loss(mb: TrainBatch, packed: PackedMicroBatch, lp, ent):
@@ -311,8 +316,8 @@ class LearnerEngine:
             )
             loss, metrics = loss_fn(inputs)
             if self.config.micro_weighting == "tokens":
-                return loss, mb.num_loss_tokens / total_tokens if total_tokens else 0.0, metrics
-            return loss, mb.num_loss_rows / total_rows if total_rows else 0.0, metrics
+                return loss, mb.num_loss_tokens / total_tokens, metrics
+            return loss, mb.num_loss_rows / total_rows, metrics
 
         sums, padded, parts = self._backward_all(batch, with_entropy, micro_loss)
         out = {**sums, **self._update(batch, start, padded, parts)}

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from peirce.actors.runtime import attach_run_log
 from peirce.config import TrainConfig, dump_config
+from peirce.masa.ids import solution_group_id
 from peirce.metrics import MetricsExporter
 from peirce.trainer.control import ControlRequest, ControlServer
 from peirce.trainer.health import RunHealth
@@ -202,7 +203,7 @@ class Orchestrator:
                 log.error("group %s (%s) dropped (%s): %s", d.gid, d.task_id, d.kind, d.why)
                 self._record_drop(d.gid, d.task_id, d.kind, d.why)
             elif isinstance(d, Filtered):
-                self._record_drop(d.gid, d.task_id, "filtered", "zero reward variance (dynamic sampling)")
+                self._record_drop(d.gid, d.task_id, "filtered", d.why)
             elif isinstance(d, Gated):
                 self._record_drop(d.gid, d.task_id, "gated", "MASA: the meta predictions agreed on a zero-variance "
                                   "group; solutions skipped")
@@ -237,7 +238,9 @@ class Orchestrator:
                   **self.health.on_step(self.step, out, batch), **meta_fields}
         log_all(self.loggers, self.step, record)
         self.run_dir.append_jsonl(self.run_dir.ledger_path, [
-            {"step": self.step, "group_id": g[0].sample.group_id, "task_id": g[0].sample.task_id} for g in batch])
+            # the prompt's id, also for a MASA entry that kept only its meta samples
+            {"step": self.step, "group_id": solution_group_id(g[0].sample.group_id), "task_id": g[0].sample.task_id}
+            for g in batch])
         self._export(stats)
         bar.update(1)
         bar.set_postfix(reward=f"{stats.reward_mean:.2f}", level=self.source.level,

@@ -52,6 +52,7 @@ import msgspec
 import torch
 
 from peirce.learner.advantages import dynamic_sampling_filter
+from peirce.learner.overlong import all_overlong
 from peirce.masa import cutoff
 from peirce.masa.config import MetaConfig
 from peirce.masa.expert import ExpertBuffer, ExpertExample
@@ -171,10 +172,12 @@ class Accepted:
 
 @dataclass(frozen=True)
 class Filtered:
-    """Zero reward variance (dynamic sampling): no gradient, so it makes room for another group."""
+    """A group that would add no gradient (zero reward variance under dynamic sampling, or
+    every sample masked by overlong filtering), so it makes room for another group."""
 
     gid: str
     task_id: str = ""
+    why: str = "zero reward variance (dynamic sampling)"  # FILTER_NO_VARIANCE
 
 
 @dataclass(frozen=True)
@@ -259,6 +262,7 @@ class PlanConfig:
     n_samples: int
     sampling: RequestSampling
     dynamic_sampling: bool = False
+    overlong_filter: bool = False  # algorithm.overlong_filter: a group whose every solution was cut off is filtered
     max_attempts: int = MAX_ATTEMPTS
     meta: MetaConfig | None = None  # MASA, when algorithm.meta.enabled (n_samples is then meta.solution_rollouts)
     seed: int = 0  # trainer.seed: fixes group sampling seeds and (MASA) which gated prompts are audited
@@ -270,6 +274,7 @@ class PlanConfig:
         return cls(max_staleness=cfg.async_.max_staleness, prompts_per_step=rc.prompts_per_step,
                    n_samples=meta.solution_rollouts if meta.enabled else rc.n_samples,
                    dynamic_sampling=cfg.algorithm.dynamic_sampling,
+                   overlong_filter=cfg.algorithm.overlong_filter,
                    sampling=RequestSampling(temperature=rc.temperature, top_p=rc.top_p, top_k=rc.top_k,
                                             max_tokens=rc.max_tokens),
                    meta=meta if meta.enabled else None, seed=cfg.trainer.seed, seeded=rc.seeded)
@@ -425,15 +430,16 @@ class GroupPlanner:
                                          "notions": r.notions,
                                          "abs_error": abs_error(p.pass_rate)})
             for s, reward, r, p in zip(meta.samples, meta_group.rewards, result.meta_rewards, state.predictions)]
-        # Dynamic sampling, per GRPO group: a half without reward variance (its advantages
-        # are all 0) leaves the batch; its solutions have still scored the meta rollouts.
-        halves = [h for h in (group.scored, meta_scored) if not self.cfg.dynamic_sampling or has_signal(h)]
-        scored = [s for h in halves for s in h]
+        # Per GRPO group: a half that would add no gradient (no reward variance under
+        # dynamic sampling, or every solution cut off under overlong filtering) leaves the
+        # batch; its solutions have still scored the meta rollouts.
+        reasons = [self._filter_reason(h) for h in (group.scored, meta_scored)]
+        scored = [s for h, why in zip((group.scored, meta_scored), reasons) if not why for s in h]
         if not scored:
             del self.groups[gid]
             self.staleness.on_rejected(group.key)
             self.dropped_groups += 1
-            return [Filtered(gid, group.msg.task.id)]
+            return [Filtered(gid, group.msg.task.id, "; ".join(dict.fromkeys(reasons)))]
         group.scored, group.phase = scored, Phase.READY
         self.staleness.on_accepted(group.key)
         self.ready.append(gid)
@@ -507,6 +513,14 @@ class GroupPlanner:
         group.phase = Phase.REWARD
         return [Submit("reward", gid, (group.msg, *group.samples))]
 
+    def _filter_reason(self, scored: Sequence[ScoredSample]) -> str:
+        """Why a scored group would add no gradient ('' when it would)."""
+        if self.cfg.overlong_filter and all_overlong(scored):
+            return FILTER_ALL_OVERLONG
+        if self.cfg.dynamic_sampling and not has_signal(scored):
+            return FILTER_NO_VARIANCE
+        return ""
+
     def on_reward_result(self, gid: str, result: Result) -> list[Decision]:
         group = self.groups.get(gid)
         if group is None or group.phase is not Phase.REWARD:
@@ -520,11 +534,12 @@ class GroupPlanner:
         if group.meta is not None:
             group.scored = sorted(scored, key=lambda s: s.sample.sample_index)
             return self._on_meta_solutions(gid, group)
-        if self.cfg.dynamic_sampling and not has_signal(scored):
+        why = self._filter_reason(scored)
+        if why:
             del self.groups[gid]
             self.staleness.on_rejected(group.key)
             self.dropped_groups += 1
-            return [Filtered(gid, group.msg.task.id)]
+            return [Filtered(gid, group.msg.task.id, why)]
         group.scored, group.phase = scored, Phase.READY
         self.staleness.on_accepted(group.key)
         self.ready.append(gid)
@@ -677,6 +692,10 @@ class GroupPlanner:
         self.ready.clear()
         self._load_meta_state(state.get("meta", {}))
         return [msgspec.convert(t, Task) for t in state.get("in_flight", [])]
+
+
+FILTER_NO_VARIANCE = "zero reward variance (dynamic sampling)"
+FILTER_ALL_OVERLONG = "every sample stopped at max_tokens (overlong filtering leaves nothing under the loss)"
 
 
 def has_signal(scored: Sequence[ScoredSample]) -> bool:

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 from bench_async import LENGTHS, LongTailAdmission, long_tail_lengths  # noqa: E402
 
-from bench_helpers import ListFeed  # noqa: E402
+from peirce.testing import ListFeed  # noqa: E402
 from peirce.trainer.planner import Delivered, GroupPlanner, PlanConfig, Submit  # noqa: E402
 from peirce.transport.wire import RequestSampling, RolloutSample  # noqa: E402
 

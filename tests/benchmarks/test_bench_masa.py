@@ -19,7 +19,7 @@ from bench_masa import (GenerationTally, StepPoint, best_running_mean, choose_ta
 from peirce.config import TrainConfig, load_config  # noqa: E402
 from peirce.config.profiles import as_overrides  # noqa: E402
 from peirce.masa.config import MetaConfig  # noqa: E402
-from bench_helpers import ListFeed  # noqa: E402
+from peirce.testing import ListFeed  # noqa: E402
 from peirce.trainer.planner import Delivered, GroupPlanner, PlanConfig  # noqa: E402
 from peirce.transport.wire import RequestSampling, RolloutSample  # noqa: E402
 

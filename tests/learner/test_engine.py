@@ -175,7 +175,7 @@ def test_rows_masked_out_of_the_loss_weigh_nothing(model_dir):
     """DAPO overlong filtering zeroes a row's response_mask: micro-batches are weighted by the
     tokens under the mask, so the update is the one on the kept rows alone, whatever the cut
     (here two of five single-row micro-batches carry nothing); a batch with nothing under the
-    loss still makes its update (version + 1) with zero gradient."""
+    loss is refused and changes nothing (a zero-gradient AdamW step would still move weights)."""
     from dataclasses import replace
 
     from peirce.learner.losses import LossConfig, compute_loss
@@ -198,8 +198,13 @@ def test_rows_masked_out_of_the_loss_weigh_nothing(model_dir):
     assert m_mask["micro_batches"] == 5 and m_mask["loss"] == pytest.approx(m_kept["loss"], rel=1e-5)
     for n in p_kept:
         torch.testing.assert_close(p_mask[n], p_kept[n], atol=1e-6, rtol=1e-5)
-    eng, m_none, _ = step(LearnerConfig(micro_batch_size=2, **base), masked([0] * 5))
-    assert eng.policy_version == 1 and m_none["loss"] == 0 and m_none["grad_norm"] == 0
+    eng = LearnerEngine(model_dir, LearnerConfig(micro_batch_size=2, **base))
+    before = {n: t.float().clone() for n, t in eng.named_parameters_for_sync(torch.float32)}
+    with pytest.raises(LearnerError, match="no token under the loss"):
+        eng.train_step(masked([0] * 5), loss_fn)
+    assert eng.policy_version == 0
+    for n, t in eng.named_parameters_for_sync(torch.float32):
+        assert torch.equal(t.float(), before[n])
 
 
 def test_compute_loss_from_losses_module(engine):

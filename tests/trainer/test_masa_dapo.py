@@ -30,10 +30,11 @@ from peirce.learner.types import LossInputs
 from peirce.masa.ids import meta_group_id
 from peirce.tasks.base import Task
 from peirce.testing import ListFeed
-from peirce.trainer.planner import Accepted, Filtered, GroupPlanner, PlanConfig, Submit, read_result
+from peirce.trainer.planner import (FILTER_ALL_OVERLONG, Accepted, Filtered, GroupPlanner, PlanConfig, Submit,
+                                    read_result)
 from peirce.trainer.step_stats import StepStats
 from peirce.transport.groups import pack_messages
-from peirce.transport.wire import RolloutSample, ScoredSample
+from peirce.transport.wire import RequestSampling, RolloutSample, ScoredSample
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "masa-dapo-smoke.yaml"
 GID = "g00000000"
@@ -198,3 +199,26 @@ def test_overlong_filter_masks_truncated_solutions_not_meta_samples(cfg):
     torch.testing.assert_close(loss_of(masked), loss_of(plain.select(keep)))
     assert not torch.isclose(loss_of(masked), loss_of(plain))
     assert len(entry) == n + 2  # nothing left the entry: masking is the learner's
+
+
+def test_overlong_filter_drops_a_solution_group_cut_off_entirely_and_keeps_its_meta(cfg):
+    """Every solution truncated: the half would add nothing to the loss, so it leaves the
+    entry (no batch reaches the learner with nothing under its loss); the meta half stays."""
+    m = cfg.algorithm.meta.meta_rollouts
+    planner, out = _prompt(cfg, [True, False, False, False], [1, 6], finish=["length"] * 4)
+    assert out == [Accepted(GID)]
+    [entry], _ = planner.next_batch(finishing=True)
+    assert _kinds(entry) == ["meta"] * m
+
+
+def test_overlong_filter_filters_a_plain_group_cut_off_entirely_and_says_why():
+    plan = PlanConfig(max_staleness=0, prompts_per_step=1, n_samples=2, overlong_filter=True,
+                      sampling=RequestSampling(temperature=1.0))
+    planner = GroupPlanner(plan)
+    [sub] = planner.admit(ListFeed(1))
+    msg = sub.messages[0]
+    samples = _samples(msg, ["YES", "no"], ["length", "length"])
+    planner.on_rollout_result(sub.gid, read_result(_frames(samples), RolloutSample))
+    scored = [ScoredSample(sample=s, reward=float(i), correct=bool(i), format_ok=True) for i, s in enumerate(samples)]
+    [out] = planner.on_reward_result(sub.gid, read_result(_frames(scored), ScoredSample))
+    assert out == Filtered(sub.gid, msg.task.id, FILTER_ALL_OVERLONG) and planner.dropped_groups == 1

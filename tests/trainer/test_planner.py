@@ -17,6 +17,7 @@ import pytest
 
 from peirce.seeding import group_seed
 from peirce.tasks.base import Task
+from peirce.testing import ListFeed
 from peirce.trainer.planner import (MAX_ATTEMPTS, Accepted, Delivered, Drop, Filtered, GroupPlanner, Ignored,
                                     Malformed, Phase, PlanConfig, Rejected, Retry, Submit, WorkerError,
                                     has_signal, read_result)
@@ -28,21 +29,6 @@ from peirce.transport.wire import MAX_FAULT_DETAIL, RequestSampling, RolloutSamp
 def _task(i: int) -> Task:
     return Task(id=f"t{i:04d}", family="uppercase", level=1, split="train", puzzle={"i": i}, puzzle_text=f"p{i}",
                 solution_text="X")
-
-
-class ListFeed:
-    def __init__(self, n: int) -> None:
-        self.tasks = [_task(i) for i in range(n)]
-        self.given: list[Task] = []
-
-    @property
-    def done(self) -> bool:
-        return len(self.given) == len(self.tasks)
-
-    def next_task(self) -> Task | None:
-        task = self.tasks[len(self.given)]
-        self.given.append(task)
-        return task
 
 
 def _planner(s: int = 0, b: int = 2, n: int = 2, dynamic: bool = False) -> GroupPlanner:

@@ -19,6 +19,7 @@ from peirce.masa.prompt import meta_prompt
 from peirce.masa.reward import meta_reward
 from peirce.masa.types import Solution
 from peirce.tasks.base import Task
+from peirce.testing import ListFeed
 from peirce.seeding import group_seed
 from peirce.trainer.planner import (Accepted, Gated, GroupPlanner, Phase, PlanConfig, Retry, Submit, WorkerError,
                                     read_result)
@@ -32,18 +33,6 @@ M, G, MAX = 3, 4, 200
 def _task(i: int) -> Task:
     return Task(id=f"t{i:04d}", family="uppercase", level=1, split="train", puzzle={"i": i},
                 puzzle_text=f"spell word {i} in capitals", solution_text="X")
-
-
-class ListFeed:
-    def __init__(self, tasks: list[Task]) -> None:
-        self.tasks = list(tasks)
-
-    @property
-    def done(self) -> bool:
-        return not self.tasks
-
-    def next_task(self) -> Task | None:
-        return self.tasks.pop(0)
 
 
 def _meta(**over) -> MetaConfig:
