@@ -34,6 +34,9 @@ def _handle(args: argparse.Namespace) -> int:
     ensure_ray()
     result = Orchestrator(cfg, resume=bool(args.resume), progress=not args.no_progress).run()
     print(f"peirce train: {cfg.name} finished at step {result['step']}; run directory {result['run_dir']}")
+    if result["step"] == 0:
+        print(f"peirce train: {cfg.name} trained nothing (see run_summary.json's ended_early)", file=sys.stderr)
+        return 1
     return 0
 
 

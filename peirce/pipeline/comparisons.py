@@ -120,7 +120,10 @@ def run_signal(run_dir: Path) -> Signal:
     if summary.exists():
         s = json.loads(summary.read_text())
         causes = sorted({e["cause"] for e in s.get("no_signal_episodes", []) if e.get("cause")})
-        return _signal(int(s.get("no_signal_steps", 0)), int(s.get("step", 0)), bool(s.get("no_signal")), causes)
+        signal = _signal(int(s.get("no_signal_steps", 0)), int(s.get("step", 0)), bool(s.get("no_signal")), causes)
+        if s.get("ended_early"):  # fewer steps than asked: say so beside the signal verdict
+            return Signal(True, f"{signal.text}; ENDED EARLY: the task source ran out at step {s.get('step', 0)}")
+        return signal
     metrics = Path(run_dir) / "metrics.jsonl"
     rows = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()] if metrics.exists() else []
     rows = [r for r in rows if "no_signal_steps" in r]

@@ -10,8 +10,10 @@ a glance whether the run learned anything and how it ended.
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
+from collections.abc import Iterable
 from typing import Any, Sequence
 
 from peirce.config import TrainConfig
@@ -57,10 +59,11 @@ class RunHealth:
         saved = f" Checkpoint saved at {checkpoint}." if checkpoint else ""
         raise WeightSyncError(f"{self.stop}{saved}")
 
-    def write_summary(self, status: str, error: str | None = None) -> None:
-        """status: running | done | stopped (on request) | failed (error says why, a guard's stop included)."""
+    def write_summary(self, status: str, error: str | None = None, ended_early: str | None = None) -> None:
+        """status: running | done | stopped (on request) | failed (error says why, a guard's stop included).
+        ended_early: why a finished run trained fewer steps than asked (see `tasks_exhausted`)."""
         self.run_dir.write_summary({"run": self.name, "step": self.step, "status": status, "error": error,
-                                    **self.signal.summary(), **self.sync.summary()})
+                                    "ended_early": ended_early, **self.signal.summary(), **self.sync.summary()})
 
     def state_dict(self) -> dict[str, Any]:
         return {"signal": self.signal.state_dict()}
@@ -68,3 +71,22 @@ class RunHealth:
     def load_state_dict(self, state: dict[str, Any], step: int) -> None:
         self.signal.load_state_dict(state.get("signal", {}))
         self.step = step
+
+
+def untrained_counts(drop_kinds: Iterable[str]) -> dict[str, int]:
+    """drops.jsonl kinds -> how many groups left untrained for each."""
+    return dict(sorted(collections.Counter(drop_kinds).items()))
+
+
+def tasks_exhausted(name: str, step: int, max_steps: int, untrained: dict[str, int]) -> str:
+    """The line a run that ran out of tasks before `max_steps` ends with. Why: a run whose every
+    group was filtered (e.g. DAPO's filters on a model that never stops) otherwise ends as
+    'done' at step 0 and looks like a success."""
+    dropped = ", ".join(f"{n} {kind}" for kind, n in untrained.items()) or "none"
+    cause = ""
+    if untrained.get("filtered"):
+        cause = (" Filtered groups had no reward variance (dynamic sampling) or every sample hit max_tokens "
+                 "(overlong filtering): raise rollout.max_tokens, add tasks, or turn those filters off.")
+    trained = "nothing was trained" if step == 0 else f"{step} of {max_steps} steps trained"
+    return (f"{name}: the task source ran out before trainer.max_steps={max_steps}: {trained}; groups left "
+            f"untrained: {dropped} (see drops.jsonl).{cause}")

@@ -31,7 +31,7 @@ from peirce.config import TrainConfig, dump_config
 from peirce.masa.ids import solution_group_id
 from peirce.metrics import MetricsExporter
 from peirce.trainer.control import ControlRequest, ControlServer
-from peirce.trainer.health import RunHealth
+from peirce.trainer.health import RunHealth, tasks_exhausted, untrained_counts
 from peirce.trainer.idle import IdleClock
 from peirce.trainer.loggers import close_all, log_all, open_loggers
 from peirce.trainer.planner import (Decision, Drop, Filtered, Gated, GroupPlanner, PlanConfig, Rejected, Retry,
@@ -163,9 +163,14 @@ class Orchestrator:
                     break  # curriculum exhausted (or stop requested) and everything admitted trained
             if self.step and self.run_dir.latest_checkpoint() != self.run_dir.checkpoint_path(self.step):
                 self.checkpoint(self.version)  # ended between save points
+            ended_early = None
             if not self._stop_requested:
                 self.run_dir.done_path.write_text(str(self.step))
-            self.health.write_summary("stopped" if self._stop_requested else "done")
+                if self.step < cfg.trainer.max_steps:
+                    untrained = untrained_counts(r["kind"] for r in self.run_dir.read_jsonl(self.run_dir.drops_path))
+                    ended_early = tasks_exhausted(cfg.name, self.step, cfg.trainer.max_steps, untrained)
+                    log.warning(ended_early)
+            self.health.write_summary("stopped" if self._stop_requested else "done", ended_early=ended_early)
             return {"step": self.step, "run_dir": str(self.run_dir.root)}
         except BaseException as exc:
             self.health.write_summary("failed", f"{type(exc).__name__}: {exc}")

@@ -101,10 +101,15 @@ class RunDir:
     def read_summary(self) -> dict[str, Any] | None:
         return json.loads(self.summary_path.read_text()) if self.summary_path.exists() else None
 
-    def read_metrics(self) -> list[dict[str, Any]]:
-        if not self.metrics_path.exists():
+    @staticmethod
+    def read_jsonl(path: Path) -> list[dict[str, Any]]:
+        """Every row of one of the run's JSON-lines files ([] when it does not exist yet)."""
+        if not path.exists():
             return []
-        return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        return self.read_jsonl(self.metrics_path)
 
     def truncate_after(self, step: int) -> None:
         """On resume, drop the metrics, ledger and drop lines of steps after the checkpoint:
@@ -112,7 +117,7 @@ class RunDir:
         a checkpoint of N-1; kept, the redone step would list its tasks twice.)"""
         for path in (self.metrics_path, self.ledger_path, self.drops_path):
             if path.exists():
-                rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+                rows = self.read_jsonl(path)
                 path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows if r.get("step", 0) <= step))
 
     def mark_latest(self, step: int) -> None:

@@ -98,3 +98,10 @@ def test_format_rate_comparison_uses_wilson_over_samples():
     c = compare(results, "w", "base", "maa-deduction", FORMAT)
     assert c.verdict == "beats" and c.cand.interval == wilson(97, 100)
     assert compare(results, "w", "base", "maa-deduction", "pass@1").verdict == "not distinguishable"
+
+
+def test_a_run_that_ran_out_of_tasks_is_flagged(tmp_path):
+    (tmp_path / "run_summary.json").write_text(json.dumps({
+        "step": 1, "no_signal": False, "no_signal_steps": 0, "ended_early": "x: the task source ran out"}))
+    sig = run_signal(tmp_path)
+    assert sig.flagged is True and sig.text == "ok; ENDED EARLY: the task source ran out at step 1"

@@ -77,6 +77,9 @@ def test_a_run_trains_each_admitted_group_once_within_the_staleness_bound(tmp_pa
     assert len({r["task_id"] for r in ledger}) == 8 and "g00000003r1" in {r["group_id"] for r in ledger}
     assert [v for v, _ in run.learner.batches] == [0, 1, 2, 3]
     assert driver.run_dir.done_path.exists()
+    summary = driver.run_dir.read_summary()  # 4 of 20 steps: the curriculum ran out, and the run says so
+    assert summary["status"] == "done" and "ran out before trainer.max_steps=20: 4 of 20 steps trained" \
+        in summary["ended_early"]
     saved = run.learner.saved[str(driver.run_dir.latest_checkpoint())]
     assert (saved["step"], saved["policy_version"], saved["in_flight"]) == (4, 4, [])
     assert sum(w.loop.scored_groups for wid, w in run.workers.items() if wid.startswith("reward")) == 8

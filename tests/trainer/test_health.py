@@ -11,7 +11,7 @@ import pytest
 
 from peirce.config import TrainConfig
 from peirce.metrics import MetricsExporter
-from peirce.trainer.health import RunHealth
+from peirce.trainer.health import RunHealth, tasks_exhausted, untrained_counts
 from peirce.trainer.run_dir import RunDir
 from peirce.trainer.sync_guard import WeightSyncError
 from peirce.transport.wire import RolloutSample, ScoredSample
@@ -89,3 +89,22 @@ def test_signal_state_survives_resume(health):
     h2.load_state_dict(state, step=2)
     assert h2.on_step(3, {}, DEAD)["no_signal"] is True
 
+
+
+def test_a_run_that_ran_out_of_tasks_says_so_and_why():
+    counts = untrained_counts(["filtered", "stale", "filtered", "gated"])
+    assert counts == {"filtered": 2, "gated": 1, "stale": 1}
+    line = tasks_exhausted("masa-dapo-smoke", 0, 4, counts)
+    assert "ran out before trainer.max_steps=4: nothing was trained" in line
+    assert "2 filtered, 1 gated, 1 stale" in line and "overlong filtering" in line
+    partial = tasks_exhausted("ded", 3, 8, {"stale": 1})
+    assert "3 of 8 steps trained" in partial and "1 stale" in partial and "overlong" not in partial
+    assert "groups left untrained: none" in tasks_exhausted("ded", 3, 8, {})
+
+
+def test_the_summary_records_an_early_end(health):
+    h, _ = health
+    h.write_summary("done", ended_early="ded: the task source ran out")
+    assert h.run_dir.read_summary()["ended_early"] == "ded: the task source ran out"
+    h.write_summary("done")
+    assert h.run_dir.read_summary()["ended_early"] is None

@@ -42,8 +42,9 @@ GID = "g00000000"
 
 @pytest.fixture(scope="module")
 def cfg() -> TrainConfig:
-    # parallel mode: both halves go out at admission, so a test drives one prompt in four calls
-    return load_config(TrainConfig, CONFIG, ["algorithm.meta.switch_step=1000"])
+    # parallel mode: both halves go out at admission, so a test drives one prompt in four calls;
+    # overlong filtering on, as with a model that stops by itself (the shipped config's header)
+    return load_config(TrainConfig, CONFIG, ["algorithm.meta.switch_step=1000", "algorithm.overlong_filter=true"])
 
 
 def _task(i: int) -> Task:
@@ -97,6 +98,8 @@ def _kinds(entry: list[ScoredSample]) -> list[str]:
 def test_the_shipped_config_turns_on_the_dapo_pieces_with_masa(cfg):
     a = cfg.algorithm
     assert a.meta.enabled and a.dynamic_sampling and a.overlong_filter
+    # shipped with overlong filtering off: on the random tiny model it would filter every prompt
+    assert load_config(TrainConfig, CONFIG).algorithm.overlong_filter is False
     lc = loss_config(cfg)
     assert (lc.policy_loss, lc.clip_low, lc.clip_high, lc.aggregation) == ("ppo_clip", 0.2, 0.28, "token_mean")
     plan = PlanConfig.from_train_config(cfg)
