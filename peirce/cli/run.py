@@ -46,6 +46,11 @@ def _handle(args: argparse.Namespace) -> int:
     except (StageError, ConfigError) as exc:
         print(f"peirce run: {exc}", file=sys.stderr)
         return 1
+    from peirce.pipeline.report import SUMMARY
+
+    summary = report.parent / SUMMARY
+    if summary.exists():
+        print(summary.read_text())
     print(f"peirce run: done; report at {report}")
     return 0
 

@@ -120,8 +120,7 @@ def _verdict_lines(pc: PipelineConfig, specs: dict[str, list[str]], loaded: dict
     return lines
 
 
-def _comparison_lines(pc: PipelineConfig, runs: dict[str, TrainConfig], loaded: dict, metric: str) -> list[str]:
-    specs = {n: list(runs[n].tasks.families) for n in pc.stage_a.specialists if n in runs}
+def _comparison_lines(pc: PipelineConfig, specs: dict[str, list[str]], loaded: dict, metric: str) -> list[str]:
     return ["## Verdicts", "",
             f"{metric} with 95% intervals; \"beats\" only when the intervals do not overlap, otherwise \"not "
             "distinguishable\". Warm-up vs base and specialist vs base say whether each beats the base model on "
@@ -144,6 +143,7 @@ def write_report(pc: PipelineConfig, root: Path, runs: dict[str, TrainConfig], r
     metric = f"pass@{min(pc.eval.k)}"
     loaded = {n: load_result(results[n]) for n in ordered}
     table = build_table([(n, loaded[n]) for n in ordered], metric=metric)
+    specs = {n: list(runs[n].tasks.families) for n in pc.stage_a.specialists if n in runs}  # specialist -> task
     (root / "eval_table.json").write_text(json.dumps(table.to_json(), indent=2))
     _plot_rewards(runs, root / "reward_per_step.png")
     _plot_table(table, root / "eval_table.png")
@@ -170,10 +170,16 @@ def write_report(pc: PipelineConfig, root: Path, runs: dict[str, TrainConfig], r
               "| suite | problems |", "|---|---:|",
               *[f"| {s} | {_problems(loaded, s)} |" for s in pc.eval.suites], "",
               table.to_markdown(), "![evaluation](eval_table.png)", "",
-              *_comparison_lines(pc, runs, loaded, metric)]
+              *_comparison_lines(pc, specs, loaded, metric)]
     report = root / "report.md"
     report.write_text("\n".join(lines))
+    summary = [f"{metric} with 95% intervals ({sum(timings.values()) / 60:.1f} min):", "", table.to_markdown(),
+               *_verdict_lines(pc, specs, loaded, metric), ""]
+    (root / SUMMARY).write_text("\n".join(summary))
     return report
+
+
+SUMMARY = "summary.md"  # the evaluation table and verdicts alone: what `peirce run` prints at the end
 
 
 def _problems(loaded: dict, suite: str) -> str:

@@ -10,9 +10,11 @@ with one engine. A background thread samples memory for the report.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +37,14 @@ def run_concurrently(configs: dict[str, TrainConfig], stage: str, max_concurrent
                      ) -> dict[str, Path]:
     """Train several runs in the cluster, at most `max_concurrent` at once; one progress bar per run."""
     from peirce.actors.controller import ControllerActor
+    from peirce.actors.runtime import actor_log_options
 
     def job(name: str, cfg: TrainConfig) -> Job:
         def start():
             resume = RunDir(Path(cfg.run_dir)).latest_checkpoint() is not None
-            actor = ControllerActor.remote(cfg.model_dump(mode="json", by_alias=True), resume)
+            # the driver's INFO lines to <run>/logs/controller.log; its warnings still reach the console
+            actor = ControllerActor.options(**actor_log_options(cfg.run_dir, "controller")).remote(
+                cfg.model_dump(mode="json", by_alias=True), resume)
             return actor.run.remote(), actor
 
         return Job(name=name, run_dir=Path(cfg.run_dir), total=cfg.trainer.max_steps, start=start,
@@ -102,6 +107,16 @@ def _checkpoints(pc: PipelineConfig, specs: dict[str, TrainConfig], warm: dict[s
     return out + [Checkpoint(name, "domain", str(path)) for name, path in domain.items()]
 
 
+@contextlib.contextmanager
+def _stage(title: str, key: str, timings: dict[str, float]) -> Iterator[None]:
+    """One console line when a stage starts and one when it ends; its seconds into `timings`."""
+    log.info("%s: start", title)
+    t0 = time.perf_counter()
+    yield
+    timings[key] = time.perf_counter() - t0
+    log.info("%s: done in %.0f s", title, timings[key])
+
+
 def run_pipeline(pc: PipelineConfig) -> Path:
     """Every stage in order, each skipped when its marker says it is done; returns the report."""
     root = Path(pc.run_dir)
@@ -111,31 +126,22 @@ def run_pipeline(pc: PipelineConfig) -> Path:
     timings: dict[str, float] = {}
     at_once = pc.max_concurrent_runs
 
-    t0 = time.perf_counter()
-    pending_specs, warmups = stage_a_configs(pc)
-    resources = {name: (cfg.learner.num_cpus, cfg.learner.num_gpus) for name, cfg in pending_specs.items()}
-    warm = run_warmups(warmups, resources=resources, max_concurrent=at_once) if warmups else {}
-    timings["stage_a_warmup"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    spec_cfgs = specialist_configs(pc, {name: str(path) for name, path in warm.items()})
-    _write_configs(spec_cfgs)
-    specialists = run_concurrently(spec_cfgs, "stage_a", at_once)
-    timings["stage_a"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    merged = stage_merge(pc, specialists)
-    timings["stage_b"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    dom_cfgs = domain_configs(pc, str(merged))
-    domain = run_concurrently(dom_cfgs, "stage_c", at_once)
-    timings["stage_c"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    checkpoints = _checkpoints(pc, spec_cfgs, warm, specialists, merged, domain)
-    results = evaluate_checkpoints(pc, checkpoints, root / "eval")
-    timings["eval"] = time.perf_counter() - t0
+    with _stage("stage A warm-up", "stage_a_warmup", timings):
+        pending_specs, warmups = stage_a_configs(pc)
+        resources = {name: (cfg.learner.num_cpus, cfg.learner.num_gpus) for name, cfg in pending_specs.items()}
+        warm = run_warmups(warmups, resources=resources, max_concurrent=at_once) if warmups else {}
+    with _stage("stage A specialists (RL)", "stage_a", timings):
+        spec_cfgs = specialist_configs(pc, {name: str(path) for name, path in warm.items()})
+        _write_configs(spec_cfgs)
+        specialists = run_concurrently(spec_cfgs, "stage_a", at_once)
+    with _stage("stage B merge", "stage_b", timings):
+        merged = stage_merge(pc, specialists)
+    with _stage("stage C domain RL", "stage_c", timings):
+        dom_cfgs = domain_configs(pc, str(merged))
+        domain = run_concurrently(dom_cfgs, "stage_c", at_once)
+    with _stage("evaluation", "eval", timings):
+        checkpoints = _checkpoints(pc, spec_cfgs, warm, specialists, merged, domain)
+        results = evaluate_checkpoints(pc, checkpoints, root / "eval")
 
     from peirce.pipeline.report import write_report
 

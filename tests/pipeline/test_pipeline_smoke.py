@@ -50,6 +50,13 @@ def test_smoke_pipeline_runs_every_stage_and_resumes(tmp_path):
         assert section in report, section
     for png in ("reward_per_step.png", "eval_table.png", "warmup_loss.png"):
         assert (run_dir / png).stat().st_size > 5000
+    # the console: a line per stage start and end, the evaluation table and verdicts at the end;
+    # the controllers' INFO lines (workers started, drained) stay in their logs
+    for stage in ("stage A warm-up", "stage A specialists (RL)", "stage B merge", "stage C domain RL", "evaluation"):
+        assert f"{stage}: start" in first.stderr and f"{stage}: done in " in first.stderr, stage
+    assert "pass@1 with 95% intervals" in first.stdout and "| merged |" in first.stdout
+    assert "draining rollout-0" not in first.stderr + first.stdout
+    assert "draining rollout-0" in (run_dir / "stage_a" / "deduction" / "logs" / "controller.log").read_text()
     mtimes = {p: p.stat().st_mtime for p in run_dir.rglob("model.safetensors")}
 
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)

@@ -76,6 +76,13 @@ def test_report_has_intervals_verdicts_flags_memory_and_wall_time(tmp_path):
     fmt = md[md.index("### Format adherence"):]
     assert "- deduction-warmup beats base on maa-deduction: 95.0 [88.8, 97.8] vs 0.0 [0.0, 3.7]" in fmt
     assert "Merged vs base on all 3 MAA suites: **beats base on all of them**." in fmt
+    # what `peirce run` prints at the end: the table and the pass@1 verdicts, nothing else of the report
+    summary = (tmp_path / "summary.md").read_text()
+    assert summary.startswith("pass@1 with 95% intervals (43.5 min):")
+    assert "| deduction-warmup | 30.0 [21.9, 39.6] | - | - | 30.0\\* |" in summary
+    assert "- deduction-warmup beats base on maa-deduction: 30.0 [21.9, 39.6] vs 0.0 [0.0, 3.7]" in summary
+    assert "Merged vs base on all 3 MAA suites: **does not beat base on all of them**." in summary
+    assert "Format adherence" not in summary and "Wall time" not in summary
     rows = [r["name"] for r in json.loads((tmp_path / "eval_table.json").read_text())["rows"]]
     assert rows == ["base", "deduction-warmup", "deduction", "induction-warmup", "induction", "abduction-warmup",
                     "abduction", "merged"]
