@@ -49,7 +49,8 @@ def alternating_case(request: GenRequest, i: int) -> str:
 class StandInEngine:
     """Stand-in for peirce.rollout.engine.RolloutEngine: vLLM takes minutes to start, far
     too slow for a unit test (the slow e2e tests run the real engine). It has what
-    RolloutLoop uses (`policy_version`, `generate`, `load_weights`) and keeps the real
+    RolloutLoop uses (`policy_version`, `generate`, `load_weights`, and for partial
+    rollouts `generate_interruptible`, `decode`) and keeps the real
     contracts that matter to the loop: a refused request fails the whole call with
     SamplingSpecError before anything is generated, every result carries the version
     that made it, weights must be a full state dict (here: each tensor equal to its
