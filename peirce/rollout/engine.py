@@ -300,6 +300,8 @@ class RolloutEngine:
         `LLM.generate`, which cannot stop early. Each sample is its own n=1 request, sample
         i of a seeded request drawing from seed + i: vLLM's own rule for n > 1, so an
         uninterrupted call gives what `generate` gives. Text is vLLM's (deltas joined).
+        Token-id prompts go to `add_request` raw (vLLM 0.32 renders them, warning once that
+        raw prompts are deprecated there).
         """
         from vllm.sampling_params import RequestOutputKind
 
