@@ -25,6 +25,10 @@ CATALOGUE: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "peirce_rollout_tokens_total": ("counter", "Response tokens generated", ()),
     "peirce_rollout_generate_seconds": ("histogram", "Seconds per generate call", ()),
     "peirce_rollout_policy_version": ("gauge", "Policy version loaded in the engine", ()),
+    "peirce_rollout_interrupts_total": ("counter", "Batches stopped mid-generation for newer weights (partial rollouts)", ()),
+    "peirce_rollout_interrupted_samples_total": ("counter", "Samples continued under newer weights (partial rollouts)", ()),
+    "peirce_rollout_continuations_total": ("counter", "Continuation requests after an interruption (partial rollouts)", ()),
+    "peirce_rollout_version_span_steps": ("histogram", "Last minus first policy version of a continued sample", ()),
     "peirce_weight_sync_seconds": ("histogram", "Seconds to broadcast + load one weight version", ("side",)),
     "peirce_weight_sync_bytes_total": ("counter", "Bytes of weights sent or received", ("side",)),
     "peirce_reward_samples_total": ("counter", "Samples scored", ("task", "level")),
@@ -67,7 +71,8 @@ CATALOGUE: dict[str, tuple[str, str, tuple[str, ...]]] = {
 
 _BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 # Histograms whose values are not durations.
-_HISTOGRAM_BUCKETS = {"peirce_staleness_steps": (0, 1, 2, 3, 4, 6, 8, 16)}
+_HISTOGRAM_BUCKETS = {"peirce_staleness_steps": (0, 1, 2, 3, 4, 6, 8, 16),
+                      "peirce_rollout_version_span_steps": (1, 2, 3, 4, 8)}
 
 
 @dataclass

@@ -49,7 +49,8 @@ def alternating_case(request: GenRequest, i: int) -> str:
 class StandInEngine:
     """Stand-in for peirce.rollout.engine.RolloutEngine: vLLM takes minutes to start, far
     too slow for a unit test (the slow e2e tests run the real engine). It has what
-    RolloutLoop uses (`policy_version`, `generate`, `load_weights`) and keeps the real
+    RolloutLoop uses (`policy_version`, `generate`, `load_weights`, and for partial
+    rollouts `generate_interruptible`, `decode`) and keeps the real
     contracts that matter to the loop: a refused request fails the whole call with
     SamplingSpecError before anything is generated, every result carries the version
     that made it, weights must be a full state dict (here: each tensor equal to its
@@ -62,7 +63,7 @@ class StandInEngine:
     then raises, as RolloutWorker's does)."""
 
     def __init__(self, respond: Respond = alternating_case, refuse: frozenset[str] = frozenset(),
-                 version: int = 0) -> None:
+                 version: int = 0, step_s: float = 0.0) -> None:
         self.policy_version = version
         self.respond = respond
         self.refuse = refuse
@@ -72,6 +73,9 @@ class StandInEngine:
         self.dead = False
         self.loaded: list[int] = []  # versions loaded, in order
         self.served: list[tuple[str, int]] = []  # (request id, version) per generated request
+        self.step_s = step_s  # seconds per decode step in generate_interruptible
+        self.step_hook: Callable[[int], None] | None = None  # called before each decode step with its number
+        self.interrupted_calls = 0
 
     def load_weights(self, named_tensors: Any, version: int) -> None:
         named = list(named_tensors)
@@ -99,6 +103,39 @@ class StandInEngine:
                                      response_token_ids=tokens, response_logprobs=[-0.5] * len(tokens), text=text,
                                      finish_reason="stop", stop_reason=None, policy_version=self.policy_version))
         return out
+
+    def generate_interruptible(self, requests: list[GenRequest], should_interrupt: Callable[[], bool]) -> list[GenResult]:
+        """RolloutEngine.generate_interruptible's contract, one token per sample per step,
+        `should_interrupt()` asked before each step. What it writes tells which weights
+        wrote it: every sample runs to its max_tokens, each token is ord("a") + the
+        version generating it, with logprob -(version + 1) / 10."""
+        for r in requests:
+            if r.request_id in self.refuse:
+                raise SamplingSpecError(f"request {r.request_id!r}", r.request_id, "refused by the stand-in")
+        live = [(r, i, r.prompt_token_ids or list((r.prompt or "?").encode()[:8]), [])
+                for r in requests for i in range(r.sampling.n)]
+        step = 0
+        while any(len(toks) < r.sampling.max_tokens for r, _, _, toks in live):
+            if self.step_hook is not None:
+                self.step_hook(step)
+            if should_interrupt():
+                self.interrupted_calls += 1
+                break
+            time.sleep(self.step_s)
+            for r, _, _, toks in live:
+                if len(toks) < r.sampling.max_tokens:
+                    toks.append(ord("a") + self.policy_version)
+            step += 1
+        self.served.extend((r.request_id, self.policy_version) for r in requests)
+        v = self.policy_version
+        return [GenResult(request_id=r.request_id, sample_index=i, prompt_token_ids=prompt, response_token_ids=toks,
+                          response_logprobs=[-(v + 1) / 10] * len(toks), text=self.decode(toks),
+                          finish_reason="length" if len(toks) == r.sampling.max_tokens else "abort",
+                          stop_reason=None, policy_version=v)
+                for r, i, prompt, toks in live]
+
+    def decode(self, token_ids: list[int]) -> str:
+        return bytes(token_ids).decode(errors="ignore")
 
 
 class StandInLearner:
@@ -156,11 +193,13 @@ class ThreadRolloutWorker:
     RolloutLoop over `engine` on a LoopThread, and the actor's `alive` / `drain` verbs."""
 
     def __init__(self, engine: StandInEngine, endpoint: str, weight_endpoint: str, worker_id: str, *,
-                 prompt_style: str = "reference", prompts_per_step: int = 2) -> None:
+                 prompt_style: str = "reference", prompts_per_step: int = 2, interrupt_on_new_weights: bool = False,
+                 max_interrupts: int = 2) -> None:
         self.engine = engine
         self.inbox = WeightsInbox(weight_endpoint, worker_id, engine.policy_version)
         self.loop = RolloutLoop(engine, endpoint, self.inbox, worker_id=worker_id, prompt_style=prompt_style,
-                                prompts_per_step=prompts_per_step, catch_up_s=0.2, version_wait_s=20.0)
+                                prompts_per_step=prompts_per_step, catch_up_s=0.2, version_wait_s=20.0,
+                                interrupt_on_new_weights=interrupt_on_new_weights, max_interrupts=max_interrupts)
         self.thread = LoopThread(self.loop.run, f"{worker_id}-loop")
 
     def alive(self) -> bool:
@@ -200,7 +239,9 @@ def inproc_topology(cfg: TrainConfig, learner: StandInLearner | None = None,
         engines[wid] = engine(wid)
         workers[wid] = ThreadRolloutWorker(engines[wid], rollout_dispatch.endpoint, learner.weight_endpoint(), wid,
                                            prompt_style=cfg.tasks.prompt_style,
-                                           prompts_per_step=cfg.rollout.prompts_per_step)
+                                           prompts_per_step=cfg.rollout.prompts_per_step,
+                                           interrupt_on_new_weights=cfg.rollout.interrupt_on_new_weights,
+                                           max_interrupts=cfg.rollout.max_interrupts)
         return workers[wid]
 
     def reward(wid: str) -> RewardWorker:

@@ -39,7 +39,9 @@ class RolloutWorker:
         tokenizer = AutoTokenizer.from_pretrained(model_dir) if cfg.tasks.prompt_style == "chat_template" else None
         self.loop = RolloutLoop(self.engine, endpoint, self.inbox, worker_id=worker_id, prompt_style=cfg.tasks.prompt_style,
                                 prompts_per_step=cfg.rollout.prompts_per_step, tokenizer=tokenizer,
-                                on_generated=self._count, on_weights=self._weights_loaded, keys=keys)
+                                on_generated=self._count, on_weights=self._weights_loaded, keys=keys,
+                                interrupt_on_new_weights=cfg.rollout.interrupt_on_new_weights,
+                                max_interrupts=cfg.rollout.max_interrupts, on_partial=self._partial)
         self.loop.rejects.hooks.append(lambda reason, _d: self.metrics.inc("peirce_rejected_frames_total", reason=reason))
         self.metrics.set("peirce_rollout_policy_version", start_version)
         self.engine_procs = engine_core_processes()
@@ -49,6 +51,14 @@ class RolloutWorker:
         self.metrics.inc("peirce_rollout_samples_total", len(samples))
         self.metrics.inc("peirce_rollout_tokens_total", sum(len(s.response_token_ids) for s in samples))
         self.metrics.observe("peirce_rollout_generate_seconds", seconds)
+        for s in samples:
+            if s.version_segments:  # continued under newer weights: last - first version
+                self.metrics.observe("peirce_rollout_version_span_steps", s.version_segments[-1][1] - s.policy_version)
+
+    def _partial(self, stats) -> None:
+        self.metrics.inc("peirce_rollout_interrupts_total", stats.interrupts)
+        self.metrics.inc("peirce_rollout_interrupted_samples_total", stats.interrupted_samples)
+        self.metrics.inc("peirce_rollout_continuations_total", stats.continuations)
 
     def _weights_loaded(self, version: int, seconds: float) -> None:
         self.metrics.set("peirce_rollout_policy_version", version)

@@ -108,6 +108,8 @@ class RolloutConfig(_Strict):
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling.")
     top_k: Int = Field(0, ge=0, description="Sample among the k most likely tokens (0 = off).")
     max_tokens: Int = Field(256, ge=1, description="Response token limit (< model.max_model_len: the prompt needs room).")
+    interrupt_on_new_weights: bool = Field(False, description="Partial rollouts: when newer weights arrive mid-batch, stop generating between decode steps, load them and continue every unfinished sample under them (its tokens and logprobs kept; RolloutSample.version_segments records the version of each run of tokens, and staleness is bounded by the oldest; a continuation draws from a seed derived from its sample's, so rollout.seeded replays a continued sample only if the interruption falls at the same token). Off: a batch finishes under the weights it started with.")
+    max_interrupts: Int = Field(2, ge=0, description="With interrupt_on_new_weights: interruptions per batch at most; the last round runs to the end, so a learner that publishes faster than a batch finishes cannot starve it.")
     seeded: bool = Field(True, description="Each group samples from its own seed, fixed by (trainer.seed, task id, phase), so a rerun or a resume draws the same tokens from the same weights whatever worker serves it; off: the engines' own random streams.")
     kv_cache_gib: float = Field(1.0, gt=0, description="KV cache GiB of each rollout engine (vLLM kv_cache_memory_bytes; may be fractional).")
     gpu_memory_utilization: float = Field(0.35, gt=0, le=1, description="vLLM GPU memory fraction per engine (engines may share a GPU).")

@@ -113,6 +113,13 @@ def rows() -> tuple[Row, ...]:
                 Query(gauge("max", "peirce_learner_step"), "{{run}} learner step"),
                 Query(gauge("min", "peirce_rollout_policy_version", "worker"), "{{run}} {{worker}}"),
             ), "Learner steps vs the version each rollout engine has loaded."),
+            Panel("Partial rollouts", "short", (
+                Query(rate_sum("peirce_rollout_interrupts_total"), "{{run}} interrupts / s"),
+                Query(rate_sum("peirce_rollout_interrupted_samples_total"), "{{run}} continued samples / s"),
+                Query(rate_sum("peirce_rollout_continuations_total"), "{{run}} continuations / s"),
+                *_quantiles("peirce_rollout_version_span_steps", qs=(0.95,)),
+            ), "rollout.interrupt_on_new_weights: batches stopped for newer weights, samples continued under "
+               "them, and the versions one continued sample spans (p95)."),
         )),
         Row("Weight sync", (
             Panel("Weight-sync latency", "s", _quantiles("peirce_weight_sync_seconds", "side"),

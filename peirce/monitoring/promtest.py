@@ -189,6 +189,12 @@ def _tick_rollout(m, rng: random.Random, t: int, run: str) -> None:
         m.inc("peirce_weight_sync_bytes_total", 270e6, side="load")
     m.inc("peirce_rejected_frames_total", float(rng.random() < 0.2), reason="oversized")
     m.inc("peirce_rejected_frames_total", float(rng.random() < 0.1), reason="malformed")
+    # partial rollouts: a batch interrupted now and then, its samples continued
+    interrupted = rng.random() < 0.3
+    m.inc("peirce_rollout_interrupts_total", float(interrupted))
+    m.inc("peirce_rollout_interrupted_samples_total", float(interrupted * rng.randint(1, n)))
+    m.inc("peirce_rollout_continuations_total", float(interrupted * rng.randint(1, n)))
+    m.observe("peirce_rollout_version_span_steps", rng.choice((1, 1, 2)))
 
 
 def _tick_learner(m, rng: random.Random, t: int, run: str) -> None:

@@ -35,11 +35,14 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import msgspec
+
+from peirce.rollout.partial import INTERRUPTED, sample_seed
 from peirce.rollout.sampling import GenRequest, GenResult, SamplingSpec, SamplingSpecError
 from peirce.tasks.prompts import encode_prompt
 
@@ -157,6 +160,29 @@ def _raw_tensor(name: str, t: Any, dtype: Any) -> tuple[str, str, list[int], byt
     return name, str(c.dtype).removeprefix("torch."), list(c.shape), c.reshape(-1).view(torch.uint8).numpy().tobytes()
 
 
+@dataclass
+class _Piece:
+    """One sample's output in `generate_interruptible`, built from vLLM's deltas."""
+
+    request: GenRequest
+    index: int
+    prompt_ids: list[int]
+    tokens: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    text: str = ""
+    finish_reason: str | None = None
+    stop_reason: str | int | None = None
+
+    def add(self, delta: Any, finished: bool) -> None:
+        new = list(delta.token_ids)
+        self.tokens.extend(new)
+        if self.request.sampling.logprobs:
+            self.logprobs.extend(float(step[tok].logprob) for tok, step in zip(new, delta.logprobs, strict=True))
+        self.text += delta.text
+        if finished:
+            self.finish_reason, self.stop_reason = delta.finish_reason or "stop", delta.stop_reason
+
+
 def _on_cpu() -> bool:
     from vllm.platforms import current_platform
 
@@ -234,16 +260,9 @@ class RolloutEngine:
         Every request is checked before anything is generated, so a bad one fails the call
         without side effects.
         """
-        seen: set[str] = set()
-        for r in requests:
-            if not isinstance(r, GenRequest):
-                raise SamplingSpecError("requests[]", type(r).__name__, "every item must be a GenRequest")
-            if r.request_id in seen:
-                raise SamplingSpecError("request_id", r.request_id, "must be unique within one generate call")
-            seen.add(r.request_id)
+        prompts = self._checked_prompts(requests)
         if not requests:
             return []
-        prompts = [{"prompt_token_ids": self._prompt_ids(r)} for r in requests]
         params = [r.sampling.to_vllm() for r in requests]
         with self._lock:
             version = self._version
@@ -259,6 +278,70 @@ class RolloutEngine:
                     response_token_ids=tokens, response_logprobs=logprobs, text=o.text,
                     finish_reason=o.finish_reason, stop_reason=o.stop_reason, policy_version=version))
         return results
+
+    def _checked_prompts(self, requests: Sequence[GenRequest]) -> list[dict[str, list[int]]]:
+        """Every request checked (type, unique id, prompt) before anything is generated."""
+        seen: set[str] = set()
+        for r in requests:
+            if not isinstance(r, GenRequest):
+                raise SamplingSpecError("requests[]", type(r).__name__, "every item must be a GenRequest")
+            if r.request_id in seen:
+                raise SamplingSpecError("request_id", r.request_id, "must be unique within one generate call")
+            seen.add(r.request_id)
+        return [{"prompt_token_ids": self._prompt_ids(r)} for r in requests]
+
+    def generate_interruptible(self, requests: Sequence[GenRequest],
+                               should_interrupt: Callable[[], bool]) -> list[GenResult]:
+        """`generate`, but `should_interrupt()` is asked between decode steps; once it says
+        yes, every unfinished sample is aborted and returned with its tokens and logprobs
+        so far and finish_reason "abort" (peirce.rollout.partial continues them).
+
+        Drives vLLM's LLMEngine step API (add_request / step / abort_request) instead of
+        `LLM.generate`, which cannot stop early. Each sample is its own n=1 request, sample
+        i of a seeded request drawing from seed + i: vLLM's own rule for n > 1, so an
+        uninterrupted call gives what `generate` gives. Text is vLLM's (deltas joined).
+        Token-id prompts go to `add_request` raw (vLLM 0.32 renders them, warning once that
+        raw prompts are deprecated there).
+        """
+        from vllm.sampling_params import RequestOutputKind
+
+        prompts = self._checked_prompts(requests)
+        if not requests:
+            return []
+        llm_engine = self._llm.llm_engine
+        tag = uuid.uuid4().hex[:12]
+        pieces: dict[str, _Piece] = {}
+        with self._lock:
+            version = self._version
+            try:
+                for req, prompt in zip(requests, prompts, strict=True):
+                    for i in range(req.sampling.n):
+                        params = msgspec.structs.replace(req.sampling, n=1,
+                                                         seed=sample_seed(req.sampling.seed, i)).to_vllm()
+                        params.output_kind = RequestOutputKind.DELTA
+                        rid = f"peirce-{tag}-{len(pieces)}"
+                        pieces[rid] = _Piece(req, i, prompt["prompt_token_ids"])
+                        llm_engine.add_request(rid, prompt, params)
+                while llm_engine.has_unfinished_requests():
+                    if should_interrupt():
+                        break
+                    for out in llm_engine.step():
+                        piece = pieces.get(out.request_id)
+                        if piece is not None:
+                            piece.add(out.outputs[0], out.finished)
+            finally:  # interrupted, or an error: nothing of ours stays in the engine
+                live = [rid for rid, p in pieces.items() if p.finish_reason is None]
+                if live:
+                    llm_engine.abort_request(live)
+        return [GenResult(request_id=p.request.request_id, sample_index=p.index, prompt_token_ids=list(p.prompt_ids),
+                          response_token_ids=p.tokens, response_logprobs=p.logprobs, text=p.text,
+                          finish_reason=p.finish_reason or INTERRUPTED, stop_reason=p.stop_reason,
+                          policy_version=version)
+                for p in pieces.values()]
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        """Response text of `token_ids` as vLLM's detokenizer writes it (special tokens skipped)."""
+        return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
 
     def sequence_logprobs(self, prompt_ids: Sequence[int], response_ids: Sequence[int]) -> list[float]:
         """The served model's logprob of each response token given everything before it."""

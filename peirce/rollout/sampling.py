@@ -112,4 +112,6 @@ class GenResult(msgspec.Struct, frozen=True, kw_only=True):
     text: str
     finish_reason: str | None  # "stop" (EOS or stop string/token), "length", or "abort"
     stop_reason: str | int | None  # the stop string or token id that ended it, if any
-    policy_version: int  # weights version that generated every token of this response
+    policy_version: int  # weights version that generated the first token (every token, unless segments)
+    # [(start_token, version), ...] when weights changed mid-response (peirce.rollout.partial); empty: one version
+    version_segments: list[tuple[int, int]] = []

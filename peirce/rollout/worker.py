@@ -5,6 +5,11 @@ a worker's life: load the engine, catch up to the learner's newest weights, only
 register with the dispatcher (so a worker added at runtime never generates with stale
 weights); per batch: swap in the newest received weights, wait until the engine has at
 least the version each task was admitted under, generate, return one payload per group.
+With `interrupt_on_new_weights` (config `rollout.interrupt_on_new_weights`) a batch does
+not wait for its end to take newer weights: the engine stops between decode steps when the
+inbox holds a newer version, the loop loads it and continues every unfinished sample
+(peirce.rollout.partial; at most `max_interrupts` times per batch), and each sample records
+the versions that made its tokens (`version_segments`).
 
 Nothing an item carries can stop the loop. Every item gets an answer: its samples, or
 a `WorkerFault` (reason, detail; counted in `rejects` and logged) when it fails to decode, when
@@ -27,6 +32,7 @@ import msgspec
 
 from peirce.masa.prompt import render_meta
 from peirce.rollout.engine import GenRequest, GenResult, RolloutEngine, SamplingSpec
+from peirce.rollout.partial import PartialStats, generate_partial
 from peirce.rollout.weights_inbox import WeightsInbox
 from peirce.tasks.base import get_family
 from peirce.transport.dispatch import WorkClient
@@ -42,7 +48,9 @@ class RolloutLoop:
     def __init__(self, engine: RolloutEngine, endpoint: str, inbox: WeightsInbox, *, worker_id: str, prompt_style: str,
                  prompts_per_step: int, tokenizer: Any = None, catch_up_s: float = 5.0, version_wait_s: float = 300.0,
                  on_generated: Callable[[list[RolloutSample], float], None] | None = None,
-                 on_weights: Callable[[int, float], None] | None = None, keys: RunKeys | None = None) -> None:
+                 on_weights: Callable[[int, float], None] | None = None, keys: RunKeys | None = None,
+                 interrupt_on_new_weights: bool = False, max_interrupts: int = 2,
+                 on_partial: Callable[[PartialStats], None] | None = None) -> None:
         self.engine = engine
         self.endpoint = endpoint
         self.worker_id = worker_id
@@ -58,6 +66,12 @@ class RolloutLoop:
         self.rejects = RejectCounter()
         self.stop_event = threading.Event()
         self.generated_groups = 0
+        self.interrupt_on_new_weights = interrupt_on_new_weights
+        if max_interrupts < 0:
+            raise ValueError(f"max_interrupts={max_interrupts}: must be >= 0")
+        self.max_interrupts = max_interrupts  # per batch: a fast learner cannot starve a batch
+        self.on_partial = on_partial
+        self.partial = PartialStats()  # totals over the loop's life
 
     def _apply_weights(self) -> None:
         got = self.inbox.take()
@@ -130,20 +144,39 @@ class RolloutLoop:
         have = self.engine.policy_version
         return [(i, m) for i, m in good if m.policy_version_at_dispatch > have]
 
+    def _newer_weights(self) -> bool:
+        """The interrupt decision: the inbox holds a version the engine does not serve yet."""
+        return self.inbox.received_version > self.engine.policy_version
+
+    def _engine_generate(self, requests: list[GenRequest]) -> list[GenResult]:
+        if not self.interrupt_on_new_weights:
+            return self.engine.generate(requests)
+        results, stats = generate_partial(self.engine, requests, newer=self._newer_weights,
+                                          swap=self._apply_weights, max_interrupts=self.max_interrupts)
+        for name in ("interrupts", "interrupted_samples", "continuations"):
+            setattr(self.partial, name, getattr(self.partial, name) + getattr(stats, name))
+        self.partial.max_version_span = max(self.partial.max_version_span, stats.max_version_span)
+        if self.on_partial and stats.interrupts:
+            try:
+                self.on_partial(stats)
+            except Exception:  # metrics must not cost a generated batch
+                log.exception("on_partial callback failed")
+        return results
+
     def _generate(self, requests: list[GenRequest]) -> tuple[list[GenResult], dict[str, FrameError]]:
         """All results, and the requests the engine refused (found by retrying one by one)."""
         def refusal(r: GenRequest, exc: Exception) -> FrameError:
             return FrameError("unservable", f"engine refused {r.request_id}: {exc!s:.200}")
 
         try:
-            return self.engine.generate(requests), {}
+            return self._engine_generate(requests), {}
         except ValueError as exc:  # SamplingSpecError & co: a request broke a rule, the call did nothing
             if len(requests) == 1:
                 return [], {requests[0].request_id: refusal(requests[0], exc)}
         results, refused = [], {}
         for r in requests:
             try:
-                results.extend(self.engine.generate([r]))
+                results.extend(self._engine_generate([r]))
             except ValueError as exc:
                 refused[r.request_id] = refusal(r, exc)
         return results, refused
@@ -181,6 +214,7 @@ class RolloutLoop:
                                      group_id=msg.group_id, sample_index=r.sample_index,
                                      prompt_token_ids=r.prompt_token_ids, response_token_ids=r.response_token_ids,
                                      response_logprobs=r.response_logprobs, policy_version=r.policy_version,
+                                     version_segments=r.version_segments,
                                      completion=r.text, prefill=prefill, finish_reason=r.finish_reason or "",
                                      gen_seconds=seconds)
                        for r in sorted(by_request.get(item_id, []), key=lambda r: r.sample_index)]

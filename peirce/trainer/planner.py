@@ -589,17 +589,25 @@ class GroupPlanner:
             return [], drops
         return self._take_batch(), drops
 
+    @staticmethod
+    def _oldest_version(group: Group) -> int:
+        """The oldest policy version in a ready group: its admission version, or an older
+        first token (a sample's `policy_version` is the version of its first token, the
+        oldest part of a partial rollout continued under newer weights)."""
+        return min([group.msg.policy_version_at_dispatch, *(s.sample.policy_version for s in group.scored)])
+
     def _drop_stale(self) -> list[Drop]:
         floor = self.version - self.cfg.max_staleness
-        stale = [gid for gid in self.ready if self.groups[gid].msg.policy_version_at_dispatch < floor]
+        oldest = {gid: self._oldest_version(self.groups[gid]) for gid in self.ready}
+        stale = [gid for gid in self.ready if oldest[gid] < floor]
         out = []
         for gid in stale:
             self.ready.remove(gid)
             group = self.groups.pop(gid)
             self.staleness.on_discarded(group.key)
             self.stale_groups += 1
-            out.append(Drop(gid, group.msg.task.id, "stale", f"admitted at policy version "
-                            f"{group.msg.policy_version_at_dispatch}, learner is at {self.version} "
+            out.append(Drop(gid, group.msg.task.id, "stale", f"oldest policy version {oldest[gid]} (admitted at "
+                            f"{group.msg.policy_version_at_dispatch}), learner is at {self.version} "
                             f"(max_staleness {self.cfg.max_staleness})"))
         return out
 

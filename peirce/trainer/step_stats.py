@@ -40,6 +40,7 @@ class StepStats:
     staleness: list[int]
     response_lengths: list[int]
     truncated: int = 0  # solutions stopped at their max_tokens (what algorithm.overlong_filter masks)
+    version_spans: list[int] = field(default_factory=list)  # last - first version, per sample continued under newer weights
     level_rewards: dict[tuple[str, int], list[float]] = field(default_factory=dict)
     meta: MetaStepStats | None = None  # MASA runs only
 
@@ -59,9 +60,11 @@ class StepStats:
         return cls(
             rewards=[s.reward for s in flat],
             correct=[bool(s.correct) for s in flat],
-            staleness=[trained_version - s.sample.policy_version for s in everything],
+            staleness=[trained_version - s.sample.policy_version for s in everything],  # of the oldest token
             response_lengths=[len(s.sample.response_token_ids) for s in flat],
             truncated=sum(s.sample.finish_reason == "length" for s in flat),
+            version_spans=[s.sample.version_segments[-1][1] - s.sample.policy_version
+                           for s in everything if s.sample.version_segments],
             level_rewards=by_level,
             meta=meta,
         )
@@ -84,6 +87,9 @@ class StepStats:
             "response_tokens": sum(self.response_lengths),
             "response_length_mean": statistics.fmean(self.response_lengths) if self.response_lengths else 0.0,
             "truncated_samples": self.truncated,
+            # partial rollouts: samples continued under newer weights, and the widest version span
+            "interrupted_samples": len(self.version_spans),
+            "version_span_max": max(self.version_spans, default=0),
         }
         for (task, level), values in sorted(self.level_rewards.items()):
             rec[f"reward/{task}/L{level}"] = statistics.fmean(values)

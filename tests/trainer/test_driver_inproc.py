@@ -91,6 +91,34 @@ def test_a_run_trains_each_admitted_group_once_within_the_staleness_bound(tmp_pa
     _stopped(run)
 
 
+@pytest.mark.timeout(60)
+def test_a_run_with_partial_rollouts_loses_no_sample_and_bounds_the_oldest_part(tmp_path):
+    """rollout.interrupt_on_new_weights: generation (8 decode steps of 20 ms) outlasts a
+    learner step (10 ms), so new versions arrive mid-batch and batches are continued under
+    them. The books still balance, each trained sample is whole, the staleness of its
+    OLDEST token stays within max_staleness, and metrics.jsonl counts the continued ones."""
+    cfg = load_config(TrainConfig, None, as_overrides({
+        **SMOKE_TRAIN, "name": "partial", "run_dir": str(tmp_path / "run"), "trainer.max_steps": 20,
+        "async.max_staleness": 1, "rollout.interrupt_on_new_weights": True, "rollout.max_interrupts": 2}))
+    run = inproc_topology(cfg, StandInLearner(train_s=0.01), engine=lambda wid: StandInEngine(step_s=0.02))
+    driver = Orchestrator(cfg, progress=False, topology=run.topology)
+    assert driver.run()["step"] == 4
+    ledger, drops = _check_accounts(driver, run)  # includes: trained version - policy_version <= max_staleness
+    assert not drops and len({r["task_id"] for r in ledger}) == 8
+    samples = [x.sample for _, batch in run.learner.batches for x in batch]
+    assert len(samples) == 8 * cfg.rollout.n_samples  # none lost
+    for x in samples:
+        assert len(x.response_token_ids) == cfg.rollout.max_tokens
+        assert (x.response_token_ids - ord("a")).tolist() == x.token_versions().tolist()  # each token's version
+    continued = [x for x in samples if x.version_segments]
+    assert continued, "no batch was interrupted: generation should outlast a learner step"
+    rows = driver.run_dir.read_metrics()
+    assert sum(r["interrupted_samples"] for r in rows) == len(continued)
+    assert max(r["version_span_max"] for r in rows) == max(x.version_segments[-1][1] - x.policy_version
+                                                           for x in continued)
+    _stopped(run)
+
+
 def _masa_respond(request: GenRequest, i: int) -> str:
     """A meta rollout predicts one pass in two, as the alternating solutions deliver."""
     if is_meta_group(request.request_id):

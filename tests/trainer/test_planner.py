@@ -344,3 +344,28 @@ def test_a_batch_keeps_admission_order_whatever_order_results_arrived_in():
         batch, _ = p.next_batch(False)
         batches.append([g[0].sample.group_id for g in batch])
     assert batches[0] == batches[1] == ["g00000000", "g00000001", "g00000002"]
+
+
+def test_staleness_is_bounded_by_the_oldest_part_of_a_partial_rollout():
+    """A sample continued under newer weights (version_segments) is as old as its first
+    token: a group whose newest tokens are fresh is still dropped once its oldest are stale."""
+    p, feed = _planner(s=1, b=1, n=2), ListFeed(4)
+    p.admit(feed)
+    gid = next(iter(p.groups))
+    msg = p.groups[gid].msg
+    partial = _samples(msg, version=0, response_token_ids=np.arange(4), response_logprobs=np.zeros(4, np.float32),
+                       version_segments=[(0, 0), (2, 1)])
+    p.on_rollout_result(gid, read_result(_wire(partial), RolloutSample))
+    p.on_reward_result(gid, read_result(_wire(_scored(partial, [0.0, 1.0])), ScoredSample))
+    p.advance_version(2)  # oldest tokens 2 versions old > max_staleness 1, newest 1
+    batch, drops = p.next_batch(finishing=False)
+    assert batch == [] and [d.kind for d in drops] == ["stale"] and "oldest policy version 0" in drops[0].why
+    # a sample older than its group's admission (a worker that did not wait) is bounded by its own version
+    p2, feed2 = _planner(s=1, b=1, n=2), ListFeed(4)
+    p2.advance_version(1)
+    p2.admit(feed2)
+    gid2 = next(iter(p2.groups))
+    old = _samples(p2.groups[gid2].msg, version=0)
+    p2.on_rollout_result(gid2, read_result(_wire(old), RolloutSample))
+    p2.on_reward_result(gid2, read_result(_wire(_scored(old, [0.0, 1.0])), ScoredSample))
+    assert p2._oldest_version(p2.groups[gid2]) == 0
