@@ -180,6 +180,13 @@ class PartialStats:
     continuations: int = 0  # continuation requests generated
     max_version_span: int = 0  # largest last - first version of a sample
 
+    def add(self, other: PartialStats) -> None:
+        """Fold one batch's figures into running totals (the span is a maximum)."""
+        self.interrupts += other.interrupts
+        self.interrupted_samples += other.interrupted_samples
+        self.continuations += other.continuations
+        self.max_version_span = max(self.max_version_span, other.max_version_span)
+
 
 def generate_partial(engine: InterruptibleEngine, requests: Sequence[GenRequest], *, newer: Callable[[], bool],
                      swap: Callable[[], None], max_interrupts: int) -> tuple[list[GenResult], PartialStats]:

@@ -153,9 +153,7 @@ class RolloutLoop:
             return self.engine.generate(requests)
         results, stats = generate_partial(self.engine, requests, newer=self._newer_weights,
                                           swap=self._apply_weights, max_interrupts=self.max_interrupts)
-        for name in ("interrupts", "interrupted_samples", "continuations"):
-            setattr(self.partial, name, getattr(self.partial, name) + getattr(stats, name))
-        self.partial.max_version_span = max(self.partial.max_version_span, stats.max_version_span)
+        self.partial.add(stats)
         if self.on_partial and stats.interrupts:
             try:
                 self.on_partial(stats)
