@@ -57,6 +57,8 @@ class TransferTarget(Protocol):
 
     def finish(self, version: int) -> None: ...
 
+    def abort(self) -> None: ...
+
     def shutdown(self) -> None: ...
 
 
@@ -88,6 +90,14 @@ class EngineTarget:
         llm.finish_weight_update(weight_version=str(version))
         llm.reset_prefix_cache()  # cached KV came from the old weights
         self.engine._version = version
+
+    def abort(self) -> None:
+        """Close vLLM's update session after a failed transfer (the weights may be partly new;
+        the inbox keeps generation paused until the next version)."""
+        try:
+            self.engine._llm.finish_weight_update()
+        except Exception:  # no session open (the failure came before start), or it is broken
+            log.warning("closing the weight-update session after an abort failed", exc_info=True)
 
     def shutdown(self) -> None:
         self.engine._llm.shutdown_weight_transfer_engine()
@@ -205,10 +215,12 @@ class CudaWeightsInbox:
             elif op.op == "finish":
                 self.target.finish(op.version)
                 self._release()
+            elif op.op == "abort" and self._held_since is not None:
+                self.target.abort()  # the lock stays held: no generation on partly new weights
         except Exception as exc:  # answered, logged; the learner evicts us and we READY again
+            # the learner unregisters us; we REJOIN. A lock held since `start` stays held (the weights may
+            # be partly new) until the next version's finish, or the hold timeout
             log.exception("cuda inbox %s: %s of version %d failed", self.name, op.op, op.version)
-            if op.op in ("start", "update", "finish"):
-                self._release()
             self._reply(OpDone(seq=op.seq, ok=False, error=f"{type(exc).__name__}: {str(exc)[:500]}"))
             return
         self._reply(OpDone(seq=op.seq, ok=True))

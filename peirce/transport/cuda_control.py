@@ -4,8 +4,8 @@ With `weight_sync.strategy` nccl or cuda_ipc the tensor bytes go through vLLM's
 weight-transfer engines (NCCL broadcast, or CUDA IPC handles); ZeroMQ still carries the
 handshake of peirce.transport.sync_state (READY / ACK / NACK / HEARTBEAT / BYE / REJOIN,
 as `Control` frames) plus the four calls vLLM's trainer engine makes on the inference
-side (`VLLMWeightSyncClient`: init, start, update, finish; and shutdown), as `TransferOp`
-frames answered by `OpDone`. Nothing here touches CUDA or sockets, so it is tested on CPU.
+side (`VLLMWeightSyncClient`: init, start, update, finish; plus shutdown, and abort after a
+failed transfer), as `TransferOp` frames answered by `OpDone`. Nothing here touches CUDA or sockets, so it is tested on CPU.
 
 Why the rules below differ from the ZeroMQ strategy's: an NCCL broadcast is a collective
 of a fixed group, and the learner's GPU weights are the only copy of a version (no packed
@@ -18,6 +18,10 @@ copy is kept). So:
   once: the weights have moved on since. It is recorded as *deferred* and joins the group
   at the next publish, which sends it the newest version. Every other rule (who is
   awaited, eviction on a missed ACK, probation, REJOIN) is the book's, unchanged.
+* A transfer that fails on any member fails for the group (a collective): every member is
+  unregistered, the healthy ones told to abort; they REJOIN at their next heartbeat and get
+  the next version. An aborted engine keeps generation paused until then (its weights may
+  be partly new), or until its hold timeout.
 * Each engine of peirce is one vLLM worker (tensor parallel 1), so member i of a group
   of n takes NCCL rank 1 + i of 1 + n; the learner is rank 0.
 """
@@ -38,7 +42,7 @@ log = logging.getLogger(__name__)
 
 OP_MARKER = b"peirce-transfer-op/1"  # first frame of a TransferOp / OpDone; Controls never start so
 OP_MAX_BYTES = 1 << 26  # an update's metadata (names, shapes, IPC handles) for a large model fits
-OpName = Literal["init", "start", "update", "finish", "shutdown"]
+OpName = Literal["init", "start", "update", "finish", "abort", "shutdown"]
 
 
 class TransferOp(msgspec.Struct, tag="transfer_op", forbid_unknown_fields=True):

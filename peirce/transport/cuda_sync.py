@@ -233,20 +233,22 @@ class CudaWeightSender:
                 log.info("weight transfer (%s): forming a group of %d engine(s)", self.strategy, len(members))
                 self._engine = self._run_bounded(lambda: self._factory(self, self._holder, len(members)), timeout)
             self._run_bounded(self._engine.send_weights, timeout)
-        except TransferError as exc:
+        except Exception as exc:  # a collective: the group is unusable and no member has this version
             self.plan.broken()
             self._engine = None  # its communicator is unusable; shutting it down could hang too
-            log.warning("weight transfer of version %d: %s; evicting %s", version, exc, [sid(i) for i in exc.idents])
-            with self._lock:
-                for ident in exc.idents or members:
-                    self._book.drop(ident, f"weight transfer failed: {exc}")
-        except Exception as exc:  # the group is unusable; the members never got this version
-            self.plan.broken()
-            self._engine = None
-            log.exception("weight transfer of version %d failed", version)
+            failed = exc.idents if isinstance(exc, TransferError) and exc.idents else list(members)
+            healthy = [m for m in members if m not in failed]
+            log.warning("weight transfer of version %d failed (%s: %s) on %s", version, type(exc).__name__, exc,
+                        [sid(i) for i in failed], exc_info=not isinstance(exc, TransferError))
+            if healthy:
+                try:
+                    self._call_members(healthy, "abort", version, {}, timeout=5.0)
+                except TransferError as abort_exc:
+                    log.warning("weight transfer abort: %s", abort_exc)
             with self._lock:
                 for ident in members:
-                    self._book.drop(ident, f"weight transfer failed: {type(exc).__name__}: {exc}")
+                    self._book.drop(ident, f"weight transfer of version {version} failed"
+                                           + ("" if ident in failed else " on another member; aborted"))
 
     def _run_bounded(self, fn: Callable[[], Any], timeout: float) -> Any:
         """Run a (possibly collective) call, giving up after `timeout`: a hung NCCL call cannot
