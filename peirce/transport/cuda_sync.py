@@ -75,30 +75,34 @@ def free_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
+def trainer_init_info(strategy: str, host: str, n_members: int, *, packed: bool, nccl_port: int = 0) -> Any:
+    """vLLM's trainer-side init info for `strategy` and a group of `n_members` engines (imports vLLM)."""
+    if strategy == "nccl":
+        from vllm.distributed.weight_transfer.nccl_engine import NCCLTrainerInitInfo
+
+        return NCCLTrainerInitInfo(rank=0, master_address=host, master_port=nccl_port or free_port(host),
+                                   world_size=1 + n_members, packed=packed)
+    if strategy == "cuda_ipc":
+        from vllm.distributed.weight_transfer.ipc_engine import IPCTrainerInitInfo
+
+        return IPCTrainerInitInfo(rank=0, packed=packed)
+    raise ValueError(f"weight_sync.strategy: {strategy!r} has no vLLM transfer engine; valid: {sorted(BACKENDS)}")
+
+
 def vllm_trainer_factory(strategy: str, host: str, *, packed: bool, nccl_port: int = 0) -> Callable:
-    """`factory(client, source, n_members) -> engine`: vLLM's trainer-side transfer engine for
+    """`factory(client, holder, n_members) -> engine`: vLLM's trainer-side transfer engine for
     `strategy`, rendezvoused with the members through `client` (imports vLLM lazily)."""
 
-    def build(client: Any, source: Any, n_members: int) -> Any:
+    def build(client: Any, holder: _StateHolder, n_members: int) -> Any:
         from vllm.distributed.weight_transfer.factory import WeightTransferTrainerFactory
 
-        if strategy == "nccl":
-            from vllm.distributed.weight_transfer.nccl_engine import NCCLTrainerInitInfo
-
-            info = NCCLTrainerInitInfo(rank=0, master_address=host, master_port=nccl_port or free_port(host),
-                                       world_size=1 + n_members, packed=packed)
-        elif strategy == "cuda_ipc":
-            from vllm.distributed.weight_transfer.ipc_engine import IPCTrainerInitInfo
-
-            info = IPCTrainerInitInfo(rank=0, packed=packed)
-        else:
-            raise ValueError(f"weight_sync.strategy: {strategy!r} has no vLLM transfer engine; valid: {sorted(BACKENDS)}")
-        return WeightTransferTrainerFactory.trainer_init(info, client=client, source=_dict_source(source))
+        info = trainer_init_info(strategy, host, n_members, packed=packed, nccl_port=nccl_port)
+        return WeightTransferTrainerFactory.trainer_init(info, client=client, source=dict_source(holder))
 
     return build
 
 
-def _dict_source(holder: _StateHolder) -> Any:
+def dict_source(holder: _StateHolder) -> Any:
     """A vLLM `WeightSource` over the state dict of the publish in progress (re-read each round)."""
     from vllm.distributed.weight_transfer.base import ParamMeta, WeightSource
 

@@ -72,3 +72,42 @@ def test_the_cuda_sender_is_a_weight_sender():
     finally:
         s.close()
     assert not isinstance(s, WeightReceiver)
+
+
+@pytest.mark.vllm
+def test_cuda_strategies_speak_the_installed_vllm_weight_transfer_api():
+    """What can be checked of vLLM's CUDA engines without CUDA: the init infos peirce builds,
+    the worker-side payload each member gets, and the weight source it hands to vLLM."""
+    from dataclasses import asdict
+
+    from vllm.distributed.weight_transfer.factory import WeightTransferEngineFactory, WeightTransferTrainerFactory
+    from vllm.distributed.weight_transfer.nccl_common import NCCLWeightTransferInitInfo, worker_init_payload
+
+    from peirce.transport.cuda_control import member_init_info
+    from peirce.transport.cuda_sync import _StateHolder, dict_source, trainer_init_info
+
+    nccl = trainer_init_info("nccl", "127.0.0.1", 2, packed=True, nccl_port=29511)
+    assert (nccl.backend, nccl.is_sender, nccl.world_size, nccl.master_port) == ("nccl", True, 3, 29511)
+    worker = worker_init_payload(NCCLWeightTransferInitInfo(master_address="127.0.0.1", master_port=29511,
+                                                            rank_offset=1, world_size=3, packed=True))
+    assert [NCCLWeightTransferInitInfo(**member_init_info(worker, i)).rank_offset for i in range(2)] == [1, 2]
+    ipc = trainer_init_info("cuda_ipc", "127.0.0.1", 1, packed=False)
+    assert (ipc.backend, asdict(ipc)["packed"]) == ("ipc", False)
+    for backend in ("nccl", "ipc"):  # the names strategies.py configures engines with
+        assert backend in WeightTransferEngineFactory._registry and backend in WeightTransferTrainerFactory._registry
+    holder = _StateHolder({"model.layers.0.w": torch.ones(2, 3, dtype=torch.bfloat16), "model.norm.w": torch.ones(3)})
+    source = dict_source(holder)
+    assert [(m.name, m.dtype, m.shape) for m in source.metadata()] == [
+        ("model.layers.0.w", torch.bfloat16, (2, 3)), ("model.norm.w", torch.float32, (3,))]
+    assert [n for n, _ in source] == list(holder.state) and [g for g, _ in source.iter_groups()] == [
+        ["model.layers.0.w"], ["model.norm.w"]]
+    # the engine-side calls EngineTarget makes exist on vLLM's LLM with the argument shapes it passes
+    import inspect
+
+    from vllm import LLM
+
+    for method, params in (("init_weight_transfer_engine", ["request"]), ("start_weight_update", []),
+                           ("update_weights", ["request"]), ("finish_weight_update", ["weight_version"]),
+                           ("shutdown_weight_transfer_engine", []), ("reset_prefix_cache", None)):
+        sig = inspect.signature(getattr(LLM, method))
+        assert params is None or list(sig.parameters)[1:] == params, (method, sig)
