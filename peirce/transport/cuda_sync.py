@@ -177,7 +177,11 @@ class CudaWeightSender:
             stats = PublishStats(version, 0, payload)
             with self._lock:
                 self.due.publishing = version
-                rnd = self._book.begin(version, time.monotonic(), timeout)
+                try:
+                    rnd = self._book.begin(version, time.monotonic(), timeout)  # raises for a stale version
+                except Exception:
+                    self.due.publishing = None
+                    raise
                 members = self.due.take_due(version)
             try:
                 if members:

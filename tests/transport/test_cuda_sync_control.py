@@ -199,3 +199,10 @@ def test_a_silent_engine_costs_one_timeout_and_is_evicted():
 def test_only_cuda_strategies_are_accepted():
     with pytest.raises(ValueError, match="weight_sync.strategy: 'zmq' is not a CUDA strategy"):
         CudaWeightSender("zmq")
+
+
+def test_versions_must_increase(sender):
+    sender.publish(weights(1), 1)
+    with pytest.raises(ValueError, match="version: 1 must be greater than the last published 1"):
+        sender.publish(weights(1), 1)
+    assert sender.due.publishing is None and sender.publish(weights(2), 2).version == 2
