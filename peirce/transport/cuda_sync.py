@@ -209,15 +209,8 @@ class CudaWeightSender:
     def close(self) -> None:
         if self._stop.is_set():
             return
-        with self._lock:
-            members = [m for m in self._members if m in self._book.peers]
-        if self._engine is not None and members:
-            try:
-                self._call_members(members, "shutdown", -1, {}, timeout=5.0)
-            except TransferError as exc:
-                log.warning("weight transfer shutdown: %s", exc)
         if self._engine is not None:
-            self._engine.shutdown()
+            self._release_group()
         self._stop.set()
         self._thread.join(timeout=10)
 
@@ -235,8 +228,7 @@ class CudaWeightSender:
         try:
             if self._engine is None or self.plan.needs_regroup(members):
                 if self._engine is not None:
-                    self._engine.shutdown()
-                    self._engine = None
+                    self._release_group()
                 self._members = self.plan.regroup(members)
                 log.info("weight transfer (%s): forming a group of %d engine(s)", self.strategy, len(members))
                 self._engine = self._run_bounded(lambda: self._factory(self, self._holder, len(members)), timeout)
@@ -257,6 +249,19 @@ class CudaWeightSender:
                 for ident in members:
                     self._book.drop(ident, f"weight transfer of version {version} failed"
                                            + ("" if ident in failed else " on another member; aborted"))
+
+    def _release_group(self) -> None:
+        """Tell the old group's members still registered to drop their side (vLLM keeps one
+        communicator per engine; a new group's init would otherwise leak the old), then ours."""
+        with self._lock:
+            members = [m for m in self._members if m in self._book.peers]
+        if members:
+            try:
+                self._call_members(members, "shutdown", -1, {}, timeout=5.0)
+            except TransferError as exc:
+                log.warning("weight transfer shutdown: %s", exc)
+        self._engine.shutdown()
+        self._engine = None
 
     def _run_bounded(self, fn: Callable[[], Any], timeout: float) -> Any:
         """Run a (possibly collective) call, giving up after `timeout`: a hung NCCL call cannot

@@ -148,6 +148,7 @@ def test_a_late_joiner_gets_the_next_version_with_everyone(sender):
         assert sorted(stats.acked) == ["a", "late"]
         assert_exact(late, 2)
         assert sender.plan.formed == 2  # membership changed: the group was formed again
+        assert first.ops[-5:] == ["shutdown", "init", "start", "update", "finish"]  # the old group let go first
         second.close()
     finally:
         first.close()
