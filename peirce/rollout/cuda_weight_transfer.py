@@ -17,8 +17,9 @@ engine's batch in progress, so `ack_timeout` must exceed one batch's generation 
 
 The engine must be built with its strategy's `engine_kwargs` (vLLM's
 `weight_transfer_config`) and `engine_env` (for cuda_ipc VLLM_ALLOW_INSECURE_SERIALIZATION=1:
-IPC handles travel pickled, on one machine); see peirce.transport.strategies. CUDA is reached only through the `TransferTarget`, so the control loop
-is tested on CPU with a stand-in target.
+IPC handles travel pickled, on one machine); see peirce.transport.strategies. CUDA is
+reached only through the `TransferTarget`, so the control loop is tested on CPU with a
+stand-in target.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ weight-transfer engines (NCCL broadcast, or CUDA IPC handles); ZeroMQ still carr
 handshake of peirce.transport.sync_state (READY / ACK / NACK / HEARTBEAT / BYE / REJOIN,
 as `Control` frames) plus the four calls vLLM's trainer engine makes on the inference
 side (`VLLMWeightSyncClient`: init, start, update, finish; plus shutdown, and abort after a
-failed transfer), as `TransferOp` frames answered by `OpDone`. Nothing here touches CUDA or sockets, so it is tested on CPU.
+failed transfer), as `TransferOp` frames answered by `OpDone`. Nothing here touches CUDA
+or sockets, so it is tested on CPU.
 
 Why the rules below differ from the ZeroMQ strategy's: an NCCL broadcast is a collective
 of a fixed group, and the learner's GPU weights are the only copy of a version (no packed
