@@ -57,3 +57,20 @@ def test_masa_smoke_runs_parallel_then_sequential_with_lowered_max_tokens(ray_ru
     assert [r["policy_version"] for r in rows] == [1, 2, 4, 5]
     ledger = [json.loads(line) for line in (Path(cfg.run_dir) / "ledger.jsonl").read_text().splitlines()]
     assert len(ledger) == 4 * cfg.rollout.prompts_per_step  # one entry (two groups) per prompt
+
+
+DAPO_CONFIG = CONFIG.with_name("masa-dapo-smoke.yaml")
+
+
+def test_the_shipped_masa_dapo_config_trains_every_step(ray_runtime, tmp_path):
+    """configs/masa-dapo-smoke.yaml as shipped: dynamic sampling filters the meta halves whose
+    rewards do not vary, yet every step trains. (It once ended 'done' at step 0: overlong
+    filtering masked every solution of the random model, which never samples EOS.)"""
+    cfg = load_config(TrainConfig, DAPO_CONFIG, [f"run_dir={tmp_path / 'dapo'}"])
+    assert Orchestrator(cfg, progress=False).run()["step"] == cfg.trainer.max_steps
+    run = RunDir(tmp_path / "dapo")
+    rows = run.read_metrics()
+    assert [r["step"] for r in rows] == list(range(1, cfg.trainer.max_steps + 1))
+    assert all(r["samples"] > 0 for r in rows)
+    summary = run.read_summary()
+    assert summary["status"] == "done" and summary["ended_early"] is None
