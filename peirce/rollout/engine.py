@@ -350,6 +350,11 @@ class RolloutEngine:
             self._version = int(version)
             return time.perf_counter() - t0
 
+    def reload_breakdown(self) -> dict[str, float]:
+        """Seconds of the last in-place load's worker-side parts (reload_weights, tied-kernel rebuild)."""
+        with self._lock:
+            return self._llm.collective_rpc("peirce_reload_breakdown")[0]
+
     def param_digest(self) -> dict[str, float]:
         """Per-parameter float64 sums inside the worker (served, fused names): for tests."""
         with self._lock:

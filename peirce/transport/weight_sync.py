@@ -37,7 +37,9 @@ and the engines' inbox use; `WeightPublisher` / `WeightSubscriber` are its ZeroM
 implementation (the only one so far).
 
 The publisher keeps the latest packed version (about one model's size) to serve late
-joiners. A background thread owns the ROUTER socket (ZeroMQ sockets are not
+joiners, and packs the next one into a second buffer set (`MAX_ARENAS`); the two are
+reused in turn, so steady-state publishing allocates nothing. A set a slow peer is still
+being sent is never overwritten (ZeroMQ frame trackers); a one-off set is packed instead. A background thread owns the ROUTER socket (ZeroMQ sockets are not
 thread-safe); callers talk to it through a queue and an inproc wake-up socket.
 """
 
