@@ -66,6 +66,8 @@ class ShmStage:
         """Copy every tensor (cast to `dtype`) into its slot; returns (table, payload bytes)."""
         import torch
 
+        from peirce.transport.buckets import copy_into
+
         table, size = layout(named, dtype)
         if self._map is None or self._size != size:
             self._map = None
@@ -77,7 +79,7 @@ class ShmStage:
         for (_, t), (_, _, shape, offset) in zip(named, table):
             nbytes = math.prod(shape) * dtype.itemsize
             if nbytes:
-                flat[offset:offset + nbytes].view(dtype).view(shape).copy_(t.detach())
+                copy_into(flat[offset:offset + nbytes], t, dtype)
         return table, sum(math.prod(s) for _, _, s, _ in table) * dtype.itemsize
 
     def close(self) -> None:

@@ -140,6 +140,18 @@ class BucketPlan:
         return True
 
 
+def copy_into(dst: torch.Tensor, src: torch.Tensor, dtype: torch.dtype) -> None:
+    """Copy `src` into the uint8 slot `dst` that holds it as `dtype` (cast on the way if
+    needed). A same-dtype contiguous CPU tensor is copied by numpy: one plain memcpy on the
+    calling thread. Why: torch's parallel copy stalls when another process holds the second
+    core (measured on 2 shared cores: 257 MB in 0.4-1.7 s, against 0.03 s single-threaded)."""
+    src = src.detach()
+    if src.dtype == dtype and src.device.type == "cpu" and src.is_contiguous():
+        np.copyto(dst.numpy(), src.reshape(-1).view(torch.uint8).numpy())
+    else:
+        dst.view(dtype).view(src.shape).copy_(src)
+
+
 def new_buffers(plan: BucketPlan) -> list[np.ndarray]:
     """Zeroed uint8 buffers, one per bucket of `plan`: a reusable target for `pack(out=...)`.
 
@@ -180,7 +192,7 @@ def pack(state_dict: Mapping[str, torch.Tensor], plan: BucketPlan, version: int 
                     + ("" if cast else " (cast=False)")
                 )
             if t.nbytes:
-                buf[t.offset:t.offset + t.nbytes].view(getattr(torch, t.dtype)).view(t.shape).copy_(src.detach())
+                copy_into(buf[t.offset:t.offset + t.nbytes], src, getattr(torch, t.dtype))
             end = t.offset + t.nbytes
         arr = out[i] if out is not None else buf.numpy()
         header = WeightBucketHeader(
