@@ -69,7 +69,7 @@ class ShmStage:
         from peirce.transport.buckets import copy_into
 
         table, size = layout(named, dtype)
-        if self._map is None or self._size != size:
+        if self._map is None or self._size != size or not os.path.exists(self.path):  # e.g. /dev/shm cleaned
             self._map = None
             with open(self.path, "w+b") as fh:
                 fh.truncate(max(size, 1))

@@ -46,3 +46,14 @@ def test_read_refuses_a_table_past_the_file(tmp_path):
     with pytest.raises(ValueError, match="a.weight ends at byte"):
         list(raw_tensors(stage.path, [(table[0][0], "float32", [30, 5], 0)]))
     stage.close()
+
+
+def test_a_staging_file_removed_behind_its_back_is_made_again(tmp_path):
+    stage = ShmStage(str(tmp_path))
+    named = _named()[:2]
+    stage.write(named, torch.float32)
+    os.unlink(stage.path)
+    table, _ = stage.write(named, torch.float32)
+    got = dict(raw_tensors(stage.path, table))
+    assert all(torch.equal(got[n], t) for n, t in named)
+    stage.close()
