@@ -13,6 +13,13 @@ because stages run one after another and only the runs of one stage share memory
   constant (vLLM's three processes); a role on a GPU keeps only its runtime on the host;
 - per RL run a Controller and its reward workers; once, the driver and Ray itself.
 
+Weight-sync buffers are inside these peaks: the learner holds two packed copies of the
+weights (the publisher's reused bucket sets) and each engine one staging copy in /dev/shm.
+Before they were reused they were allocated per publish and per load, so the same copies
+existed at each process's peak (a new version packed while the last was still held, a file
+written beside the received frames) and are in the measured constants; reuse makes them
+permanent, which moves no per-process peak, and the estimate sums peaks.
+
 The constants (`Footprint`) were measured here (machine memory in use, total - available,
 sampled while one `peirce train` of SmolLM2-135M in fp32, one `peirce sft` and one
 smoke `peirce run` ran) and rounded up, so the estimate errs on the safe side: one
