@@ -34,13 +34,15 @@ The rules of points 1, 2 and 4 live in `peirce.transport.sync_state.SubscriberBo
 state machine with no sockets; this module decodes frames, feeds it, and sends what it
 says to send. `WeightSender` / `WeightReceiver` are the strategy interface the learner
 and the engines' inbox use; `WeightPublisher` / `WeightSubscriber` are its ZeroMQ
-implementation (the only one so far).
+implementation (`weight_sync.strategy: zmq`, the default; `peirce.transport.strategies`
+also holds the CUDA ones, which move bytes through vLLM's weight-transfer engines).
 
 The publisher keeps the latest packed version (about one model's size) to serve late
 joiners, and packs the next one into a second buffer set (`MAX_ARENAS`); the two are
 reused in turn, so steady-state publishing allocates nothing. A set a slow peer is still
-being sent is never overwritten (ZeroMQ frame trackers); a one-off set is packed instead. A background thread owns the ROUTER socket (ZeroMQ sockets are not
-thread-safe); callers talk to it through a queue and an inproc wake-up socket.
+being sent is never overwritten (ZeroMQ frame trackers); a one-off set is packed instead.
+A background thread owns the ROUTER socket (ZeroMQ sockets are not thread-safe); callers
+talk to it through a queue and an inproc wake-up socket.
 """
 
 from __future__ import annotations
