@@ -187,9 +187,7 @@ class CudaWeightsInbox:
             self._control(ControlKind.READY, self.target.version)
             return
         try:
-            op = decode_op(frames)
-            if not isinstance(op, TransferOp):
-                raise FrameError("type", f"expected TransferOp, got {type(op).__name__}")
+            op = decode_op(frames, expect=TransferOp)
         except FrameError as err:
             self.rejected.record(err, f"cuda inbox {self.name}")
             return

@@ -75,8 +75,16 @@ def is_op(frames: list) -> bool:
     return len(frames) == 2 and bytes(frames[0]) == OP_MARKER
 
 
-def decode_op(frames: list) -> TransferOp | OpDone:
-    """Raises FrameError (counted by the caller) for anything but a valid op frame pair."""
+def decode_op(frames: list, expect: type[TransferOp] | type[OpDone] | None = None) -> TransferOp | OpDone:
+    """Raises FrameError (counted by the caller) for anything but a valid op frame pair
+    (of type `expect`, when given)."""
+    op = _decode_op(frames)
+    if expect is not None and not isinstance(op, expect):
+        raise FrameError("type", f"expected {expect.__name__}, got {type(op).__name__}")
+    return op
+
+
+def _decode_op(frames: list) -> TransferOp | OpDone:
     if not is_op(frames):
         raise FrameError("frames", f"expected [{OP_MARKER.decode()}, body], got {len(frames)} frame(s)")
     body = frames[1] if isinstance(frames[1], (bytes, memoryview)) else memoryview(frames[1])

@@ -46,7 +46,7 @@ from peirce.transport.cuda_control import (DueBook, GroupPlan, OpDone, TransferO
 from peirce.transport.frames import FrameError, RejectCounter, decode, encode
 from peirce.transport.security import RunKeys
 from peirce.transport.sync_state import SubscriberBook, sid
-from peirce.transport.weight_sync import CONTROL_MAX_BYTES, PublishStats
+from peirce.transport.weight_sync import CONTROL_MAX_BYTES, PublishStats, control_version
 from peirce.transport.wire import Control, ControlKind
 
 log = logging.getLogger(__name__)
@@ -357,9 +357,7 @@ class CudaWeightSender:
         ident, body = frames[0].bytes, frames[1:]
         if is_op(body):
             try:
-                msg = decode_op(body)
-                if not isinstance(msg, OpDone):
-                    raise FrameError("type", f"expected OpDone from an engine, got {type(msg).__name__}")
+                msg = decode_op(body, expect=OpDone)
             except FrameError as err:
                 self.rejected.record(err, f"cuda sender from {sid(ident)}")
                 return
@@ -375,9 +373,7 @@ class CudaWeightSender:
             return
         try:
             ctl = decode(body, max_frame_bytes=CONTROL_MAX_BYTES, expect=Control)
-            version = ctl.payload.get("version", -1)
-            if not isinstance(version, int):
-                raise FrameError("invalid", f"control {ctl.kind.value}: payload version {version!r} is not an int")
+            version = control_version(ctl)
         except FrameError as err:
             self.rejected.record(err, f"cuda sender from {sid(ident)}")
             return

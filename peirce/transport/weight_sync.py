@@ -122,7 +122,8 @@ class _Job:
     done: threading.Event = field(default_factory=threading.Event)
 
 
-def _version_of(msg: Control) -> int:
+def control_version(msg: Control) -> int:
+    """The version a control message reports; FrameError when it is not an int."""
     v = msg.payload.get("version", -1)
     if not isinstance(v, int):
         raise FrameError("invalid", f"control {msg.kind.value}: payload version {v!r} is not an int")
@@ -352,7 +353,7 @@ class WeightPublisher:
         ident = frames[0].bytes
         try:
             msg = decode(frames[1:], max_frame_bytes=CONTROL_MAX_BYTES, expect=Control)
-            version = _version_of(msg)
+            version = control_version(msg)
         except FrameError as err:
             self.rejected.record(err, f"publisher {self.endpoint} from {ident!r}")
             return
