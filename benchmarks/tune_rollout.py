@@ -32,14 +32,14 @@ NEW_TOKENS = 128
 REPEATS = 2
 # name -> (environment, RolloutEngine kwargs, workloads)
 VARIANTS: dict[str, tuple[dict[str, str], dict, tuple[str, ...]]] = {
-    "base": ({}, {}, ("b32", "b8", "group")),
+    "base": ({}, {}, ("b32", "b8")),
     "res0": ({"VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}, {}, ("b32", "b8", "group")),
+    "res0_nopc": ({"VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}, {"enable_prefix_caching": False}, ("group",)),
     "nobind": ({"VLLM_CPU_OMP_THREADS_BIND": "nobind"}, {}, ("b32",)),
     "res0_bs32": ({"VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}, {"block_size": 32}, ("b32",)),
-    "res0_nopc": ({"VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}, {"enable_prefix_caching": False}, ("b32", "group")),
+    "res0_compiled": ({"VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}, {"enforce_eager": False}, ("b32",)),
     "res0_seqs32": ({"VLLM_CPU_NUM_OF_RESERVED_CPU": "0"},
                     {"max_num_seqs": 32, "max_num_batched_tokens": 1024}, ("b32",)),
-    "res0_compiled": ({"VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}, {"enforce_eager": False}, ("b32", "b8")),
 }
 
 
