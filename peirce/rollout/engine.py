@@ -175,11 +175,11 @@ class RolloutEngine:
                  gpu_memory_utilization: float = 0.85, kv_cache_gib: float | None = None, seed: int = 0,
                  enforce_eager: bool | None = None, max_num_seqs: int | None = None, version: int = 0,
                  role: EngineRole = "rollout", **llm_kwargs: Any) -> None:
+        if role not in ROLES:
+            raise ValueError(f"role={role!r}: must be one of {ROLES}")
         import torch
         from vllm import LLM
 
-        if role not in ROLES:
-            raise ValueError(f"role={role!r}: must be one of {ROLES}")
         dtype = resolve_dtype(dtype)
         if kv_cache_gib is not None and not kv_cache_gib > 0:
             raise ValueError(f"kv_cache_gib={kv_cache_gib!r}: must be > 0")
