@@ -29,7 +29,7 @@ os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
 
 BENCH = "rollout_tune"
 NEW_TOKENS = 128
-REPEATS = 2
+REPEATS = int(os.environ.get("TUNE_REPEATS", "2"))
 # name -> (environment, RolloutEngine kwargs, workloads)
 VARIANTS: dict[str, tuple[dict[str, str], dict, tuple[str, ...]]] = {
     "base": ({}, {}, ("b32", "b8")),
@@ -40,6 +40,11 @@ VARIANTS: dict[str, tuple[dict[str, str], dict, tuple[str, ...]]] = {
     "res0_compiled": ({"VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}, {"enforce_eager": False}, ("b32",)),
     "res0_seqs32": ({"VLLM_CPU_NUM_OF_RESERVED_CPU": "0"},
                     {"max_num_seqs": 32, "max_num_batched_tokens": 1024}, ("b32",)),
+    # second round, after block size 32 and compiled mode each helped alone
+    "res0_bs32_compiled": ({"VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}, {"block_size": 32, "enforce_eager": False},
+                           ("b32", "b8")),
+    "base_bs32": ({}, {"block_size": 32}, ("b32", "b8")),
+    "base_bs32_compiled": ({}, {"block_size": 32, "enforce_eager": False}, ("b32",)),
 }
 
 
