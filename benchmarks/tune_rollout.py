@@ -75,7 +75,8 @@ def run_variant(name: str) -> None:
     _emit(f"{name}_startup_s", round(engine.startup_seconds, 2), "s", env=env, kwargs=kwargs)
     try:
         engine.generate([GenRequest(request_id="warm", prompt="Hi", sampling=SamplingSpec(max_tokens=4))])
-        for w in workloads:
+        only = os.environ.get("TUNE_WORKLOADS")  # e.g. "b32,group": a shorter control run
+        for w in (w for w in workloads if not only or w in only.split(",")):
             if w == "group":
                 spec = SamplingSpec(temperature=1.0, max_tokens=NEW_TOKENS, ignore_eos=True, n=8)
                 prompts = _prompts(tok, 4)
