@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from peirce.eval.runner import eval_engine_kwargs
-from peirce.rollout.cpu_settings import RESERVED_ENV, cpu_engine_settings, cpu_kind, scoped_env
+from peirce.rollout.cpu_settings import BLOCK_SIZE_AVX512_BF16, RESERVED_ENV, cpu_engine_settings, cpu_kind, scoped_env
 
 
 @pytest.mark.parametrize(("flags", "kind"), [
@@ -22,6 +22,13 @@ def test_cpu_kind_from_flags(flags, kind):
 @pytest.mark.parametrize("kind", ["amx", "avx512_bf16", "avx2"])
 def test_eval_engine_takes_every_core_on_every_kind(kind):
     assert cpu_engine_settings(kind, "eval").env[RESERVED_ENV] == "0"
+
+
+@pytest.mark.parametrize("role", ["rollout", "eval"])
+def test_avx512_bf16_uses_the_measured_block_size_in_both_roles(role):
+    s = cpu_engine_settings("avx512_bf16", role)
+    assert s.llm_kwargs == {"block_size": BLOCK_SIZE_AVX512_BF16} and BLOCK_SIZE_AVX512_BF16 % 32 == 0
+    assert (RESERVED_ENV in s.env) == (role == "eval")
 
 
 @pytest.mark.parametrize("kind", ["amx", "avx2"])
