@@ -10,8 +10,8 @@ core made batch-8 decode 1.36x faster, and KV-cache blocks of 32 positions inste
 batch-32 decode 1.11x faster (measured with no reserved core; applied to both roles there, as
 the attention kernel's block handling does not depend on the thread count). `nobind`, prefix
 caching off and a smaller `max_num_seqs` gave no established gain; compiled mode (1.19x at
-batch 32, +62 s start-up) waits for a check that in-place weight loads stay exact under
-compilation (explicit `enforce_eager=False` turns it on). A knob that helps
+batch 32, +62 s start-up; in-place loads checked exact once by hand) is not applied until the
+seeded evaluation path and the slow suites have run compiled (`enforce_eager=False` turns it on). A knob that helps
 only on one CPU kind goes in `cpu_engine_settings` under that kind; AMX and AVX2-only hosts
 are unmeasured (`benchmarks/tune_rollout.py`).
 
