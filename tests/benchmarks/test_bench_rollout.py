@@ -21,3 +21,11 @@ def test_vllm_cpu_threads_follows_vllms_binding_rules():
     assert vllm_cpu_threads({"VLLM_CPU_OMP_THREADS_BIND": "nobind"}, usable=4) == 4
     with pytest.raises(ValueError, match="VLLM_CPU_OMP_THREADS_BIND"):
         vllm_cpu_threads({"VLLM_CPU_OMP_THREADS_BIND": "3-1"}, usable=4)
+
+
+def test_eval_role_threads_are_every_core_and_an_explicit_variable_wins():
+    from peirce.rollout.cpu_settings import cpu_engine_settings
+
+    env = dict(cpu_engine_settings("avx512_bf16", "eval").env)
+    assert vllm_cpu_threads(env, usable=2) == 2
+    assert vllm_cpu_threads({**env, "VLLM_CPU_NUM_OF_RESERVED_CPU": "1"}, usable=2) == 1
