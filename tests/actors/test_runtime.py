@@ -124,7 +124,11 @@ def test_actor_log_options(tmp_path, monkeypatch):
 def test_verbose_flag_on_train_and_run(monkeypatch):
     from peirce.cli.main import build_parser
 
-    monkeypatch.delenv(VERBOSE_ENV, raising=False)
+    # setenv first so that teardown restores the variable's absence: --verbose sets it in
+    # os.environ, and a leaked PEIRCE_VERBOSE=1 turned on library chatter in every later
+    # subprocess of the suite (the smoke pipeline's console check caught it)
+    monkeypatch.setenv(VERBOSE_ENV, "0")
+    monkeypatch.delenv(VERBOSE_ENV)
     assert build_parser().parse_args(["train", "c.yaml"]).verbose is False
     assert VERBOSE_ENV not in os.environ
     assert build_parser().parse_args(["run", "c.yaml", "--verbose"]).verbose is True

@@ -7,11 +7,14 @@ verdicts and plots; then a re-run skips every completed stage."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from peirce.actors.runtime import VERBOSE_ENV
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 
@@ -21,7 +24,8 @@ REPO = Path(__file__).resolve().parents[2]
 def test_smoke_pipeline_runs_every_stage_and_resumes(tmp_path):
     run_dir = tmp_path / "smoke"
     cmd = [sys.executable, "-m", "peirce.cli.main", "run", str(REPO / "configs" / "smoke.yaml"), f"run_dir={run_dir}"]
-    first = subprocess.run(cmd, capture_output=True, text=True, timeout=1500)
+    env = {k: v for k, v in os.environ.items() if k != VERBOSE_ENV}  # the console as a user sees it
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=1500, env=env)
     assert first.returncode == 0, first.stderr[-4000:]
     for spec in ("deduction", "induction", "abduction"):
         warm = run_dir / "stage_a" / spec / "warmup"
@@ -59,7 +63,7 @@ def test_smoke_pipeline_runs_every_stage_and_resumes(tmp_path):
     assert "draining rollout-0" in (run_dir / "stage_a" / "deduction" / "logs" / "controller.log").read_text()
     mtimes = {p: p.stat().st_mtime for p in run_dir.rglob("model.safetensors")}
 
-    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert again.returncode == 0, again.stderr[-4000:]
     assert "already complete; skipping" in again.stderr
     assert "stage_a/deduction warm-up already complete; skipping" in again.stderr
