@@ -14,7 +14,7 @@ decision it carries out (what it submits, what it drops) and every rollout resul
 hands the planner.
 
 The clone holds at the run's own sampling (temperature 1.0, top_k 20), so the meta rollouts
-need no lower temperature: in probes ~98% of sampled meta answers parse to (0, 3), and the
+need no lower temperature: in probes ~97-98% of sampled meta answers parse to (0, 3), and the
 prompt of a stray answer is not gated (min_valid_share 1) but solved, which the
 assertions allow (its cap is still recomputed from its M predictions). The clone's
 learner is built in this process (no actor start-up) and saved as an HF folder, the way
@@ -50,10 +50,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "masa-smoke.yaml"
 META_ANSWER = '<meta>hard</meta>{"notions":[],"pass_rate":0,"solution_length":3}'
 SOLUTION_ANSWER = "no."
-# 192 constant-lr updates of 4 examples (~20-30 s on 2 cores) take the target NLL to ~2e-3
-# per token; then ~98% of answers sampled at temperature 1 parse to (0, 3). (16 epochs: ~92%;
+# 320 constant-lr updates of 4 examples (~40 s on 2 cores). How sharp the clone must be
+# depends on the host's bf16 kernels: with 24 epochs ~98% of answers sampled at temperature 1
+# parsed to (0, 3) on an AMX host but 19 of 24 (79%, under the test's 80%) on an
+# avx512_bf16 host without AMX; 40 epochs gave 31 of 32 there. (16 epochs: ~92% on AMX;
 # lr 2e-2 diverges; a linearly decaying lr converges slower.)
-SFT_LR, SFT_BATCH, SFT_EPOCHS = 1e-2, 4, 24
+SFT_LR, SFT_BATCH, SFT_EPOCHS = 1e-2, 4, 40
 OVERRIDES = ["name=masa-gating", "algorithm.meta.switch_step=0", "algorithm.meta.meta_max_tokens=32",
              "algorithm.meta.hint.enabled=false", "algorithm.meta.expert.enabled=false",
              "learner.lr=1.0e-6", "learner.micro_batch_size=8", "trainer.max_steps=3"]
