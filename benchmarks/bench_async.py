@@ -10,6 +10,10 @@ the random tiny model almost never samples EOS, so the draw is the response leng
 (`response_length_mean` reports what was generated). The draw is injected by wrapping the
 driver's `planner.admit` here, in the benchmark: the run config has one `max_tokens` for all.
 
+Three runs: synchronous (max_staleness 0), asynchronous (2), and asynchronous with partial
+rollouts (`rollout.interrupt_on_new_weights`: a batch in progress takes newer weights between
+decode steps instead of finishing under the old ones).
+
 Throughput per learner step = samples / time since the previous step (start-up excluded);
 the figure is the median over steps, then the median over seeds (`--quick`: 10 steps, one
 seed; full: 30 steps, seeds 0 1 2). ratio = async / sync. `step_s_p90 / step_s_median`
@@ -76,14 +80,16 @@ def _quantile(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
-def _run(staleness: int, steps: int, seed: int, root: Path) -> dict[str, float]:
+def _run(staleness: int, steps: int, seed: int, root: Path, partial: bool = False) -> dict[str, float]:
     from peirce.config import TrainConfig, load_config
     from peirce.config.profiles import SMOKE_TRAIN, as_overrides
     from peirce.trainer.orchestrator import Orchestrator
     from peirce.trainer.run_dir import RunDir
 
-    values = {**SMOKE_TRAIN, "name": f"async{staleness}", "run_dir": str(root / f"s{staleness}_seed{seed}"),
-              "async.max_staleness": staleness, "trainer.max_steps": steps, "trainer.seed": seed,
+    tag = f"s{staleness}{'_partial' if partial else ''}"
+    values = {**SMOKE_TRAIN, "name": f"async-{tag}", "run_dir": str(root / f"{tag}_seed{seed}"),
+              "async.max_staleness": staleness, "rollout.interrupt_on_new_weights": partial,
+              "trainer.max_steps": steps, "trainer.seed": seed,
               "tasks.n_per_level": 1000, "rollout.prompts_per_step": 4, "rollout.n_samples": 4,
               "rollout.max_tokens": LENGTHS["hi"]}
     cfg = load_config(TrainConfig, None, as_overrides(values))
@@ -117,16 +123,19 @@ def main() -> None:
 
     ensure_ray()
     steps, seeds = (10, (0,)) if args.quick else (30, (0, 1, 2))
-    results: dict[int, dict[str, float]] = {}
+    variants = {"staleness0": (0, False), "staleness2": (2, False), "staleness2_partial": (2, True)}
+    results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for staleness in (0, 2):
-            results[staleness] = _summary([_run(staleness, steps, seed, Path(tmp)) for seed in seeds])
+        for name, (staleness, partial) in variants.items():
+            results[name] = _summary([_run(staleness, steps, seed, Path(tmp), partial) for seed in seeds])
     extra = {"seeds": len(seeds), "lengths": "lognormal", **{f"length_{k}": v for k, v in LENGTHS.items()}}
-    sync, async_ = dict(results[0]), dict(results[2])
-    sync_value, async_value = sync.pop("samples_per_s"), async_.pop("samples_per_s")
+    sync = dict(results.pop("staleness0"))
+    sync_value = sync.pop("samples_per_s")
     emit(BENCH, "trained_samples_per_s_staleness0", sync_value, "samples/s", **sync, **extra)
-    emit(BENCH, "trained_samples_per_s_staleness2", async_value, "samples/s", baseline=sync_value,
-         **async_, **extra)
+    for name, fields in results.items():  # async, then async with partial rollouts (interrupt_on_new_weights)
+        fields = dict(fields)
+        emit(BENCH, f"trained_samples_per_s_{name}", fields.pop("samples_per_s"), "samples/s", baseline=sync_value,
+             **fields, **extra)
 
 
 if __name__ == "__main__":
