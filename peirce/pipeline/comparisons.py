@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from peirce.eval.intervals import Interval, verdict, wilson
+from peirce.trainer.run_dir import RunDir
 
 
 @dataclass(frozen=True)
@@ -124,9 +125,7 @@ def run_signal(run_dir: Path) -> Signal:
         if s.get("ended_early"):  # fewer steps than asked: say so beside the signal verdict
             return Signal(True, f"{signal.text}; ENDED EARLY: the task source ran out at step {s.get('step', 0)}")
         return signal
-    metrics = Path(run_dir) / "metrics.jsonl"
-    rows = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()] if metrics.exists() else []
-    rows = [r for r in rows if "no_signal_steps" in r]
+    rows = [r for r in RunDir(Path(run_dir)).read_metrics() if "no_signal_steps" in r]
     if not rows:
         return Signal(None, "unknown")
     causes = sorted({r["no_signal_cause"] for r in rows if r.get("no_signal_cause")})
