@@ -101,6 +101,7 @@ class SuiteResult(msgspec.Struct, frozen=True, kw_only=True):
     reward_errors: int
     # Absent (defaults) in results written before intervals existed.
     correct_per_task: list[int] = []  # correct samples of each task, in suite order
+    level_per_task: list[int] = []  # each task's level, in suite order (per-level tables; absent before)
     intervals: dict[str, list[float]] = {}  # metric -> [low, high], 95% (peirce.eval.intervals)
     interval_method: str | None = None  # "wilson" (n=1) or "bootstrap" (over problems, n>1)
 
@@ -316,5 +317,6 @@ def _score_suite(suite: Suite, rendered: list[tuple[list[int], str]], outputs: l
                        metrics=summarize([(settings.n, c) for c in counts], settings.k_values),
                        mean_reward=sum(rewards) / total, format_rate=formats / total,
                        truncated_rate=truncated / total, reward_errors=errors, correct_per_task=counts,
+                       level_per_task=[t.level for t in suite.tasks],
                        intervals={m: ci.to_json() for m, ci in intervals.items()},
                        interval_method=next(iter(intervals.values())).method)
