@@ -94,6 +94,31 @@ def build_table(results: Sequence[tuple[str, EvalResult]], metric: str = "pass@1
     return Table(metric=metric, columns=columns, rows=rows)
 
 
+def build_level_table(results: Sequence[tuple[str, EvalResult]], metric: str = "pass@1") -> Table | None:
+    """The same table with one column per (suite, level), for suites holding more than one level;
+    None when no suite does (or the results predate per-level counts)."""
+    from peirce.eval.levels import level_scores, suite_levels
+
+    evals = [res for _, res in results]
+    suites: list[str] = []
+    for res in evals:
+        suites += [s for s in res.suites if s not in suites]
+    columns = [(s, lv) for s in suites if len(levels := suite_levels(evals, s)) > 1 for lv in levels]
+    if not columns:
+        return None
+    names = {col: f"{col[0]} L{col[1]}" for col in columns}
+    rows = []
+    for name, res in results:
+        found = {names[c]: level_scores(res, *c) for c in columns}
+        cells = {c: (f.metrics.get(metric) if f else None) for c, f in found.items()}
+        intervals = {c: f.intervals[metric].to_json() for c, f in found.items() if f and metric in f.intervals}
+        methods = {c: f.intervals[metric].method for c, f in found.items() if f and metric in f.intervals}
+        present = [v for v in cells.values() if v is not None]
+        rows.append(TableRow(name=name, cells=cells, average=sum(present) / len(present) if present else None,
+                             average_over=len(present), intervals=intervals, methods=methods))
+    return Table(metric=metric, columns=list(names.values()), rows=rows)
+
+
 METHOD_TEXT = {"wilson": "Wilson score interval over problems",
                "bootstrap": "percentile bootstrap over problems, 2,000 resamples"}
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from peirce.eval.intervals import Interval, verdict, wilson
+from peirce.eval.levels import level_scores, suite_levels
 from peirce.trainer.run_dir import RunDir
 
 
@@ -45,19 +46,27 @@ class Comparison:
     cand: Score
     ref: Score
     verdict: str  # beats | worse | not distinguishable | no interval
+    level: int | None = None  # the suite's tasks of this level only; None: the whole suite
 
     def sentence(self) -> str:
         said = {"beats": "beats", "worse": "is worse than", "not distinguishable": "is not distinguishable from",
                 "no interval": "has no interval to compare with"}[self.verdict]
-        return (f"{self.candidate} {said} {self.reference} on {self.suite}: {self.cand.text()} vs "
+        where = self.suite if self.level is None else f"{self.suite} L{self.level}"
+        return (f"{self.candidate} {said} {self.reference} on {where}: {self.cand.text()} vs "
                 f"{self.ref.text()} ({self.cand.tasks} problems)")
 
 
 FORMAT = "format"  # pseudo-metric: share of samples in the answer format, Wilson over samples
 
 
-def score_of(result: Any, suite: str, metric: str) -> Score | None:
-    """The metric of `suite` in an EvalResult, with its interval when the result has one."""
+def score_of(result: Any, suite: str, metric: str, level: int | None = None) -> Score | None:
+    """The metric of `suite` (of its `level` tasks only, when given) in an EvalResult, with its
+    interval when the result has one. Results keep no per-level format counts: FORMAT by level is None."""
+    if level is not None:
+        found = level_scores(result, suite, level) if metric != FORMAT else None
+        if found is None or metric not in found.metrics:
+            return None
+        return Score(found.metrics[metric], found.intervals.get(metric), found.tasks)
     res = result.suites.get(suite) if result is not None else None
     if res is not None and metric == FORMAT:
         return Score(res.format_rate, wilson(round(res.format_rate * res.samples), res.samples), res.tasks)
@@ -68,13 +77,20 @@ def score_of(result: Any, suite: str, metric: str) -> Score | None:
     return Score(res.metrics[metric], interval, res.tasks)
 
 
-def compare(results: Mapping[str, Any], candidate: str, reference: str, suite: str, metric: str
-            ) -> Comparison | None:
-    cand, ref = score_of(results.get(candidate), suite, metric), score_of(results.get(reference), suite, metric)
+def compare(results: Mapping[str, Any], candidate: str, reference: str, suite: str, metric: str,
+            level: int | None = None) -> Comparison | None:
+    cand = score_of(results.get(candidate), suite, metric, level)
+    ref = score_of(results.get(reference), suite, metric, level)
     if cand is None or ref is None:
         return None
     said = "no interval" if cand.interval is None or ref.interval is None else verdict(cand.interval, ref.interval)
-    return Comparison(suite, candidate, reference, cand, ref, said)
+    return Comparison(suite, candidate, reference, cand, ref, said, level)
+
+
+def _levels(results: Mapping[str, Any], suite: str, by_level: bool) -> list[int | None]:
+    """[None] (the whole suite), or each level the suite holds when `by_level` and it holds several."""
+    levels = suite_levels(list(results.values()), suite) if by_level else []
+    return levels if len(levels) > 1 else [None]
 
 
 def own_suites(suites: Sequence[str], families: Sequence[str]) -> list[str]:
@@ -82,23 +98,38 @@ def own_suites(suites: Sequence[str], families: Sequence[str]) -> list[str]:
 
 
 def specialist_comparisons(results: Mapping[str, Any], specialists: Mapping[str, Sequence[str]],
-                           suites: Sequence[str], metric: str, base: str = "base") -> list[Comparison]:
-    """Per specialist (name -> its task families) and own suite: warm-up vs base, RL vs base, RL vs warm-up."""
+                           suites: Sequence[str], metric: str, base: str = "base", *, by_level: bool = False
+                           ) -> list[Comparison]:
+    """Per specialist (name -> its task families) and own suite (and level, `by_level`): warm-up vs
+    base, RL vs base, RL vs warm-up."""
     out = []
     for name, families in specialists.items():
         warm = f"{name}-warmup"
         for suite in own_suites(suites, families):
-            for cand, ref in ((warm, base), (name, base), (name, warm)):
-                if (c := compare(results, cand, ref, suite, metric)) is not None:
-                    out.append(c)
+            for level in _levels(results, suite, by_level):
+                for cand, ref in ((warm, base), (name, base), (name, warm)):
+                    if (c := compare(results, cand, ref, suite, metric, level)) is not None:
+                        out.append(c)
     return out
 
 
 def merged_comparisons(results: Mapping[str, Any], suites: Sequence[str], metric: str, merged: str = "merged",
-                       base: str = "base") -> tuple[list[Comparison], bool]:
-    """Merged vs base on every MAA suite, and whether it beats base on all of them."""
-    found = [c for s in suites if s.startswith("maa-") and (c := compare(results, merged, base, s, metric))]
+                       base: str = "base", *, by_level: bool = False) -> tuple[list[Comparison], bool]:
+    """Merged vs base on every MAA suite (and level, `by_level`), and whether it beats base on all."""
+    found = [c for s in suites if s.startswith("maa-") for level in _levels(results, s, by_level)
+             if (c := compare(results, merged, base, s, metric, level))]
     return found, bool(found) and all(c.verdict == "beats" for c in found)
+
+
+DOMAIN_RUNS = {"domain-from-merged": "merged", "domain-from-base": "base"}  # domain run -> where it started
+
+
+def domain_comparisons(results: Mapping[str, Any], suites: Sequence[str], metric: str) -> list[Comparison]:
+    """On every non-MAA suite: domain RL from merged vs from base (the recipe's claim), and each
+    domain run vs the model it started from (what domain RL added)."""
+    pairs = [("domain-from-merged", "domain-from-base"), *DOMAIN_RUNS.items()]
+    return [c for s in suites if not s.startswith("maa-") for cand, ref in pairs
+            if (c := compare(results, cand, ref, s, metric))]
 
 
 @dataclass(frozen=True)

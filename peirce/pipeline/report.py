@@ -13,7 +13,8 @@ import json
 from pathlib import Path
 
 from peirce.config import TrainConfig
-from peirce.pipeline.comparisons import FORMAT, merged_comparisons, run_signal, specialist_comparisons
+from peirce.pipeline.comparisons import (FORMAT, domain_comparisons, merged_comparisons, run_signal,
+                                         specialist_comparisons)
 from peirce.pipeline.config import PipelineConfig
 from peirce.pipeline.monitor import MemoryPeak
 from peirce.pipeline.resolve import base_model
@@ -110,14 +111,32 @@ def _warmup_lines(warmups: dict[str, SFTConfig]) -> list[str]:
     return [*lines, "", "![warm-up loss](warmup_loss.png)", ""]
 
 
-def _verdict_lines(pc: PipelineConfig, specs: dict[str, list[str]], loaded: dict, metric: str) -> list[str]:
-    lines = [f"- {c.sentence()}" for c in specialist_comparisons(loaded, specs, pc.eval.suites, metric)]
-    merged, beats_all = merged_comparisons(loaded, pc.eval.suites, metric)
+def _verdict_lines(pc: PipelineConfig, specs: dict[str, list[str]], loaded: dict, metric: str, *,
+                   by_level: bool = False) -> list[str]:
+    lines = [f"- {c.sentence()}"
+             for c in specialist_comparisons(loaded, specs, pc.eval.suites, metric, by_level=by_level)]
+    merged, beats_all = merged_comparisons(loaded, pc.eval.suites, metric, by_level=by_level)
     if merged:
-        lines += ["", f"Merged vs base on all {len(merged)} MAA suites: "
+        where = "MAA suite levels" if by_level else "MAA suites"
+        lines += ["", f"Merged vs base on all {len(merged)} {where}: "
                       f"{'**beats base on all of them**' if beats_all else '**does not beat base on all of them**'}."]
         lines += [f"- {c.sentence()}" for c in merged]
+    if not by_level and (domain := domain_comparisons(loaded, pc.eval.suites, metric)):
+        lines += ["", "Domain RL (stage C), from the merged model vs from the base:"]
+        lines += [f"- {c.sentence()}" for c in domain]
     return lines
+
+
+def _level_lines(pc: PipelineConfig, specs: dict[str, list[str]], loaded: dict, metric: str) -> list[str]:
+    """The evaluation table and the verdicts per level, for suites that hold several levels."""
+    from peirce.eval.report import build_level_table
+
+    table = build_level_table(list(loaded.items()), metric=metric)
+    if table is None:
+        return []
+    return ["## By level", "",
+            "The same scores split by puzzle level (a suite's mean can hide that a gain is all on L1).", "",
+            table.to_markdown(), *_verdict_lines(pc, specs, loaded, metric, by_level=True), ""]
 
 
 def _comparison_lines(pc: PipelineConfig, specs: dict[str, list[str]], loaded: dict, metric: str) -> list[str]:
@@ -170,11 +189,11 @@ def write_report(pc: PipelineConfig, root: Path, runs: dict[str, TrainConfig], r
               "| suite | problems |", "|---|---:|",
               *[f"| {s} | {_problems(loaded, s)} |" for s in pc.eval.suites], "",
               table.to_markdown(), "![evaluation](eval_table.png)", "",
-              *_comparison_lines(pc, specs, loaded, metric)]
+              *_comparison_lines(pc, specs, loaded, metric), *_level_lines(pc, specs, loaded, metric)]
     report = root / "report.md"
     report.write_text("\n".join(lines))
     summary = [f"{metric} with 95% intervals ({sum(timings.values()) / 60:.1f} min):", "", table.to_markdown(),
-               *_verdict_lines(pc, specs, loaded, metric), ""]
+               *_verdict_lines(pc, specs, loaded, metric), "", *_level_lines(pc, specs, loaded, metric)]
     (root / SUMMARY).write_text("\n".join(summary))
     return report
 

@@ -11,6 +11,7 @@ with one engine. A background thread samples memory for the report.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -31,6 +32,8 @@ from peirce.trainer.orchestrator import resolve_model
 from peirce.trainer.run_dir import RunDir
 
 log = logging.getLogger(__name__)
+
+MEMORY_FILE = "memory_peak.json"  # the run's MemoryPeak, written with the report
 
 
 def run_concurrently(configs: dict[str, TrainConfig], stage: str, max_concurrent: int | None = None
@@ -145,7 +148,9 @@ def run_pipeline(pc: PipelineConfig) -> Path:
 
     from peirce.pipeline.report import write_report
 
-    report = write_report(pc, root, {**spec_cfgs, **dom_cfgs}, results, timings, warmups=warmups,
-                          memory=memory.stop())
+    peak = memory.stop()
+    report = write_report(pc, root, {**spec_cfgs, **dom_cfgs}, results, timings, warmups=warmups, memory=peak)
+    # beside the report, for tools that read a finished run back (benchmarks/reproduce_cpu.py)
+    (root / MEMORY_FILE).write_text(json.dumps(dataclasses.asdict(peak)))
     (root / "DONE").write_text(json.dumps(timings))
     return report

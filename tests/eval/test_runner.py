@@ -91,6 +91,7 @@ def test_pass_at_k_from_known_counts(tokenizer):
     assert m["avg@4"] == pytest.approx(m["pass@1"])
     r = res.suites["m"]
     assert r.correct_per_task == [0, 1, 2, 3] and r.interval_method == "bootstrap"
+    assert r.level_per_task == [t.level for t in suite.tasks[:4]]
     assert set(r.intervals) == {"pass@1", "pass@2", "pass@4", "avg@4"}
     assert all(lo <= m[k] <= hi for k, (lo, hi) in r.intervals.items())
 

@@ -6,7 +6,8 @@ import json
 
 from pipeline_helpers import make_result
 
-from peirce.pipeline.comparisons import Signal, compare, merged_comparisons, run_signal, specialist_comparisons
+from peirce.pipeline.comparisons import (FORMAT, Signal, compare, domain_comparisons, merged_comparisons, run_signal,
+                                         specialist_comparisons)
 
 SUITES = ["maa-deduction", "maa-induction", "maa-abduction", "math-sample"]
 
@@ -105,3 +106,52 @@ def test_a_run_that_ran_out_of_tasks_is_flagged(tmp_path):
         "step": 1, "no_signal": False, "no_signal_steps": 0, "ended_early": "x: the task source ran out"}))
     sig = run_signal(tmp_path)
     assert sig.flagged is True and sig.text == "ok; ENDED EARLY: the task source ran out at step 1"
+
+
+def _leveled(name, per_level):
+    """One maa-deduction result whose L1 and L2 tasks (100 each) have `per_level[level]` solved."""
+    counts = [1] * per_level[1] + [0] * (100 - per_level[1]) + [1] * per_level[2] + [0] * (100 - per_level[2])
+    return make_result(name, {"maa-deduction": {"pass@1": sum(counts) / 200}}, {"maa-deduction": counts},
+                       levels={"maa-deduction": [1] * 100 + [2] * 100})
+
+
+def test_comparisons_by_level_separate_a_gain_on_l1_from_none_on_l2():
+    results = {"base": _leveled("base", {1: 0, 2: 0}), "deduction-warmup": _leveled("w", {1: 40, 2: 0}),
+               "deduction": _leveled("d", {1: 45, 2: 1}), "merged": _leveled("m", {1: 30, 2: 0})}
+    whole = specialist_comparisons(results, {"deduction": ["deduction"]}, ["maa-deduction"], "pass@1")
+    assert [(c.level, c.verdict) for c in whole][:2] == [(None, "beats"), (None, "beats")]
+    split = specialist_comparisons(results, {"deduction": ["deduction"]}, ["maa-deduction"], "pass@1", by_level=True)
+    got = {(c.candidate, c.reference, c.level): c.verdict for c in split}
+    assert got == {("deduction-warmup", "base", 1): "beats", ("deduction", "base", 1): "beats",
+                   ("deduction", "deduction-warmup", 1): "not distinguishable",
+                   ("deduction-warmup", "base", 2): "not distinguishable",
+                   ("deduction", "base", 2): "not distinguishable",
+                   ("deduction", "deduction-warmup", 2): "not distinguishable"}
+    l1 = next(c for c in split if c.level == 1 and c.reference == "base" and c.candidate == "deduction")
+    assert l1.cand.tasks == 100 and l1.cand.value == 0.45
+    assert l1.sentence().startswith("deduction beats base on maa-deduction L1: 45.0 [")
+    merged, beats_all = merged_comparisons(results, ["maa-deduction"], "pass@1", by_level=True)
+    assert [(c.level, c.verdict) for c in merged] == [(1, "beats"), (2, "not distinguishable")] and not beats_all
+    # no per-level format counts are kept, so format comparisons by level are absent, not wrong
+    assert specialist_comparisons(results, {"deduction": ["deduction"]}, ["maa-deduction"], FORMAT,
+                                  by_level=True) == []
+
+
+def test_a_single_level_suite_is_compared_whole_even_by_level():
+    one = {n: make_result(n, {"maa-deduction": {"pass@1": v / 100}}, {"maa-deduction": [1] * v + [0] * (100 - v)},
+                          levels={"maa-deduction": [1] * 100}) for n, v in (("base", 0), ("merged", 20))}
+    merged, _ = merged_comparisons(one, ["maa-deduction"], "pass@1", by_level=True)
+    assert [(c.level, c.verdict) for c in merged] == [(None, "beats")]
+
+
+def test_domain_runs_compared_with_each_other_and_with_their_start():
+    def res(name, k):
+        return make_result(name, {"math-sample": {"pass@1": k / 8}}, {"math-sample": [1] * k + [0] * (8 - k)})
+
+    results = {"base": res("base", 1), "merged": res("merged", 2), "domain-from-merged": res("dm", 3),
+               "domain-from-base": res("db", 1)}
+    got = [(c.candidate, c.reference, c.verdict) for c in
+           domain_comparisons(results, ["maa-deduction", "math-sample"], "pass@1")]
+    assert got == [("domain-from-merged", "domain-from-base", "not distinguishable"),
+                   ("domain-from-merged", "merged", "not distinguishable"),
+                   ("domain-from-base", "base", "not distinguishable")]

@@ -54,6 +54,8 @@ def test_smoke_pipeline_runs_every_stage_and_resumes(tmp_path):
         assert section in report, section
     for png in ("reward_per_step.png", "eval_table.png", "warmup_loss.png"):
         assert (run_dir / png).stat().st_size > 5000
+    peak = json.loads((run_dir / "memory_peak.json").read_text())
+    assert 0 < peak["system_used_gib"] <= peak["system_total_gib"] and peak["samples"] > 0
     # the console: a line per stage start and end, the evaluation table and verdicts at the end;
     # the controllers' INFO lines (workers started, drained) stay in their logs
     for stage in ("stage A warm-up", "stage A specialists (RL)", "stage B merge", "stage C domain RL", "evaluation"):

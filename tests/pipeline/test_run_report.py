@@ -88,3 +88,42 @@ def test_report_has_intervals_verdicts_flags_memory_and_wall_time(tmp_path):
                     "abduction", "merged"]
     for png in ("reward_per_step.png", "eval_table.png", "warmup_loss.png"):
         assert (tmp_path / png).stat().st_size > 5000
+
+
+def test_report_splits_multi_level_suites_by_level_and_compares_domain_runs(tmp_path):
+    pc = load_config(PipelineConfig, "configs/reproduce-cpu.yaml", [f"run_dir={tmp_path}"])
+    runs, warmups = stage_a_configs(pc)
+    dom = domain_configs(pc, str(tmp_path / "merged"))
+    _write_runs({**runs, **dom}, warmups)
+    levels = [1] * 100 + [2] * 100
+
+    def two_levels(l1, l2):
+        return [1] * l1 + [0] * (100 - l1) + [1] * l2 + [0] * (100 - l2)
+
+    solved = {"base": (0, 0), "merged": (30, 0)}
+    for spec in ("deduction", "induction", "abduction"):
+        solved[f"{spec}-warmup"], solved[spec] = (40, 0), (45, 10)
+    results = {}
+    for name, (l1, l2) in solved.items():
+        suites = MAA if name in ("base", "merged") else (f"maa-{name.removesuffix('-warmup')}",)
+        counts = {s: two_levels(l1, l2) for s in suites}
+        if name in ("base", "merged"):
+            counts["math-sample"] = [1] + [0] * 7
+        res = make_result(name, {s: {"pass@1": sum(c) / len(c)} for s, c in counts.items()}, counts,
+                          levels={s: levels if s in MAA else [1] * 8 for s in counts})
+        results[name] = save_result(res, tmp_path / "eval" / name / "results.json")
+    for name in dom:
+        res = make_result(name, {"math-sample": {"pass@1": 0.25}}, {"math-sample": [1, 1] + [0] * 6},
+                          levels={"math-sample": [1] * 8})
+        results[name] = save_result(res, tmp_path / "eval" / name / "results.json")
+    md = write_report(pc, tmp_path, {**runs, **dom}, results, {"eval": 1.0}, warmups=warmups).read_text()
+    by_level = md[md.index("## By level"):]
+    assert "| model | maa-deduction L1 | maa-deduction L2 | maa-induction L1 |" in by_level
+    assert "math-sample L1" not in by_level  # a one-level suite is not split
+    assert "- deduction beats base on maa-deduction L2: 10.0 [5.5, 17.4] vs 0.0 [0.0, 3.7] (100 problems)" in by_level
+    assert "- deduction is not distinguishable from deduction-warmup on maa-deduction L1: 45.0" in by_level
+    assert "Merged vs base on all 6 MAA suite levels: **does not beat base on all of them**." in by_level
+    assert "- merged beats base on maa-abduction L1: 30.0 [21.9, 39.6]" in by_level
+    assert "- domain-from-merged is not distinguishable from domain-from-base on math-sample: 25.0" in md
+    assert "- domain-from-base is not distinguishable from base on math-sample: 25.0" in md
+    assert "## By level" in (tmp_path / "summary.md").read_text()
