@@ -33,6 +33,7 @@ from typing import Any, Protocol
 
 import zmq
 
+from peirce.rollout.weights_inbox import InboxWaits
 from peirce.transport import security
 from peirce.transport.cuda_control import OpDone, TransferOp, decode_op, encode_op, is_op
 from peirce.transport.frames import FrameError, RejectCounter, decode, encode
@@ -104,8 +105,10 @@ class EngineTarget:
         self.engine._llm.shutdown_weight_transfer_engine()
 
 
-class CudaWeightsInbox:
+class CudaWeightsInbox(InboxWaits):
     """The rollout loop's inbox for nccl / cuda_ipc: applies versions as the learner sends them."""
+
+    close_timeout_s = 10.0
 
     def __init__(self, endpoint: str, name: str, target: TransferTarget, *, heartbeat_s: float = 2.0,
                  hold_timeout_s: float = 600.0, on_weights: Callable[[int, float], None] | None = None,
@@ -136,14 +139,6 @@ class CudaWeightsInbox:
     def take(self) -> None:
         """Always None: versions are applied on arrival (see the module docstring)."""
         return None
-
-    def wait_for(self, version: int, timeout_s: float) -> bool:
-        with self._cond:
-            return self._cond.wait_for(lambda: self.received_version >= version, timeout=timeout_s)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
 
     # -- the control loop ----------------------------------------------------------------------
     def _control(self, kind: ControlKind, version: int) -> None:

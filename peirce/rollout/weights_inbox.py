@@ -18,7 +18,27 @@ from peirce.transport.weight_sync import WeightSubscriber
 log = logging.getLogger(__name__)
 
 
-class WeightsInbox:
+class InboxWaits:
+    """What every inbox shares (this one and the CUDA one): a background thread that raises
+    `received_version` under `_cond`, a wait on it, and a stop. Subclasses set the four fields."""
+
+    close_timeout_s = 5.0
+    _cond: threading.Condition
+    _stop: threading.Event
+    _thread: threading.Thread
+    received_version: int
+
+    def wait_for(self, version: int, timeout_s: float) -> bool:
+        """Block until a version >= `version` has been received."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self.received_version >= version, timeout=timeout_s)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.close_timeout_s)
+
+
+class WeightsInbox(InboxWaits):
     def __init__(self, endpoint: str, name: str, version: int, keys: RunKeys | None = None) -> None:
         self._endpoint, self._name, self._start, self._keys = endpoint, name, version, keys
         self._cond = threading.Condition()
@@ -52,12 +72,3 @@ class WeightsInbox:
         with self._cond:
             latest, self._latest = self._latest, None
             return latest
-
-    def wait_for(self, version: int, timeout_s: float) -> bool:
-        """Block until a version >= `version` has been received."""
-        with self._cond:
-            return self._cond.wait_for(lambda: self.received_version >= version, timeout=timeout_s)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
