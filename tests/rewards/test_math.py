@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from peirce.rewards.math import MAX_ANSWER_CHARS, MathRewardConfig, _HELPER, last_boxed, math_reward, score_math
+from peirce.rewards.math import MAX_ANSWER_CHARS, MathRewardConfig, _HELPER, last_boxed, math_reward
 from peirce.rewards.registry import get_reward
 from peirce.tasks.domain import math_task
 

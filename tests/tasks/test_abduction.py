@@ -17,7 +17,6 @@ from peirce.tasks.abduction import (
     INSTRUCTION,
     LEVELS,
     Abduction,
-    generate_puzzle,
     parse_puzzle_text,
     render_puzzle,
 )

@@ -20,7 +20,7 @@ from peirce.tasks.base import NoWorkedSolutionError, get_family
 from peirce.tasks.dataset import generate_dataset
 from peirce.tasks.deduction import parse_formula_texts, parse_puzzle_text as parse_deduction
 from peirce.tasks.induction import apply_op, parse_puzzle_text as parse_induction
-from peirce.tasks.logic_formula import Bin, Not, Var
+from peirce.tasks.logic_formula import Not, Var
 from peirce.tasks.prompts import THINK_PREFILL
 from peirce.tasks.worked.deduction_steps import CaseSplit, Forced, Together, deduction_steps
 from peirce.tasks.worked.phrasing import N_VARIANTS, completion

@@ -13,7 +13,6 @@ room for more groups (GroupPlanner.advance_version, the controller's RL clock).
 
 from __future__ import annotations
 
-import json
 import zlib
 from pathlib import Path
 
@@ -29,14 +28,10 @@ from peirce.trainer.orchestrator import Orchestrator
 MASA_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "masa-smoke.yaml"
 
 
-def _rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
 def _check_accounts(driver: Orchestrator, run: InprocRun) -> tuple[list[dict], list[dict]]:
     """The run's books agree with what the learner got; returns (ledger, drops)."""
     rd, s = driver.run_dir, driver.cfg.async_.max_staleness
-    ledger, drops, records = _rows(rd.ledger_path), _rows(rd.drops_path), rd.read_metrics()
+    ledger, drops, records = rd.read_jsonl(rd.ledger_path), rd.read_jsonl(rd.drops_path), rd.read_metrics()
     trained = [gid for _, batch in run.learner.batches
                for gid in dict.fromkeys(solution_group_id(x.sample.group_id) for x in batch)]
     assert [r["group_id"] for r in ledger] == trained  # the ledger is what the learner trained, in order

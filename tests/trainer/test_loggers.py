@@ -18,7 +18,7 @@ import pytest
 
 from peirce.config import ConfigError, TrainConfig, load_config
 from peirce.trainer import loggers
-from peirce.trainer.loggers import JsonlLogger, TensorBoardLogger, WandbLogger, open_loggers, scalars
+from peirce.trainer.loggers import TensorBoardLogger, WandbLogger, open_loggers, scalars
 from peirce.trainer.run_dir import RunDir
 
 REPO = Path(__file__).resolve().parents[2]

@@ -23,7 +23,6 @@ learner is built in this process (no actor start-up) and saved as an HF folder, 
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from pathlib import Path
@@ -102,10 +101,6 @@ def _greedy_predictions(model_dir: Path, cfg: TrainConfig, tasks, tok):
     return out
 
 
-def _jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
 def _watch(orch: Orchestrator) -> tuple[list, dict[str, list]]:
     """Every decision the driver carries out, and every delivered rollout result (by group id)."""
     decisions: list = []
@@ -144,7 +139,7 @@ def test_cloned_predictions_gate_prompts_and_cap_solutions(ray_runtime, tmp_path
     decisions, delivered = _watch(orch)
     orch.run()
     run = RunDir(tmp_path / "run")
-    rows, ledger, drops = run.read_metrics(), _jsonl(run.ledger_path), _jsonl(run.drops_path)
+    rows, ledger, drops = run.read_metrics(), run.read_jsonl(run.ledger_path), run.read_jsonl(run.drops_path)
     assert [r["step"] for r in rows] == [1, 2, 3]
 
     submits = [d for d in decisions if isinstance(d, Submit) and d.queue == "rollout"]
