@@ -114,8 +114,9 @@ def build_level_table(results: Sequence[tuple[str, EvalResult]], metric: str = "
         intervals = {c: f.intervals[metric].to_json() for c, f in found.items() if f and metric in f.intervals}
         methods = {c: f.intervals[metric].method for c, f in found.items() if f and metric in f.intervals}
         present = [v for v in cells.values() if v is not None]
-        rows.append(TableRow(name=name, cells=cells, average=sum(present) / len(present) if present else None,
-                             average_over=len(present), intervals=intervals, methods=methods))
+        if present:  # a checkpoint evaluated on none of these suites (a domain run) gets no empty row
+            rows.append(TableRow(name=name, cells=cells, average=sum(present) / len(present),
+                                 average_over=len(present), intervals=intervals, methods=methods))
     return Table(metric=metric, columns=list(names.values()), rows=rows)
 
 

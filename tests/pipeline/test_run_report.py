@@ -120,6 +120,7 @@ def test_report_splits_multi_level_suites_by_level_and_compares_domain_runs(tmp_
     by_level = md[md.index("## By level"):]
     assert "| model | maa-deduction L1 | maa-deduction L2 | maa-induction L1 |" in by_level
     assert "math-sample L1" not in by_level  # a one-level suite is not split
+    assert "| domain-from-merged |" not in by_level  # evaluated on no split suite: no empty row
     assert "- deduction beats base on maa-deduction L2: 10.0 [5.5, 17.4] vs 0.0 [0.0, 3.7] (100 problems)" in by_level
     assert "- deduction is not distinguishable from deduction-warmup on maa-deduction L1: 45.0" in by_level
     assert "Merged vs base on all 6 MAA suite levels: **does not beat base on all of them**." in by_level
