@@ -10,7 +10,7 @@ includes whatever else runs on the host, so the report also gives the value at s
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 GIB = 2**30
 
@@ -23,6 +23,8 @@ class MemoryPeak:
     system_total_gib: float
     samples: int
     interval_s: float
+    # peak machine memory in use while each stage ran (`MemorySampler.stage`): which stage binds
+    system_used_by_stage_gib: dict[str, float] = field(default_factory=dict)
 
 
 def tree_rss_bytes(pid: int | None = None) -> int:
@@ -53,14 +55,29 @@ class MemorySampler:
         self._rss = self._used = 0
         self._samples = 0
         self._start_used = self._total = 0
+        self._by_stage: dict[str, int] = {}
+        self._lock = threading.Lock()  # the sampling thread and `enter` both sample
+        self.stage: str | None = None  # the stage running now; its peak is kept apart
 
     def _sample(self) -> None:
         import psutil
 
-        vm = psutil.virtual_memory()
-        self._rss = max(self._rss, tree_rss_bytes())
-        self._used = max(self._used, vm.total - vm.available)
-        self._samples += 1
+        rss, vm = tree_rss_bytes(), psutil.virtual_memory()
+        used = vm.total - vm.available
+        with self._lock:
+            self._rss = max(self._rss, rss)
+            self._used = max(self._used, used)
+            if (stage := self.stage) is not None:
+                self._by_stage[stage] = max(self._by_stage.get(stage, 0), used)
+            self._samples += 1
+
+    def enter(self, stage: str | None) -> None:
+        """From now on samples count toward `stage` (None: toward no stage); a sample is taken at
+        once, so a stage shorter than the interval still has a reading."""
+        self._sample()  # the last reading of the stage that ends
+        with self._lock:
+            self.stage = stage
+        self._sample()
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -83,4 +100,5 @@ class MemorySampler:
         self._sample()
         return MemoryPeak(rss_sum_gib=self._rss / GIB, system_used_gib=self._used / GIB,
                           system_used_at_start_gib=self._start_used / GIB, system_total_gib=self._total / GIB,
-                          samples=self._samples, interval_s=self.interval_s)
+                          samples=self._samples, interval_s=self.interval_s,
+                          system_used_by_stage_gib={k: v / GIB for k, v in self._by_stage.items()})

@@ -92,7 +92,13 @@ def _run_lines(timings: dict[str, float], memory: MemoryPeak | None) -> list[str
                   f"per process, so an upper bound); machine memory in use peaked at "
                   f"{memory.system_used_gib:.1f} of {memory.system_total_gib:.1f} GiB "
                   f"({memory.system_used_at_start_gib:.1f} GiB in use at start).", ""]
-    lines += ["| stage | seconds |", "|---|---:|", *[f"| {k} | {v:.0f} |" for k, v in timings.items()], ""]
+    by_stage = memory.system_used_by_stage_gib if memory is not None else {}
+    if by_stage:
+        lines += ["| stage | seconds | peak machine memory (GiB) |", "|---|---:|---:|",
+                  *[f"| {k} | {v:.0f} | {by_stage[k]:.1f} |" if k in by_stage else f"| {k} | {v:.0f} | - |"
+                    for k, v in timings.items()], ""]
+    else:
+        lines += ["| stage | seconds |", "|---|---:|", *[f"| {k} | {v:.0f} |" for k, v in timings.items()], ""]
     return lines
 
 

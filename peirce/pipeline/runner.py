@@ -111,12 +111,15 @@ def _checkpoints(pc: PipelineConfig, specs: dict[str, TrainConfig], warm: dict[s
 
 
 @contextlib.contextmanager
-def _stage(title: str, key: str, timings: dict[str, float]) -> Iterator[None]:
-    """One console line when a stage starts and one when it ends; its seconds into `timings`."""
+def _stage(title: str, key: str, timings: dict[str, float], memory: MemorySampler) -> Iterator[None]:
+    """One console line when a stage starts and one when it ends; its seconds into `timings`,
+    its peak memory kept apart by the sampler."""
     log.info("%s: start", title)
+    memory.enter(key)
     t0 = time.perf_counter()
     yield
     timings[key] = time.perf_counter() - t0
+    memory.enter(None)
     log.info("%s: done in %.0f s", title, timings[key])
 
 
@@ -129,20 +132,20 @@ def run_pipeline(pc: PipelineConfig) -> Path:
     timings: dict[str, float] = {}
     at_once = pc.max_concurrent_runs
 
-    with _stage("stage A warm-up", "stage_a_warmup", timings):
+    with _stage("stage A warm-up", "stage_a_warmup", timings, memory):
         pending_specs, warmups = stage_a_configs(pc)
         resources = {name: (cfg.learner.num_cpus, cfg.learner.num_gpus) for name, cfg in pending_specs.items()}
         warm = run_warmups(warmups, resources=resources, max_concurrent=at_once) if warmups else {}
-    with _stage("stage A specialists (RL)", "stage_a", timings):
+    with _stage("stage A specialists (RL)", "stage_a", timings, memory):
         spec_cfgs = specialist_configs(pc, {name: str(path) for name, path in warm.items()})
         _write_configs(spec_cfgs)
         specialists = run_concurrently(spec_cfgs, "stage_a", at_once)
-    with _stage("stage B merge", "stage_b", timings):
+    with _stage("stage B merge", "stage_b", timings, memory):
         merged = stage_merge(pc, specialists)
-    with _stage("stage C domain RL", "stage_c", timings):
+    with _stage("stage C domain RL", "stage_c", timings, memory):
         dom_cfgs = domain_configs(pc, str(merged))
         domain = run_concurrently(dom_cfgs, "stage_c", at_once)
-    with _stage("evaluation", "eval", timings):
+    with _stage("evaluation", "eval", timings, memory):
         checkpoints = _checkpoints(pc, spec_cfgs, warm, specialists, merged, domain)
         results = evaluate_checkpoints(pc, checkpoints, root / "eval")
 

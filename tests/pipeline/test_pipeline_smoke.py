@@ -56,6 +56,8 @@ def test_smoke_pipeline_runs_every_stage_and_resumes(tmp_path):
         assert (run_dir / png).stat().st_size > 5000
     peak = json.loads((run_dir / "memory_peak.json").read_text())
     assert 0 < peak["system_used_gib"] <= peak["system_total_gib"] and peak["samples"] > 0
+    assert set(peak["system_used_by_stage_gib"]) == {"stage_a_warmup", "stage_a", "stage_b", "stage_c", "eval"}
+    assert max(peak["system_used_by_stage_gib"].values()) <= peak["system_used_gib"]
     # the console: a line per stage start and end, the evaluation table and verdicts at the end;
     # the controllers' INFO lines (workers started, drained) stay in their logs
     for stage in ("stage A warm-up", "stage A specialists (RL)", "stage B merge", "stage C domain RL", "evaluation"):

@@ -57,12 +57,13 @@ def test_report_has_intervals_verdicts_flags_memory_and_wall_time(tmp_path):
                           {s: _solved(v) for s, v in by_suite.items()}, format_rate=0.0 if name == "base" else 0.95)
         results[name] = save_result(res, tmp_path / "eval" / name / "results.json")
     memory = MemoryPeak(rss_sum_gib=17.9, system_used_gib=13.2, system_used_at_start_gib=1.5, system_total_gib=24.0,
-                        samples=1800, interval_s=1.0)
+                        samples=1800, interval_s=1.0, system_used_by_stage_gib={"stage_a": 13.2, "eval": 4.04})
     timings = {"stage_a_warmup": 300.0, "stage_a": 600.0, "stage_b": 10.0, "stage_c": 200.0, "eval": 1500.0}
     report = write_report(pc, tmp_path, {**runs, **dom}, results, timings, warmups=warmups, memory=memory)
     md = report.read_text()
     assert "Wall time of this invocation: 2610 s (43.5 min" in md
     assert "17.9 GiB summed RSS" in md and "peaked at 13.2 of 24.0 GiB (1.5 GiB in use at start)" in md
+    assert "| stage_a | 600 | 13.2 |" in md and "| eval | 1500 | 4.0 |" in md and "| stage_b | 10 | - |" in md
     assert "| deduction | [1] | 12 | 3 | 0.0003 | 2.000 | 0.667 | 42 |" in md  # warm-up table
     assert "| abduction | 2 | -3.000 | -3.000 | 2 | NO SIGNAL: 2 of 2 steps without reward variance |" in md
     assert "| deduction | 2 | 0.500 | 0.500 | 2 | ok |" in md
