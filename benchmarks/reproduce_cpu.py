@@ -30,6 +30,7 @@ from peirce.eval.runner import RESULTS_FILE, load_result
 from peirce.pipeline.comparisons import (Comparison, domain_comparisons, merged_comparisons, score_of,
                                          specialist_comparisons)
 from peirce.pipeline.config import PipelineConfig
+from peirce.pipeline.resolve import specialist_configs
 from peirce.pipeline.runner import MEMORY_FILE
 
 BENCH = "reproduce_cpu"
@@ -75,13 +76,14 @@ def verdict_record(c: Comparison) -> dict[str, Any]:
 
 
 def verdict_records(pc: PipelineConfig, results: dict[str, Any], metric: str = "pass@1") -> list[dict[str, Any]]:
-    specs = {name: list(over.get("tasks", {}).get("families", [name])) for name, over in pc.stage_a.specialists.items()}
+    # each specialist's task families as the pipeline resolved them (stage_a.common may set them)
+    specs = {name: list(cfg.tasks.families) for name, cfg in specialist_configs(pc).items()}
     found: list[Comparison] = []
     for by_level in (False, True):
         found += specialist_comparisons(results, specs, pc.eval.suites, metric, by_level=by_level)
         found += merged_comparisons(results, pc.eval.suites, metric, by_level=by_level)[0]
     found += domain_comparisons(results, pc.eval.suites, metric)
-    unique = {verdict_record(c)["metric"]: verdict_record(c) for c in found}  # a one-level suite appears twice
+    unique = {r["metric"]: r for r in map(verdict_record, found)}  # a one-level suite appears twice
     return list(unique.values())
 
 

@@ -23,26 +23,33 @@ class LevelScores:
     intervals: dict[str, Interval]
 
 
+def _level(counts: Sequence[int], levels: Sequence[int], level: int, n: int, k_values: Sequence[int]) -> LevelScores:
+    mine = [c for c, lv in zip(counts, levels) if lv == level]
+    return LevelScores(level, len(mine), summarize([(n, c) for c in mine], k_values),
+                       metric_intervals(mine, n, k_values))
+
+
+def _has_levels(suite_result) -> bool:
+    """False for results written before levels were kept."""
+    levels = suite_result.level_per_task
+    return bool(levels) and len(levels) == len(suite_result.correct_per_task)
+
+
 def scores_by_level(suite_result, n: int, k_values: Sequence[int]) -> list[LevelScores]:
     """Per level, in ascending order; [] for results written before levels were kept."""
-    levels, counts = suite_result.level_per_task, suite_result.correct_per_task
-    if not levels or len(levels) != len(counts):
+    if not _has_levels(suite_result):
         return []
-    out = []
-    for level in sorted(set(levels)):
-        mine = [c for c, lv in zip(counts, levels) if lv == level]
-        out.append(LevelScores(level, len(mine), summarize([(n, c) for c in mine], k_values),
-                               metric_intervals(mine, n, k_values)))
-    return out
+    levels, counts = suite_result.level_per_task, suite_result.correct_per_task
+    return [_level(counts, levels, level, n, k_values) for level in sorted(set(levels))]
 
 
 def level_scores(result, suite: str, level: int) -> LevelScores | None:
-    """`level`'s scores of `suite` in an EvalResult, or None when it has none."""
+    """`level`'s scores of `suite` in an EvalResult, or None when it has none. Only that level is
+    computed (a bootstrap interval per level is not free when n > 1)."""
     res = result.suites.get(suite) if result is not None else None
-    if res is None:
+    if res is None or not _has_levels(res) or level not in res.level_per_task:
         return None
-    found = [s for s in scores_by_level(res, result.settings.n, result.settings.k_values) if s.level == level]
-    return found[0] if found else None
+    return _level(res.correct_per_task, res.level_per_task, level, result.settings.n, result.settings.k_values)
 
 
 def suite_levels(results: Sequence, suite: str) -> list[int]:
