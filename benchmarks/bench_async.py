@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import emit, parse_args  # noqa: E402
 
 BENCH = "async"
+N_SAMPLES = 4
 LENGTHS = {"median": 24, "sigma": 1.0, "lo": 4, "hi": 224}
 
 
@@ -90,7 +91,7 @@ def _run(staleness: int, steps: int, seed: int, root: Path, partial: bool = Fals
     values = {**SMOKE_TRAIN, "name": f"async-{tag}", "run_dir": str(root / f"{tag}_seed{seed}"),
               "async.max_staleness": staleness, "rollout.interrupt_on_new_weights": partial,
               "trainer.max_steps": steps, "trainer.seed": seed,
-              "tasks.n_per_level": 1000, "rollout.prompts_per_step": 4, "rollout.n_samples": 4,
+              "tasks.n_per_level": 1000, "rollout.prompts_per_step": 4, "rollout.n_samples": N_SAMPLES,
               "rollout.max_tokens": LENGTHS["hi"]}
     cfg = load_config(TrainConfig, None, as_overrides(values))
     orch = Orchestrator(cfg, progress=False)
@@ -109,7 +110,9 @@ def _run(staleness: int, steps: int, seed: int, root: Path, partial: bool = Fals
             "response_length_mean": tokens / sum(r["samples"] for r in rows[1:]),
             "staleness_mean": statistics.fmean(r["staleness_mean"] for r in rows[1:]),
             "drawn_p50": _quantile(admission.drawn, 0.5), "drawn_p90": _quantile(admission.drawn, 0.9),
-            "drawn_max": max(admission.drawn), "steps": len(rows)}
+            "drawn_max": max(admission.drawn), "steps": len(rows),
+            **{f"{role}_idle_ratio_median": statistics.median(r[f"{role}_idle_ratio"] for r in rows[1:])
+               for role in ("learner", "rollout")}}
 
 
 def _summary(runs: list[dict[str, float]]) -> dict[str, float]:

@@ -14,7 +14,9 @@ Ours is timed after two untimed rounds (a learner publishes every step: its pack
 buffers and the engine's /dev/shm staging file are reused), and one more line gives the
 median seconds of each part: pack, send until the subscriber's ACK, the engine's write
 into /dev/shm (it includes checking names and shapes), vLLM's `reload_weights` in the
-worker, the tied head's kernel rebuild, and the RPC plus prefix-cache reset.
+worker, the tied head's kernel rebuild, and the RPC plus prefix-cache reset. Ours runs twice:
+with the worker loading through peirce's direct CPU load (`peirce.rollout.direct_load`, the
+default) and through vLLM's `reload_weights` (its fallback), so their ratio is measured in one run.
 
 Every path is also given in GB/s (state-dict bytes / seconds); `broadcast_plus_inplace_load_gb_per_s`
 has raw ZeroMQ's GB/s as its baseline, so its ratio is the share of the wire ceiling reached.
@@ -83,6 +85,7 @@ def broadcast_and_load(engine, state: dict, repeats: int, warmup: int = 2) -> tu
             worker = engine.reload_breakdown()
             parts.append({"pack": stats.pack_seconds, "send_until_ack": stats.seconds,
                           "receiver_after_ack": t2 - t1, "engine_shm_write": load.write_seconds,
+                          "worker_direct_load": worker.get("direct_s", 0.0),
                           "worker_reload_weights": worker.get("reload_s", 0.0),
                           "worker_tied_kernel_refresh": worker.get("shared_kernels_s", 0.0),
                           "engine_rpc_and_prefix_cache_reset": load.seconds - load.write_seconds - load.worker_seconds})
@@ -107,15 +110,20 @@ def main() -> None:
     engine = RolloutEngine(model_dir, max_model_len=256, seed=0)
     try:
         rpc, disk = [], []
+        engine.direct_load = False  # the baselines are vLLM's own reload paths
         for _ in range(repeats):
             t0 = time.perf_counter()
             engine.load_weights(iter(state.items()), version=engine.policy_version + 1, via="rpc")
             rpc.append(time.perf_counter() - t0)
             disk.append(engine.reload_from_disk(engine.policy_version + 1))
-        ours, parts = broadcast_and_load(engine, state, repeats)
+        ours_vllm, parts_vllm = broadcast_and_load(engine, state, repeats)  # the worker loads via vLLM's reload
+        engine.direct_load = True
+        ours, parts = broadcast_and_load(engine, state, repeats)  # peirce's direct CPU load (the default)
+        if engine.on_cpu and engine.reload_breakdown().get("path") != "direct":
+            raise RuntimeError(f"direct load refused: {engine.reload_breakdown()}")
     finally:
         engine.close()
-    med = {"ours": statistics.median(ours), "rpc": statistics.median(rpc), "disk": statistics.median(disk),
+    med = {"ours": statistics.median(ours), "ours_vllm": statistics.median(ours_vllm), "rpc": statistics.median(rpc), "disk": statistics.median(disk),
            "raw": raw}
     sizes = {"bytes": nbytes, "repeats": repeats}
     emit(BENCH, "vllm_inplace_reload_in_memory_s", round(med["rpc"], 3), "s",
@@ -131,6 +139,12 @@ def main() -> None:
          baseline=round(med["disk"], 3), baseline_name="vLLM reload_weights from the checkpoint folder", **sizes)
     emit(BENCH, "broadcast_plus_inplace_load_breakdown_s", round(med["ours"], 3), "s",
          parts={k: round(statistics.median(p[k] for p in parts), 4) for k in parts[0]}, warmup_rounds=2, **sizes)
+    emit(BENCH, "broadcast_plus_inplace_load_via_vllm_reload_s", round(med["ours_vllm"], 3), "s",
+         parts={k: round(statistics.median(p[k] for p in parts_vllm), 4) for k in parts_vllm[0]},
+         note="the same broadcast, the worker loading through vLLM's reload_weights (the path before the direct "
+              "load, and its fallback)", **sizes)
+    emit(BENCH, "inplace_load_direct_vs_vllm_reload_s", round(med["ours"], 3), "s", baseline=round(med["ours_vllm"], 3),
+         baseline_name="the same broadcast with vLLM's reload_weights in the worker", **sizes)
     emit(BENCH, "broadcast_plus_inplace_load_gb_per_s", _gb_per_s(nbytes, med["ours"]), "GB/s",
          baseline=_gb_per_s(nbytes, med["raw"]), baseline_name="raw ZeroMQ PUSH/PULL, same bytes", **sizes)
 

@@ -191,7 +191,7 @@ class RolloutEngine:
     def __init__(self, model_dir: str | Path, *, dtype: str = "auto", max_model_len: int = 2048,
                  gpu_memory_utilization: float = 0.85, kv_cache_gib: float | None = None, seed: int = 0,
                  enforce_eager: bool | None = None, max_num_seqs: int | None = None, version: int = 0,
-                 role: EngineRole = "rollout", **llm_kwargs: Any) -> None:
+                 role: EngineRole = "rollout", direct_load: bool = True, **llm_kwargs: Any) -> None:
         if role not in ROLES:
             raise ValueError(f"role={role!r}: must be one of {ROLES}")
         import torch
@@ -204,6 +204,8 @@ class RolloutEngine:
         self.shapes = checkpoint_shapes(self.model_dir)
         self.on_cpu = _on_cpu()
         self.role = role
+        # in-place loads try peirce.rollout.direct_load first on CPU (False: always vLLM's reload)
+        self.direct_load = bool(direct_load)
         # measured per CPU kind and role (peirce.rollout.cpu_settings); explicit arguments win
         self.cpu_settings = cpu_engine_settings(host_cpu_kind(), role) if self.on_cpu else CpuEngineSettings()
         self.max_model_len = max_model_len
@@ -395,12 +397,13 @@ class RolloutEngine:
                     self._stage = ShmStage(_shm_dir())
                 table, nbytes = self._stage.write(named, self.dtype)
                 write_s = time.perf_counter() - t0
-                worker_s = self._llm.collective_rpc("peirce_reload_raw", args=(self._stage.path, table))
+                worker_s = self._llm.collective_rpc("peirce_reload_raw",
+                                                    args=(self._stage.path, table, self.direct_load))
             else:
                 raw = [_raw_tensor(n, t, self.dtype) for n, t in named]
                 nbytes = sum(len(r[3]) for r in raw)
                 write_s = time.perf_counter() - t0
-                worker_s = self._llm.collective_rpc("peirce_reload_tensors", args=(raw,))
+                worker_s = self._llm.collective_rpc("peirce_reload_tensors", args=(raw, self.direct_load))
             self._llm.reset_prefix_cache()
             self._version = version
             stats = WeightLoadStats(version=version, tensors=len(named), bytes=nbytes,
@@ -429,7 +432,7 @@ class RolloutEngine:
             diff = sorted(set(shapes.items()) ^ set(self.shapes.items()))[:3]
             raise WeightLoadError(f"file {str(path)!r}: names/shapes differ from the served model, e.g. {diff}")
         with self._lock:
-            worker_s = self._llm.collective_rpc("peirce_reload_from_file", args=(str(path),))
+            worker_s = self._llm.collective_rpc("peirce_reload_from_file", args=(str(path), self.direct_load))
             self._llm.reset_prefix_cache()
             self._version = version
             stats = WeightLoadStats(version=version, tensors=len(shapes), bytes=os.path.getsize(path),
@@ -448,8 +451,8 @@ class RolloutEngine:
             self._version = int(version)
             return time.perf_counter() - t0
 
-    def reload_breakdown(self) -> dict[str, float]:
-        """Seconds of the last in-place load's worker-side parts (reload_weights, tied-kernel rebuild)."""
+    def reload_breakdown(self) -> dict[str, Any]:
+        """The last in-place load's worker-side path ("direct" or "vllm") and parts' seconds."""
         with self._lock:
             return self._llm.collective_rpc("peirce_reload_breakdown")[0]
 

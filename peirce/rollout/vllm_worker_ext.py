@@ -97,35 +97,56 @@ def _iter_safetensors(path: str) -> Iterator[tuple[str, Any]]:
 class PeirceWorkerExtension:
     """Mixed into vLLM's Worker: `self.reload_weights` and `self.model_runner` exist there."""
 
-    def _peirce_reload(self, weights: Iterable[tuple[str, Any]]) -> float:
+    def _peirce_reload(self, weights: Iterable[tuple[str, Any]], direct: bool = True) -> float:
+        """`direct`: on CPU, try `peirce.rollout.direct_load` first (about half of vLLM's
+        layerwise reload's time); it refuses, before touching anything, a model it does not
+        understand, and vLLM's reload runs instead. Which path ran is in the breakdown."""
         import torch
+        from vllm.platforms import current_platform
 
-        _install_reload_filter()
         t0 = time.perf_counter()
+        model = self.model_runner.get_model()  # type: ignore[attr-defined]
+        if direct and current_platform.is_cpu():
+            from peirce.rollout.direct_load import DirectLoadUnsupported, direct_load
+
+            tensors = dict(weights)
+            try:
+                direct_load(model, tensors)
+                total = time.perf_counter() - t0
+                self.peirce_last_reload = {"direct_s": total, "path": "direct"}
+                return total
+            except DirectLoadUnsupported as exc:
+                if not getattr(self, "peirce_direct_refused", None):
+                    log.warning("direct in-place load not possible for this model (%s); using vLLM's "
+                                "reload_weights (slower)", exc)
+                self.peirce_direct_refused = str(exc)
+                weights = tensors.items()
+        _install_reload_filter()
         self.reload_weights(weights_iterator=iter(weights))  # type: ignore[attr-defined]
         t1 = time.perf_counter()
         with torch.no_grad():
-            _refresh_shared_kernels(self.model_runner.get_model())  # type: ignore[attr-defined]
+            _refresh_shared_kernels(model)
         t2 = time.perf_counter()
-        self.peirce_last_reload = {"reload_s": t1 - t0, "shared_kernels_s": t2 - t1}
+        self.peirce_last_reload = {"reload_s": t1 - t0, "shared_kernels_s": t2 - t1, "path": "vllm"}
         return t2 - t0
 
-    def peirce_reload_breakdown(self) -> dict[str, float]:
-        """Seconds of the last in-place load's parts (reload_weights, tied-kernel rebuild)."""
+    def peirce_reload_breakdown(self) -> dict[str, Any]:
+        """The last in-place load's path ("direct" or "vllm") and the seconds of its parts
+        (direct load; or vLLM's reload_weights and the tied-kernel rebuild)."""
         return dict(getattr(self, "peirce_last_reload", {}))
 
-    def peirce_reload_from_file(self, path: str) -> float:
+    def peirce_reload_from_file(self, path: str, direct: bool = True) -> float:
         """Load every tensor of a safetensors file in place; returns the worker-side seconds."""
-        return self._peirce_reload(_iter_safetensors(path))
+        return self._peirce_reload(_iter_safetensors(path), direct)
 
-    def peirce_reload_raw(self, path: str, table: list) -> float:
+    def peirce_reload_raw(self, path: str, table: list, direct: bool = True) -> float:
         """Load every tensor of a raw staging file (`peirce.rollout.shm_stage`) as views of
         its mapping, in `table` order; returns the worker-side seconds."""
         from peirce.rollout.shm_stage import raw_tensors
 
-        return self._peirce_reload(raw_tensors(path, table))
+        return self._peirce_reload(raw_tensors(path, table), direct)
 
-    def peirce_reload_tensors(self, raw: list[tuple[str, str, list[int], bytes]]) -> float:
+    def peirce_reload_tensors(self, raw: list[tuple[str, str, list[int], bytes]], direct: bool = True) -> float:
         """Load (name, dtype, shape, bytes) items that arrived inside the RPC; returns worker seconds."""
         import torch
 
@@ -134,7 +155,7 @@ class PeirceWorkerExtension:
                 flat = torch.frombuffer(bytearray(data), dtype=getattr(torch, dtype))
                 yield name, flat.view(shape)
 
-        return self._peirce_reload(tensors())
+        return self._peirce_reload(tensors(), direct)
 
     def peirce_param_digest(self) -> dict[str, float]:
         """Float64 sum of every model parameter, by name: lets tests see that a load landed."""

@@ -65,8 +65,10 @@ def max_gap(a: list[float], b: list[float]) -> float:
 
 @pytest.mark.slow
 @pytest.mark.vllm
-@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
-def test_every_tensor_group_reaches_the_engine(tiny_dir, tiny_state, dtype):
+@pytest.mark.parametrize(("dtype", "path"), [("bfloat16", "direct"), ("float32", "direct"), ("bfloat16", "vllm")])
+def test_every_tensor_group_reaches_the_engine(tiny_dir, tiny_state, dtype, path):
+    """Both load paths: peirce's direct CPU load (the default) and vLLM's layerwise reload
+    (what the direct path falls back to for a model it does not understand)."""
     pytest.importorskip("vllm")
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -76,7 +78,8 @@ def test_every_tensor_group_reaches_the_engine(tiny_dir, tiny_state, dtype):
     model = AutoModelForCausalLM.from_pretrained(tiny_dir, torch_dtype=torch.float32).eval()
     served = getattr(torch, dtype)
     groups = tensor_groups(list(tiny_state), cfg.num_hidden_layers)
-    eng = RolloutEngine(tiny_dir, dtype=dtype, max_model_len=256, seed=0, kv_cache_gib=0.25)
+    eng = RolloutEngine(tiny_dir, dtype=dtype, max_model_len=256, seed=0, kv_cache_gib=0.25,
+                        direct_load=path == "direct")
     try:
         base_engine = eng.sequence_logprobs(PROMPT, RESPONSE)
         base_ref = reference_logprobs(model, tiny_state, served)
@@ -85,6 +88,7 @@ def test_every_tensor_group_reaches_the_engine(tiny_dir, tiny_state, dtype):
         for version, (group, names) in enumerate(groups.items(), start=1):
             state = perturbed(tiny_state, names, seed=version)
             eng.load_weights(state.items(), version=version)
+            assert eng.reload_breakdown()["path"] == path
             got = eng.sequence_logprobs(PROMPT, RESPONSE)
             want = reference_logprobs(model, state, served)
             gap, moved, ref_moved = max_gap(got, want), max_gap(got, base_engine), max_gap(want, base_ref)
