@@ -56,3 +56,14 @@ def test_each_admitted_group_gets_its_drawn_max_tokens_and_the_planner_keeps_it(
                              response_logprobs=np.zeros(5, np.float32), policy_version=0) for i in range(2)]
     decisions = planner.on_rollout_result(msg.group_id, Delivered(samples))
     assert [d.queue for d in decisions] == ["reward"]
+
+
+def test_overlap_bound_is_the_sync_step_over_the_busier_roles_busy_time():
+    from bench_async import overlap_bound
+
+    # learner busy 60%, rollout 37%: perfect overlap shrinks the step to the learner's 60%
+    assert overlap_bound({"learner_idle_ratio_median": 0.40, "rollout_idle_ratio_median": 0.63}) == 1.667
+    # equal halves: the two-equal-resources limit, 2x
+    assert overlap_bound({"learner_idle_ratio_median": 0.5, "rollout_idle_ratio_median": 0.5}) == 2.0
+    # whichever role is busier sets it
+    assert overlap_bound({"learner_idle_ratio_median": 0.8, "rollout_idle_ratio_median": 0.2}) == 1.25
