@@ -10,9 +10,12 @@ serialises them twice: client -> engine core (msgpack) -> worker (pickle), and t
 tensors it decodes in between are memoryview-backed and cannot be pickled again, so they
 travel as raw bytes plus dtype and shape); it is kept as the baseline.
 
-Both go through `reload_weights`, which accepts checkpoint-format names (q_proj, k_proj
-... rather than the fused qkv_proj) and re-runs the CPU backend's repacking;
-`model.load_weights` after start-up fails on CPU for that reason.
+On CPU every load first tries `peirce.rollout.direct_load` (fused weights straight into
+each linear layer's kernel builder: about 0.65x the time of vLLM's layerwise reload on
+SmolLM2); it refuses, before touching anything, a model it does not understand, and then,
+as on CUDA, the load goes through `reload_weights`, which accepts checkpoint-format names
+(q_proj, k_proj ... rather than the fused qkv_proj) and re-runs the CPU backend's
+repacking; `model.load_weights` after start-up fails on CPU for that reason.
 
 Tied weights need one more step. With `tie_word_embeddings` the output head shares the
 embedding's Parameter, so the checkpoint has no `lm_head.weight` and vLLM's layerwise
@@ -23,7 +26,8 @@ so the head kept serving the old embedding: measured 3.5 nats between engine and
 transformers after an embedding-only change on an AVX512-BF16 host, invisible on AVX2
 bf16, where the head multiplies the shared tensor directly. `_refresh_shared_kernels`
 re-runs `process_weights_after_loading` on every layer that shares a weight Parameter
-with another, so the packed head is rebuilt from the new values; on CUDA it is a no-op
+with another, so the packed head is rebuilt from the new values (the direct load does the
+same for every layer that reads a Parameter it copied into); on CUDA it is a no-op
 (the shared tensor is used as is). The warning it leaves is logged once, explained.
 
 This module must stay importable without vLLM: the worker resolves it by qualified name.
