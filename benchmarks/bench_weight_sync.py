@@ -123,8 +123,8 @@ def main() -> None:
             raise RuntimeError(f"direct load refused: {engine.reload_breakdown()}")
     finally:
         engine.close()
-    med = {"ours": statistics.median(ours), "ours_vllm": statistics.median(ours_vllm), "rpc": statistics.median(rpc), "disk": statistics.median(disk),
-           "raw": raw}
+    med = {"ours": statistics.median(ours), "ours_vllm": statistics.median(ours_vllm),
+           "rpc": statistics.median(rpc), "disk": statistics.median(disk), "raw": raw}
     sizes = {"bytes": nbytes, "repeats": repeats}
     emit(BENCH, "vllm_inplace_reload_in_memory_s", round(med["rpc"], 3), "s",
          gb_per_s=_gb_per_s(nbytes, med["rpc"]), **sizes)
