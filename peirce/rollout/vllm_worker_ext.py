@@ -5,8 +5,8 @@ boundary. `peirce_reload_raw` takes a path to a raw staging file in shared memor
 (/dev/shm, `peirce.rollout.shm_stage`) plus its small tensor table: the engine process
 writes the bytes once into pages it reuses every load, the worker memory-maps them and
 copies each tensor straight into the model, and only the path and table travel over
-vLLM's RPC. `peirce_reload_from_file` does the same for a ready safetensors file. `peirce_reload_tensors` takes the tensors inside the RPC instead (vLLM
-serialises them twice: client -> engine core (msgpack) -> worker (pickle), and the
+vLLM's RPC. `peirce_reload_from_file` does the same for a ready safetensors file.
+`peirce_reload_tensors` takes the tensors inside the RPC instead (vLLM serialises them twice: client -> engine core (msgpack) -> worker (pickle), and the
 tensors it decodes in between are memoryview-backed and cannot be pickled again, so they
 travel as raw bytes plus dtype and shape); it is kept as the baseline.
 
