@@ -6,8 +6,8 @@ boundary. `peirce_reload_raw` takes a path to a raw staging file in shared memor
 writes the bytes once into pages it reuses every load, the worker memory-maps them and
 copies each tensor straight into the model, and only the path and table travel over
 vLLM's RPC. `peirce_reload_from_file` does the same for a ready safetensors file.
-`peirce_reload_tensors` takes the tensors inside the RPC instead (vLLM serialises them twice: client -> engine core (msgpack) -> worker (pickle), and the
-tensors it decodes in between are memoryview-backed and cannot be pickled again, so they
+`peirce_reload_tensors` takes the tensors inside the RPC instead (vLLM serialises them
+twice: client -> engine core (msgpack) -> worker (pickle), and the tensors it decodes in between are memoryview-backed and cannot be pickled again, so they
 travel as raw bytes plus dtype and shape); it is kept as the baseline.
 
 On CPU every load first tries `peirce.rollout.direct_load` (fused weights straight into
