@@ -7,8 +7,9 @@ writes the bytes once into pages it reuses every load, the worker memory-maps th
 copies each tensor straight into the model, and only the path and table travel over
 vLLM's RPC. `peirce_reload_from_file` does the same for a ready safetensors file.
 `peirce_reload_tensors` takes the tensors inside the RPC instead (vLLM serialises them
-twice: client -> engine core (msgpack) -> worker (pickle), and the tensors it decodes in between are memoryview-backed and cannot be pickled again, so they
-travel as raw bytes plus dtype and shape); it is kept as the baseline.
+twice: client -> engine core (msgpack) -> worker (pickle), and the tensors it decodes
+in between are memoryview-backed and cannot be pickled again, so they travel as raw
+bytes plus dtype and shape); it is kept as the baseline.
 
 On CPU every load first tries `peirce.rollout.direct_load` (fused weights straight into
 each linear layer's kernel builder: about 0.65x the time of vLLM's layerwise reload on
