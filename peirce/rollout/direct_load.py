@@ -19,7 +19,7 @@ back to vLLM's reload, so the direct path can be wrong only by being unused.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,6 +71,22 @@ def plan_direct_load(names: Sequence[str], packed_modules: Mapping[str, Sequence
         targets.append(Target(module=key[0], param=key[1], parts=tuple(slots),  # type: ignore[arg-type]
                               packed=len(slots) > 1))
     return targets
+
+
+def parameter_users(modules: Iterable[Any]) -> dict[int, list[Any]]:
+    """id(Parameter) -> the modules holding it directly (two or more: a shared weight, e.g.
+    an output head tied to the embedding)."""
+    users: dict[int, list[Any]] = {}
+    for module in modules:
+        for p in module._parameters.values():
+            if p is not None:
+                users.setdefault(id(p), []).append(module)
+    return users
+
+
+def has_kernel(module: Any) -> bool:
+    """Whether vLLM builds this layer's compute kernel from its Parameters after loading."""
+    return hasattr(getattr(module, "quant_method", None), "process_weights_after_loading")
 
 
 def _linear_method_type() -> type:
@@ -128,13 +144,8 @@ def direct_load(model: Any, tensors: Mapping[str, Any]) -> dict[str, int]:
 
     # layers whose kernel is built from a copied Parameter, including those that share it
     # (a tied output head has no checkpoint tensor of its own but serves the embedding)
-    sharers: dict[int, list[Any]] = {}
-    for module in modules.values():
-        for p in module._parameters.values():
-            if p is not None:
-                sharers.setdefault(id(p), []).append(module)
-    reprocess = {id(m): m for _, param, _ in copied for m in sharers.get(id(param), [])
-                 if hasattr(getattr(m, "quant_method", None), "process_weights_after_loading")}
+    users = parameter_users(modules.values())
+    reprocess = {id(m): m for _, param, _ in copied for m in users.get(id(param), []) if has_kernel(m)}
 
     with torch.no_grad():
         for _, param, tensor in copied:

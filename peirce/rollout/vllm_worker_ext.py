@@ -74,19 +74,15 @@ def _install_reload_filter() -> None:
 def _refresh_shared_kernels(model: Any) -> int:
     """Rebuild the kernels of layers whose weight Parameter is shared (a tied head); returns
     how many layers were rebuilt. See the module docstring for why."""
-    owners: dict[int, list[Any]] = {}
-    for module in model.modules():
-        weight = module._parameters.get("weight")
-        if weight is not None:
-            owners.setdefault(id(weight), []).append(module)
+    from peirce.rollout.direct_load import has_kernel, parameter_users
+
     rebuilt = 0
-    for modules in owners.values():
+    for modules in parameter_users(model.modules()).values():
         if len(modules) < 2:
             continue
         for module in modules:
-            method = getattr(module, "quant_method", None)
-            if method is not None and hasattr(method, "process_weights_after_loading"):
-                method.process_weights_after_loading(module)
+            if has_kernel(module):
+                module.quant_method.process_weights_after_loading(module)
                 rebuilt += 1
     return rebuilt
 
