@@ -150,22 +150,18 @@ def direct_load(model: Any, tensors: Mapping[str, Any]) -> dict[str, int]:
     with torch.no_grad():
         for _, param, tensor in copied:
             param.copy_(tensor)
-        with_bias = {id(m) for m, t in linear if t.param == "bias"}
-        for module, t in linear:
+        for module, t in linear:  # biases first: a layer's kernel is built once its bias is in
             if t.param == "bias":
-                bias = module._parameters["bias"]
-                bias.copy_(torch.cat([tensors[n] for n in t.parts]) if t.packed else tensors[t.parts[0]])
+                module._parameters["bias"].copy_(torch.cat([tensors[n] for n in t.parts]))
+        for module, t in linear:
+            if t.param != "weight":
                 continue
             # a fresh tensor, never a view: the inputs may be pages the next load overwrites,
             # and a kernel may keep the weight's memory instead of packing a copy
             parts = [tensors[n] for n in t.parts]
             fused = torch.cat(parts, dim=0) if t.packed else parts[0].clone(memory_format=torch.contiguous_format)
             module.weight = torch.nn.Parameter(fused.to(module.weight.dtype), requires_grad=False)
-            if id(module) not in with_bias:  # else processed below, once its bias is in too
-                module.quant_method.process_weights_after_loading(module)
-        for module, t in linear:
-            if id(module) in with_bias and t.param == "weight":
-                module.quant_method.process_weights_after_loading(module)
+            module.quant_method.process_weights_after_loading(module)
         for module in reprocess.values():
             module.quant_method.process_weights_after_loading(module)
     return {"linear": sum(1 for _, t in linear if t.param == "weight"), "copied": len(copied),
