@@ -85,6 +85,10 @@ class StandInEngine:
         self.loaded.append(version)
         self.policy_version = version
 
+    def load_received(self, payload: Any, version: int) -> None:
+        """What the loop calls: tensors here (a shared-memory version is read as tensors)."""
+        self.load_weights(payload.tensors() if hasattr(payload, "tensors") else payload, version)
+
     def generate(self, requests: list[GenRequest]) -> list[GenResult]:
         for r in requests:
             if r.request_id in self.refuse:

@@ -1,10 +1,12 @@
 """Rollout worker actor: one vLLM engine, a weights inbox, and the rollout loop thread.
 
-vLLM runs its engine in a child process (`VLLM::EngineCore`). When that process dies
-mid-generate, vLLM's sync client never answers: `generate` blocks forever on its output
-queue, the loop thread stays alive, and a health check of the thread alone would call
-the worker healthy while it holds its items forever. So `alive()` also checks the
-engine processes recorded at start, and reports a dead one as the worker's death; the
+On CPU the engine runs inside this actor (`rollout.engine_in_process`, see
+`peirce.rollout.engine`): an engine failure raises in the loop thread or takes the actor
+down with it. Otherwise vLLM runs its engine in a child process (`VLLM::EngineCore`). When
+that process dies mid-generate, vLLM's sync client never answers: `generate` blocks forever
+on its output queue, the loop thread stays alive, and a health check of the thread alone
+would call the worker healthy while it holds its items forever. So `alive()` also checks
+the engine processes recorded at start, and reports a dead one as the worker's death; the
 pool then kills the actor, re-queues its items and starts a replacement.
 """
 
@@ -38,6 +40,7 @@ class RolloutWorker:
         self.engine = RolloutEngine(model_dir, dtype=cfg.model.dtype, max_model_len=cfg.model.max_model_len,
                                     seed=cfg.trainer.seed, gpu_memory_utilization=cfg.rollout.gpu_memory_utilization,
                                     kv_cache_gib=cfg.rollout.kv_cache_gib, version=start_version,
+                                    in_process=cfg.rollout.engine_in_process_resolved,
                                     **sync.engine_kwargs)
         self.inbox = sync.inbox(weight_endpoint, f"{run}-{worker_id}", start_version, keys, engine=self.engine,
                                 on_weights=self._weights_loaded)

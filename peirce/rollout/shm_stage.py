@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import mmap
 import os
+import tempfile
 import uuid
 import weakref
 from collections.abc import Iterator, Sequence
@@ -44,6 +45,12 @@ def layout(named: Sequence[tuple[str, Any]], dtype: Any) -> tuple[list[RawSpec],
         table.append((n, name, [int(s) for s in t.shape], offset))
         end = offset + math.prod(t.shape) * dtype.itemsize
     return table, end
+
+
+def shm_dir() -> str:
+    """/dev/shm where it is writable (memory, not disk), else the temp folder."""
+    shm = "/dev/shm"
+    return shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else tempfile.gettempdir()
 
 
 def _unlink(path: str) -> None:

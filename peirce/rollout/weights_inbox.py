@@ -14,6 +14,7 @@ import time
 
 from peirce.transport.security import RunKeys
 from peirce.transport.weight_sync import WeightSubscriber
+from peirce.transport.shm_sync import SharedVersion
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,13 @@ class InboxWaits:
 
 
 class WeightsInbox(InboxWaits):
-    def __init__(self, endpoint: str, name: str, version: int, keys: RunKeys | None = None) -> None:
+    """`subscriber`: the `WeightSubscriber` class to receive with (the shared-memory one
+    yields a `SharedVersion` per version instead of tensors)."""
+
+    def __init__(self, endpoint: str, name: str, version: int, keys: RunKeys | None = None, *,
+                 subscriber: type[WeightSubscriber] = WeightSubscriber) -> None:
         self._endpoint, self._name, self._start, self._keys = endpoint, name, version, keys
+        self._subscriber = subscriber
         self._cond = threading.Condition()
         self._latest: tuple[int, list] | None = None
         self.received_version = version
@@ -50,7 +56,7 @@ class WeightsInbox(InboxWaits):
         self._thread.start()
 
     def _loop(self) -> None:
-        sub = WeightSubscriber(self._endpoint, name=self._name, version=self._start, keys=self._keys)
+        sub = self._subscriber(self._endpoint, name=self._name, version=self._start, keys=self._keys)
         try:
             while not self._stop.is_set():
                 t0 = time.perf_counter()
@@ -58,7 +64,7 @@ class WeightsInbox(InboxWaits):
                 if got is None:
                     continue
                 version, tensors = got
-                materialised = list(tensors)  # views of the received frames; kept alive here
+                materialised = tensors if isinstance(tensors, SharedVersion) else list(tensors)  # views, kept alive
                 with self._cond:
                     self._latest = (version, materialised)
                     self.received_version = version

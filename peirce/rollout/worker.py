@@ -31,7 +31,7 @@ from typing import Any
 import msgspec
 
 from peirce.masa.prompt import render_meta
-from peirce.rollout.engine import GenRequest, GenResult, RolloutEngine, SamplingSpec
+from peirce.rollout.engine import GenRequest, GenResult, RolloutEngine, SamplingSpec, TornWeights
 from peirce.rollout.partial import PartialStats, generate_partial
 from peirce.rollout.weights_inbox import WeightsInbox
 from peirce.tasks.base import get_family
@@ -75,11 +75,22 @@ class RolloutLoop:
 
     def _apply_weights(self) -> None:
         got = self.inbox.take()
-        if got is not None and got[0] > self.engine.policy_version:
+        while got is not None and got[0] > self.engine.policy_version:
             t0 = time.perf_counter()
-            self.engine.load_weights(iter(got[1]), version=got[0])
+            try:
+                self.engine.load_received(got[1], version=got[0])
+            except TornWeights:
+                # The learner repacked its shared-memory file during the load, so it has
+                # published a newer version: load that one (the engine serves nothing till then).
+                log.warning("weights v%d changed while loading; loading a newer version", got[0])
+                if not self.inbox.wait_for(got[0] + 1, timeout_s=self.catch_up_s):
+                    raise RuntimeError(f"weights v{got[0]} were torn and no newer version arrived in "
+                                       f"{self.catch_up_s} s; this engine cannot serve") from None
+                got = self.inbox.take()
+                continue
             if self.on_weights:
                 self.on_weights(got[0], time.perf_counter() - t0)
+            return
 
     def run(self) -> None:
         # Catch up before registering: the publisher sends its newest version on READY.

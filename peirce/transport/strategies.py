@@ -5,7 +5,9 @@ constructing the ZeroMQ publisher and subscriber themselves, so a GPU run is not
 TCP. Every strategy keeps ZeroMQ as the control plane and the `SubscriberBook` rules
 (READY/ACK/NACK, eviction, probation, late joiners); they differ in how tensor bytes move:
 
-* zmq      checksummed buckets over ZeroMQ (`WeightPublisher` / `WeightsInbox`), today's path;
+* zmq      checksummed buckets over ZeroMQ (`WeightPublisher` / `WeightsInbox`), any two hosts;
+* shm      the same buckets in /dev/shm files, ZeroMQ carrying only headers and file references
+           (`peirce.transport.shm_sync`): learner and engines on one machine;
 * nccl     vLLM's NCCL weight transfer, learner rank 0 broadcasting to the engine workers;
 * cuda_ipc vLLM's CUDA IPC handles, when learner and engines share one GPU.
 
@@ -84,6 +86,25 @@ def _zmq_inbox(endpoint: str, name: str, version: int, keys: RunKeys | None, *, 
 
 
 _register(SyncStrategy("zmq", _zmq_sender, _zmq_inbox, engine_kwargs={}, engine_env={}))
+
+
+# -- shm: ZeroMQ headers, the bytes in /dev/shm (learner and engines on one machine) -----------
+
+def _shm_sender(cfg: TrainConfig, host: str, keys: RunKeys | None) -> Any:
+    from peirce.transport.shm_sync import ShmWeightPublisher
+
+    return ShmWeightPublisher(f"tcp://{host}:*", bucket_bytes=int(cfg.transport.bucket_mb * 2**20), keys=keys)
+
+
+def _shm_inbox(endpoint: str, name: str, version: int, keys: RunKeys | None, *, engine: Any = None,
+               on_weights: Any = None) -> Any:
+    from peirce.rollout.weights_inbox import WeightsInbox
+    from peirce.transport.shm_sync import ShmWeightSubscriber
+
+    return WeightsInbox(endpoint, name, version, keys, subscriber=ShmWeightSubscriber)
+
+
+_register(SyncStrategy("shm", _shm_sender, _shm_inbox, engine_kwargs={}, engine_env={}))
 
 
 # -- nccl / cuda_ipc: ZeroMQ control, vLLM's weight-transfer engine for the bytes ---------------

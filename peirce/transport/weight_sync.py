@@ -57,6 +57,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+import numpy as np
 import torch
 import zmq
 
@@ -65,7 +66,7 @@ from peirce.transport.buckets import DEFAULT_BUCKET_BYTES, BucketPlan, new_buffe
 from peirce.transport.frames import FrameError, RejectCounter, decode, encode
 from peirce.transport.security import RunKeys
 from peirce.transport.sync_state import Round, SubscriberBook, sid
-from peirce.transport.wire import Control, ControlKind, WeightBucketMsg
+from peirce.transport.wire import Control, ControlKind, WeightBucketHeader, WeightBucketMsg
 
 log = logging.getLogger(__name__)
 
@@ -218,12 +219,7 @@ class WeightPublisher:
                 self._arenas = []
             arena, reused = self._arena()
             buckets = pack(state_dict, self._plan, version, out=arena.buffers, cast=self.dtype is not None)
-            frames = []
-            for h, buf in buckets:
-                header, *data = encode(WeightBucketMsg(header=h, data=buf))
-                tracked = [zmq.Frame(d, track=True) for d in data]
-                arena.trackers.extend(f.tracker for f in tracked)
-                frames.append([header, *tracked])
+            frames = [self._bucket_frames(arena, i, h, buf) for i, (h, buf) in enumerate(buckets)]
             stats = PublishStats(version, len(buckets), sum(len(b) for _, b in buckets),
                                  pack_seconds=time.perf_counter() - t0, reused_buffers=reused)
             job = _Job(version, frames, stats, self.ack_timeout if timeout is None else timeout)
@@ -232,6 +228,14 @@ class WeightPublisher:
                 if not self._thread.is_alive():
                     raise RuntimeError("publisher thread died; see the log")
         return job.stats
+
+    def _bucket_frames(self, arena: _Arena, index: int, header: WeightBucketHeader, buf) -> list:
+        """One bucket as frames: its header and its bytes (tracked, so the arena is reused
+        only once ZeroMQ has let go of them)."""
+        head, *data = encode(WeightBucketMsg(header=header, data=buf))
+        tracked = [zmq.Frame(d, track=True) for d in data]
+        arena.trackers.extend(f.tracker for f in tracked)
+        return [head, *tracked]
 
     def _arena(self) -> tuple[_Arena, bool]:
         """A buffer set no queued message references (reused), or a new one."""
@@ -438,35 +442,43 @@ class WeightSubscriber:
                 self.rejoins += 1
                 self._control(ControlKind.READY, self.version)
                 return None
-            if not isinstance(msg, WeightBucketMsg):
-                raise FrameError("type", f"expected WeightBucketMsg or REJOIN, got {type(msg).__name__}")
-            h = msg.header
+            h, data = self._payload(msg)
             if h.version <= self.version:
                 raise FrameError("stale", f"bucket of version {h.version}, already at {self.version}")
             if h.bucket_index == 0:
                 self._partial, self._t_first = [], time.perf_counter()
-            elif not self._partial or self._partial[0].header.version != h.version \
+            elif not self._partial or self._partial[0][0].version != h.version \
                     or len(self._partial) != h.bucket_index:
                 self._partial = []
                 raise FrameError("sequence", f"bucket {h.bucket_index} of version {h.version} out of sequence")
-            verify(h, msg.data)
+            verify(h, data)
+            self._partial.append((h, data, msg))
+            if len(self._partial) < h.n_buckets:
+                return None
+            parts, self._partial = self._partial, []
+            payload = self._complete(h.version, parts)
         except FrameError as err:
             self.rejected.record(err, f"subscriber {self.name}")
             if err.reason == "checksum":
                 self._partial = []
                 self._control(ControlKind.NACK, self.version, reason=err.detail)
             return None
-        self._partial.append(msg)
-        if len(self._partial) < h.n_buckets:
-            return None
-        parts, self._partial = self._partial, []
         self.version = h.version
-        self.stats.append(ReceiveStats(h.version, len(parts), sum(p.header.nbytes for p in parts),
+        self.stats.append(ReceiveStats(h.version, len(parts), sum(p[0].nbytes for p in parts),
                                        time.perf_counter() - self._t_first))
         if self.auto_ack:
             self.ack(h.version)
-        tensors = itertools.chain.from_iterable(unpack(p.header, p.data, check=False) for p in parts)
-        return h.version, tensors
+        return h.version, payload
+
+    def _payload(self, msg) -> tuple[WeightBucketHeader, np.ndarray]:
+        """A bucket message's header and bytes (FrameError for any other message)."""
+        if not isinstance(msg, WeightBucketMsg):
+            raise FrameError("type", f"expected WeightBucketMsg or REJOIN, got {type(msg).__name__}")
+        return msg.header, msg.data
+
+    def _complete(self, version: int, parts: list) -> Iterator[tuple[str, torch.Tensor]]:
+        """What `receive` yields for a whole verified version: here, views of its buckets."""
+        return itertools.chain.from_iterable(unpack(h, data, check=False) for h, data, _ in parts)
 
     def close(self) -> None:
         try:

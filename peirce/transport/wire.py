@@ -263,6 +263,16 @@ class WeightBucketMsg(Msg, tag="bucket"):
             raise ValueError(f"data: {len(data)} bytes but header.nbytes is {self.header.nbytes}")
 
 
+class WeightBucketRefMsg(Msg, tag="bucket_ref"):
+    """A bucket header and where its bytes lie in a shared-memory file of the sender's host
+    (`weight_sync.strategy: shm`; peirce.transport.shm_sync checks path and host)."""
+
+    header: WeightBucketHeader
+    path: Annotated[str, msgspec.Meta(max_length=4096)]
+    offset: NonNeg
+    boot_id: Annotated[str, msgspec.Meta(max_length=256)]  # the sender's kernel: same host iff equal
+
+
 class ControlKind(str, enum.Enum):
     READY = "ready"  # payload: {"version": int} currently applied
     ACK = "ack"  # payload: {"version": int} received and verified
@@ -281,8 +291,10 @@ class Control(Msg, tag="control"):
     payload: dict[str, Any] = {}
 
 
-Message = Union[TaskMsg, RolloutSample, ScoredSample, WorkerFault, WeightBucketHeader, WeightBucketMsg, Control]
+Message = Union[TaskMsg, RolloutSample, ScoredSample, WorkerFault, WeightBucketHeader, WeightBucketMsg,
+                WeightBucketRefMsg, Control]
 MESSAGE_TYPES: dict[str, type[Msg]] = {
     c.__struct_config__.tag: c  # type: ignore[misc]
-    for c in (TaskMsg, RolloutSample, ScoredSample, WorkerFault, WeightBucketHeader, WeightBucketMsg, Control)
+    for c in (TaskMsg, RolloutSample, ScoredSample, WorkerFault, WeightBucketHeader, WeightBucketMsg,
+              WeightBucketRefMsg, Control)
 }

@@ -71,7 +71,9 @@ def _alive(pid: int) -> bool:
 @pytest.mark.vllm
 def test_sigkilled_workers_and_engines_lose_and_duplicate_nothing(ray_runtime, tmp_path):
     cfg = _cfg(tmp_path, "chaos", **{"tasks.n_per_level": 400, "trainer.max_steps": MAX_STEPS,
-                                      "async.max_staleness": 1, "rollout.max_tokens": 8})
+                                      "async.max_staleness": 1, "rollout.max_tokens": 8,
+                                      # the "engine" kills need vLLM's engine core in a process of its own
+                                      "rollout.engine_in_process": False})
     orch = Orchestrator(cfg, progress=False)
     plan = kill_plan(SEED)
     done: list[dict] = []  # one entry per kill that landed

@@ -1,0 +1,178 @@
+"""Shared-memory weight sync (`weight_sync.strategy: shm`): real ZeroMQ on loopback for the
+handshake, real /dev/shm files for the bytes; bit-exact against the state dict, two arenas
+used in turn, torn reads detected, hostile references rejected."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import msgspec
+import pytest
+import torch
+
+from peirce.config.schema import TrainConfig
+from peirce.rollout.weights_inbox import WeightsInbox
+from peirce.transport import strategies
+from peirce.transport.frames import encode
+from peirce.transport.shm_sync import SharedVersion, ShmWeightPublisher, ShmWeightSubscriber, boot_id
+from peirce.transport.weight_sync import WeightPublisher, WeightSender
+from peirce.transport.wire import WeightBucketRefMsg
+
+
+def _state(seed: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {"embed.weight": torch.randn(64, 32, generator=g).to(torch.bfloat16),
+            "layer.0.weight": torch.randn(32, 32, generator=g).to(torch.bfloat16),
+            "layer.0.bias": torch.randn(32, generator=g),
+            "steps": torch.tensor([seed], dtype=torch.int64)}
+
+
+def _registered(pub, n: int = 1) -> None:
+    deadline = time.monotonic() + 10
+    while len(pub.subscribers) < n:
+        assert time.monotonic() < deadline, "subscriber never registered"
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def pair():
+    pub = ShmWeightPublisher("tcp://127.0.0.1:*", bucket_bytes=4096)
+    sub = ShmWeightSubscriber(pub.endpoint, name="eng", version=0)
+    _registered(pub)
+    yield pub, sub
+    sub.close()
+    pub.close()
+
+
+def _receive(sub) -> tuple[int, SharedVersion]:
+    got = sub.receive(timeout=10)
+    assert got is not None, "no version arrived"
+    return got
+
+
+def _publish(pub, state, version, *subs):
+    """Publish while each subscriber receives on its own thread (a publish waits for ACKs).
+    Returns (publish stats, what each subscriber received)."""
+    got: dict[int, tuple] = {}
+    threads = [threading.Thread(target=lambda i=i, s=s: got.__setitem__(i, s.receive(timeout=10))) for i, s in
+               enumerate(subs)]
+    for t in threads:
+        t.start()
+    stats = pub.publish(state, version, timeout=10)
+    for t in threads:
+        t.join(15)
+    assert all(got.get(i) is not None for i in range(len(subs))), "a version did not arrive"
+    return stats, [got[i] for i in range(len(subs))]
+
+
+def test_a_version_arrives_bit_exact_and_only_headers_cross_zeromq(pair):
+    pub, sub = pair
+    state = _state(1)
+    stats, [(version, shared)] = _publish(pub, state, 1, sub)
+    assert stats.acked == ["eng"] and stats.n_buckets > 1
+    assert version == 1 and isinstance(shared, SharedVersion) and shared.intact()
+    got = dict(shared.tensors())
+    assert set(got) == set(state) and all(torch.equal(got[k], v) and got[k].dtype == v.dtype for k, v in state.items())
+    # the table the engine's worker reads: absolute offsets into the learner's file, same bytes
+    with open(shared.path, "rb") as fh:
+        raw = fh.read()
+    for name, dtype, shape, offset in shared.table:
+        t = state[name]
+        n = t.numel() * t.element_size()
+        assert raw[offset:offset + n] == t.contiguous().view(torch.uint8).numpy().tobytes(), name
+        assert dtype == str(t.dtype).removeprefix("torch.") and shape == list(t.shape)
+    # what crossed ZeroMQ: a header and a file reference per bucket, no tensor bytes
+    frames = pub._latest.frames
+    assert all(len(f) == 1 for f in frames) and sum(len(f[0]) for f in frames) < stats.payload_bytes / 4
+
+
+def test_two_arenas_in_turn_and_the_latest_is_never_repacked(pair):
+    pub, sub = pair
+    paths = []
+    for v in (1, 2, 3, 4):
+        _, [(version, shared)] = _publish(pub, _state(v), v, sub)
+        assert version == v and shared.intact()
+        paths.append(shared.path)
+        assert torch.equal(dict(shared.tensors())["steps"], torch.tensor([v]))
+    assert paths[0] == paths[2] and paths[1] == paths[3] and paths[0] != paths[1]
+    assert all(os.path.exists(p) for p in set(paths))
+    pub.close()
+    assert not any(os.path.exists(p) for p in set(paths)), "arena files left behind"
+
+
+def test_a_reader_two_versions_behind_sees_its_version_torn(pair):
+    pub, sub = pair
+    _, [(_, v1)] = _publish(pub, _state(1), 1, sub)
+    _, [(_, v2)] = _publish(pub, _state(2), 2, sub)
+    assert v1.intact() and v2.intact()
+    _, [(_, v3)] = _publish(pub, _state(3), 3, sub)  # repacks v1's arena
+    assert not v1.intact() and v2.intact() and v3.intact()
+
+
+def test_a_late_joiner_gets_the_latest_version_from_its_arena(pair):
+    pub, sub = pair
+    _publish(pub, _state(1), 1, sub)
+    _publish(pub, _state(2), 2, sub)
+    late = ShmWeightSubscriber(pub.endpoint, name="late", version=0)
+    try:
+        version, shared = _receive(late)
+        assert version == 2 and torch.equal(dict(shared.tensors())["steps"], torch.tensor([2]))
+    finally:
+        late.close()
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({"boot_id": "another-machine"}, "host"),
+    ({"path": "/etc/passwd"}, "path"),
+    ({"path": "/dev/shm/../etc/peirce-wsync-1-0123456789ab.bin"}, "path"),
+    ({"path": "/dev/shm/peirce-wsync-1-0123456789ab.bin"}, "path"),  # well named, absent
+    ({"offset": 1 << 40}, "size"),
+])
+def test_hostile_or_foreign_references_are_rejected_with_a_reason(pair, change, reason):
+    """A reference to another host's file, to a file outside the arena folder (or absent),
+    or past the arena's end is counted and dropped through the subscriber's own frame
+    handling; nothing is read, and the genuine next version still arrives."""
+    pub, sub = pair
+    _, [(_, real)] = _publish(pub, _state(1), 1, sub)
+    header = msgspec.structs.replace(real.buckets[0][0], version=2)
+    ref = msgspec.structs.replace(WeightBucketRefMsg(header=header, path=real.path, offset=real.table[0][3],
+                                                     boot_id=boot_id()), **change)
+    assert sub._on_bucket(encode(ref)) is None
+    assert sub.rejected_frames.get(reason) == 1 and sub.version == 1, sub.rejected_frames
+    _, [(version, shared)] = _publish(pub, _state(2), 2, sub)
+    assert version == 2 and shared.intact()
+
+
+def test_a_zmq_bucket_on_a_shm_subscriber_is_refused_as_a_strategy_mismatch():
+    pub = WeightPublisher("tcp://127.0.0.1:*")
+    sub = ShmWeightSubscriber(pub.endpoint, name="eng", version=0)
+    try:
+        _registered(pub)
+        pub.publish(_state(1), 1, timeout=1.0)
+        assert sub.receive(timeout=1.0) is None
+        assert "type" in sub.rejected_frames and sub.version == 0
+    finally:
+        sub.close()
+        pub.close()
+
+
+def test_the_shm_strategy_builds_its_pair_and_the_inbox_hands_over_a_shared_version():
+    cfg = TrainConfig.model_validate({"transport": {"bucket_mb": 0.01}, "weight_sync": {"strategy": "shm"}})
+    sync = strategies.get(cfg.weight_sync.strategy)
+    sender = sync.sender(cfg, "127.0.0.1", None)
+    box = sync.inbox(sender.endpoint, "w0", 0, None, engine=None, on_weights=None)
+    try:
+        assert isinstance(sender, ShmWeightPublisher) and isinstance(sender, WeightSender)
+        assert isinstance(box, WeightsInbox)
+        _registered(sender)
+        state = _state(7)
+        assert sender.publish(state, 1).acked == ["w0"]
+        assert box.wait_for(1, 10)
+        version, shared = box.take()
+        assert version == 1 and isinstance(shared, SharedVersion)
+        assert all(torch.equal(t, state[k]) for k, t in shared.tensors())
+    finally:
+        box.close()
+        sender.close()
