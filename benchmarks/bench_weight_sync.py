@@ -18,6 +18,11 @@ worker, the tied head's kernel rebuild, and the RPC plus prefix-cache reset. Our
 with the worker loading through peirce's direct CPU load (`peirce.rollout.direct_load`, the
 default) and through vLLM's `reload_weights` (its fallback), so their ratio is measured in one run.
 
+A third run moves the bytes through /dev/shm instead (`weight_sync.strategy: shm`, learner and
+engine on one machine): the learner packs into its shared-memory arena, ZeroMQ carries only
+headers, and the engine's worker loads straight from the learner's file; it is compared with
+the disk reload, with the ZeroMQ broadcast and with raw ZeroMQ's GB/s.
+
 Every path is also given in GB/s (state-dict bytes / seconds); `broadcast_plus_inplace_load_gb_per_s`
 has raw ZeroMQ's GB/s as its baseline, so its ratio is the share of the wire ceiling reached.
 """
@@ -44,26 +49,31 @@ def _gb_per_s(nbytes: int, seconds: float) -> float:
     return round(nbytes / seconds / 1e9, 3)
 
 
-def broadcast_and_load(engine, state: dict, repeats: int, warmup: int = 2) -> tuple[list[float], list[dict]]:
+def broadcast_and_load(engine, state: dict, repeats: int, warmup: int = 2,
+                       strategy: str = "zmq") -> tuple[list[float], list[dict]]:
     """Seconds of publish -> receive -> in-place load per repeat, and where they went.
 
     `warmup` untimed rounds first: a learner publishes every step, so the steady state
     (packing buffers and the /dev/shm staging file already faulted in) is what counts.
+    `strategy`: "zmq" (bytes over TCP) or "shm" (bytes in /dev/shm, loaded from there).
     """
     import torch
 
+    from peirce.transport.shm_sync import ShmWeightPublisher, ShmWeightSubscriber
     from peirce.transport.weight_sync import WeightPublisher, WeightSubscriber
 
+    publisher, subscriber = {"zmq": (WeightPublisher, WeightSubscriber),
+                             "shm": (ShmWeightPublisher, ShmWeightSubscriber)}[strategy]
     ours, parts = [], []
-    with WeightPublisher() as pub:
-        sub = WeightSubscriber(pub.endpoint, version=engine.policy_version)
-        got: dict[int, list] = {}
+    with publisher() as pub:
+        sub = subscriber(pub.endpoint, version=engine.policy_version)
+        got: dict[int, object] = {}
         done = threading.Event()
 
         def receive(n: int) -> None:
             for _ in range(n):
-                version, tensors = sub.receive(timeout=120)
-                got[version] = list(tensors)
+                version, payload = sub.receive(timeout=120)
+                got[version] = payload if strategy == "shm" else list(payload)
                 done.set()
 
         t = threading.Thread(target=receive, args=(warmup + repeats,), daemon=True)
@@ -77,7 +87,7 @@ def broadcast_and_load(engine, state: dict, repeats: int, warmup: int = 2) -> tu
             t1 = time.perf_counter()
             done.wait(120)
             t2 = time.perf_counter()
-            load = engine.load_weights(iter(got.pop(version)), version=version)
+            load = engine.load_received(got.pop(version), version=version)
             total = time.perf_counter() - t0
             if i < warmup:
                 continue
@@ -119,11 +129,12 @@ def main() -> None:
         ours_vllm, parts_vllm = broadcast_and_load(engine, state, repeats)  # the worker loads via vLLM's reload
         engine.direct_load = True
         ours, parts = broadcast_and_load(engine, state, repeats)  # peirce's direct CPU load (the default)
+        ours_shm, parts_shm = broadcast_and_load(engine, state, repeats, strategy="shm")  # bytes via /dev/shm
         if engine.on_cpu and engine.reload_breakdown().get("path") != "direct":
             raise RuntimeError(f"direct load refused: {engine.reload_breakdown()}")
     finally:
         engine.close()
-    med = {"ours": statistics.median(ours), "ours_vllm": statistics.median(ours_vllm),
+    med = {"ours": statistics.median(ours), "ours_vllm": statistics.median(ours_vllm), "shm": statistics.median(ours_shm),
            "rpc": statistics.median(rpc), "disk": statistics.median(disk), "raw": raw}
     sizes = {"bytes": nbytes, "repeats": repeats}
     emit(BENCH, "vllm_inplace_reload_in_memory_s", round(med["rpc"], 3), "s",
@@ -147,6 +158,15 @@ def main() -> None:
          baseline_name="the same broadcast with vLLM's reload_weights in the worker", **sizes)
     emit(BENCH, "broadcast_plus_inplace_load_gb_per_s", _gb_per_s(nbytes, med["ours"]), "GB/s",
          baseline=_gb_per_s(nbytes, med["raw"]), baseline_name="raw ZeroMQ PUSH/PULL, same bytes", **sizes)
+    shm = {"strategy": "shm", "note": "learner and engine on one machine: bytes in /dev/shm, headers over ZeroMQ, "
+                                      "the worker loads from the learner's file"}
+    emit(BENCH, "shm_broadcast_plus_inplace_load_vs_disk_reload_s", round(med["shm"], 3), "s",
+         baseline=round(med["disk"], 3), baseline_name="vLLM reload_weights from the checkpoint folder",
+         parts={k: round(statistics.median(p[k] for p in parts_shm), 4) for k in parts_shm[0]}, **shm, **sizes)
+    emit(BENCH, "shm_vs_zmq_broadcast_plus_inplace_load_s", round(med["shm"], 3), "s", baseline=round(med["ours"], 3),
+         baseline_name="the same broadcast with the bytes over ZeroMQ (weight_sync.strategy zmq)", **shm, **sizes)
+    emit(BENCH, "shm_broadcast_plus_inplace_load_gb_per_s", _gb_per_s(nbytes, med["shm"]), "GB/s",
+         baseline=_gb_per_s(nbytes, med["raw"]), baseline_name="raw ZeroMQ PUSH/PULL, same bytes", **shm, **sizes)
 
 
 if __name__ == "__main__":

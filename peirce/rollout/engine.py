@@ -473,7 +473,7 @@ class RolloutEngine:
         vLLM's worker reads the tensors straight from the learner's file, no copy on the way.
 
         The file may be repacked under a reader that lags two versions, so every bucket's
-        checksum is checked again after the load: if one changed, `TornWeights` is raised
+        checksum is checked after the load: if one is not what was published, `TornWeights` is raised
         and the engine refuses to generate until a later load succeeds. A version whose
         dtypes differ from the served one goes through `load_weights` (which casts).
         """

@@ -11,8 +11,9 @@ joiners are the ZeroMQ strategy's own (`WeightPublisher`, `WeightSubscriber`).
 
 Safety: the publisher alternates two files and never repacks the one holding the latest
 version (a late joiner reads it). A reader that falls two versions behind while it loads can
-still see its file repacked under it, so every bucket's checksum is verified on arrival and
-again after the load (`SharedVersion.intact`); a torn load is refused by the engine
+still see its file repacked under it, so every bucket's checksum is verified after the load
+(`SharedVersion.intact`; the bytes did not travel, so a check on arrival would add a pass and
+prove nothing about the load); a torn load is refused by the engine
 (`peirce.rollout.engine.TornWeights`) and it serves nothing until a whole version is in.
 Same host only: every reference names the sender's boot id, and a subscriber on another
 host (or given a path outside the shared-memory folder) rejects it with a clear reason;
@@ -86,7 +87,14 @@ class ShmArena(_Arena):
         offsets, size = bucket_offsets(plan)
         path = os.path.join(directory, f"peirce-wsync-{os.getpid()}-{uuid.uuid4().hex[:12]}.bin")
         with open(path, "w+b") as fh:  # a fresh file reads as zeros: padding checksums are deterministic
-            fh.truncate(max(size, 1))
+            try:  # reserve the pages now: a full tmpfs then fails here, not with SIGBUS mid-pack
+                os.posix_fallocate(fh.fileno(), 0, max(size, 1))
+            except OSError as e:
+                fh.close()
+                _unlink(path)
+                raise OSError(e.errno, f"weight arena {path}: cannot reserve {size / 2**20:.0f} MiB in {directory} "
+                                       f"({e.strerror}); enlarge it (e.g. docker --shm-size) or use "
+                                       "weight_sync.strategy zmq") from None
             mapped = mmap.mmap(fh.fileno(), max(size, 1))
         flat = np.frombuffer(mapped, dtype=np.uint8)
         buffers = [flat[o:o + b.nbytes] for o, b in zip(offsets, plan.buckets)]
@@ -184,6 +192,11 @@ class ShmWeightSubscriber(WeightSubscriber):
             raise FrameError("size", f"bucket {msg.header.bucket_index} ends at byte "
                                      f"{msg.offset + msg.header.nbytes} > the arena's {len(mapped)}")
         return msg.header, np.frombuffer(mapped, dtype=np.uint8, count=msg.header.nbytes, offset=msg.offset)
+
+    def _verify(self, header: WeightBucketHeader, data: np.ndarray) -> None:
+        """Nothing on arrival: the bytes did not travel, so only a repack by the learner can
+        change them, and that can also happen after any check made here. The engine checks
+        every checksum after its load instead (`SharedVersion.intact`), one pass, not two."""
 
     def _complete(self, version: int, parts: Sequence[tuple[WeightBucketHeader, np.ndarray, object]]) -> SharedVersion:
         paths = {msg.path for _, _, msg in parts}

@@ -451,7 +451,7 @@ class WeightSubscriber:
                     or len(self._partial) != h.bucket_index:
                 self._partial = []
                 raise FrameError("sequence", f"bucket {h.bucket_index} of version {h.version} out of sequence")
-            verify(h, data)
+            self._verify(h, data)
             self._partial.append((h, data, msg))
             if len(self._partial) < h.n_buckets:
                 return None
@@ -469,6 +469,10 @@ class WeightSubscriber:
         if self.auto_ack:
             self.ack(h.version)
         return h.version, payload
+
+    def _verify(self, header: WeightBucketHeader, data: np.ndarray) -> None:
+        """Check a bucket's length and checksum on arrival (a bad one is NACKed and resent)."""
+        verify(header, data)
 
     def _payload(self, msg) -> tuple[WeightBucketHeader, np.ndarray]:
         """A bucket message's header and bytes (FrameError for any other message)."""

@@ -176,3 +176,15 @@ def test_the_shm_strategy_builds_its_pair_and_the_inbox_hands_over_a_shared_vers
     finally:
         box.close()
         sender.close()
+
+
+def test_an_arena_too_big_for_the_shared_memory_folder_fails_clearly_and_leaves_no_file():
+    from peirce.rollout.shm_stage import shm_dir
+    from peirce.transport.buckets import BucketPlan
+    from peirce.transport.shm_sync import ShmArena
+
+    plan = BucketPlan.from_tensors([("huge.weight", (1 << 50,), "uint8")], bucket_bytes=1 << 20)
+    before = set(os.listdir(shm_dir()))
+    with pytest.raises(OSError, match="cannot reserve .* MiB .*weight_sync.strategy zmq"):
+        ShmArena.create(plan, shm_dir())
+    assert set(os.listdir(shm_dir())) - before == set()
