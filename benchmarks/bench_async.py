@@ -24,7 +24,9 @@ total samples over total time, which the stragglers weigh on more. Each line als
 time goes: the learner's and the rollout engine's idle share (medians over steps, as
 `peirce_idle_ratio`), and `overlap_bound`, the most asynchrony can give for the workload (the
 synchronous step over the busier role's busy time), with `fraction_of_bound` reached.
-`step_s_p90 / step_s_median` shows the stragglers.
+`step_s_p90 / step_s_median` shows the stragglers. `--engine separate` runs vLLM's engine in
+processes of its own instead of inside each rollout worker (the CPU default), to measure what
+the in-process engine changes (README "Asynchrony on 2 cores").
 """
 
 from __future__ import annotations
@@ -93,7 +95,7 @@ def _quantile(values: list[float], q: float) -> float:
 
 
 def _run(staleness: int, steps: int, seed: int, root: Path, partial: bool = False,
-         n_samples: int = WORKLOADS["default"]) -> dict[str, float]:
+         n_samples: int = WORKLOADS["default"], engine_in_process: bool | None = None) -> dict[str, float]:
     from peirce.config import TrainConfig, load_config
     from peirce.config.profiles import SMOKE_TRAIN, as_overrides
     from peirce.trainer.orchestrator import Orchestrator
@@ -104,7 +106,7 @@ def _run(staleness: int, steps: int, seed: int, root: Path, partial: bool = Fals
               "async.max_staleness": staleness, "rollout.interrupt_on_new_weights": partial,
               "trainer.max_steps": steps, "trainer.seed": seed,
               "tasks.n_per_level": 1000, "rollout.prompts_per_step": 4, "rollout.n_samples": n_samples,
-              "rollout.max_tokens": LENGTHS["hi"]}
+              "rollout.max_tokens": LENGTHS["hi"], "rollout.engine_in_process": engine_in_process}
     cfg = load_config(TrainConfig, None, as_overrides(values))
     orch = Orchestrator(cfg, progress=False)
     admission = LongTailAdmission(orch.planner, long_tail_lengths(seed, **LENGTHS))
@@ -141,7 +143,10 @@ def overlap_bound(sync: dict[str, float]) -> float:
 
 
 def main() -> None:
-    args = parse_args(__doc__)
+    args = parse_args(__doc__, extra=lambda p: p.add_argument(
+        "--engine", choices=("auto", "in_process", "separate"), default="auto",
+        help="where each rollout worker runs vLLM's engine (rollout.engine_in_process; auto: in-process on CPU)"))
+    engine_in_process = {"auto": None, "in_process": True, "separate": False}[args.engine]
     from peirce.actors.runtime import ensure_ray
 
     ensure_ray()
@@ -150,12 +155,14 @@ def main() -> None:
     variants = [("default", 0, False), ("default", 2, False), ("default", 2, True),
                 ("balanced", 0, False), ("balanced", 2, False)]
     extra = {"seeds": len(seeds), "steps_per_run": steps, "prompts_per_step": 4, "lengths": "lognormal",
+             "engine": args.engine,
              **{f"length_{k}": v for k, v in LENGTHS.items()}}
     sync: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for workload, staleness, partial in variants:
             n = WORKLOADS[workload]
-            fields = _summary([_run(staleness, steps, seed, Path(tmp), partial, n) for seed in seeds])
+            fields = _summary([_run(staleness, steps, seed, Path(tmp), partial, n, engine_in_process)
+                               for seed in seeds])
             value = fields.pop("samples_per_s")
             name = f"trained_samples_per_s_{workload}_staleness{staleness}{'_partial' if partial else ''}"
             if staleness == 0:

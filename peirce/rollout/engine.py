@@ -576,10 +576,17 @@ class RolloutEngine:
     # -- lifetime -----------------------------------------------------------------------
 
     def close(self) -> None:
-        """Stop vLLM's engine-core and worker processes."""
+        """Stop vLLM's engine-core and worker processes; in-process, also undo what vLLM's
+        engine set up in this process (its torch.distributed group, which a DeepSpeed learner
+        started here later would trip over, the frozen gc heap and the env cache)."""
         llm, self._llm = getattr(self, "_llm", None), None
         if llm is not None:
             llm.llm_engine.engine_core.shutdown()
+            if getattr(self, "in_process", False):
+                from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
+
+                del llm
+                cleanup_dist_env_and_memory()
         stage, self._stage = getattr(self, "_stage", None), None
         if stage is not None:
             stage.close()

@@ -105,6 +105,10 @@ def test_an_in_process_engine_samples_what_a_separate_one_does_and_spawns_no_pro
     engine.load_weights(list(_scaled(tiny_state, 1.1).items()), engine.policy_version + 1)
     assert after_load == engine.sequence_logprobs(PROMPT, RESPONSE) and after_load != before_load
     engine.load_weights(list(tiny_state.items()), engine.policy_version + 1)
+    import gc
+
     import vllm.envs
 
     assert not vllm.envs._is_envs_cache_enabled(), "the in-process engine left vLLM's env cache on"
+    assert not torch.distributed.is_initialized(), "the in-process engine left its torch.distributed group"
+    assert gc.get_freeze_count() == 0, "the in-process engine left the gc heap frozen"
