@@ -47,13 +47,10 @@ _LAUNCHER_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTE
 def _no_leaked_launcher_env():
     """A learner built in-process sets MASTER_PORT etc.; don't let it leak into later tests'
     subprocesses and Ray workers (they would rendezvous on a port this process holds)."""
-    before = {k: os.environ.get(k) for k in _LAUNCHER_VARS}
-    yield
-    for k, v in before.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    from peirce.rollout.cpu_settings import restored_env
+
+    with restored_env(_LAUNCHER_VARS):
+        yield
 
 
 def _host_line() -> str:

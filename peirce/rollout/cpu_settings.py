@@ -90,3 +90,26 @@ def scoped_env(env: Mapping[str, str], environ: MutableMapping[str, str] | None 
     finally:
         for k in applied:
             environ.pop(k, None)
+
+
+@contextmanager
+def restored_env(keys: Iterable[str], environ: MutableMapping[str, str] | None = None) -> Iterator[None]:
+    """Whatever the block does to `keys`, put back what they were (absent stays absent)."""
+    environ = os.environ if environ is None else environ
+    before = {k: environ.get(k) for k in keys}
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                environ.pop(k, None)
+            else:
+                environ[k] = v
+
+
+@contextmanager
+def forced_env(env: Mapping[str, str]) -> Iterator[None]:
+    """Set `env` for the block, overriding (unlike `scoped_env`), then restore what was there."""
+    with restored_env(env):
+        os.environ.update(env)
+        yield

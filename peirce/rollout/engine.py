@@ -48,16 +48,15 @@ import struct
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
-from peirce.rollout.cpu_settings import (ROLES, CpuEngineSettings, EngineRole, cpu_engine_settings, host_cpu_kind,
-                                         scoped_env)
+from peirce.rollout.cpu_settings import (ROLES, CpuEngineSettings, EngineRole, cpu_engine_settings, forced_env,
+                                         host_cpu_kind, scoped_env)
 from peirce.rollout.partial import INTERRUPTED, sample_seed
 from peirce.rollout.sampling import GenRequest, GenResult, SamplingSpec, SamplingSpecError
 from peirce.rollout.shm_stage import ShmStage, shm_dir
@@ -168,21 +167,6 @@ IN_PROCESS_ENV = "VLLM_ENABLE_V1_MULTIPROCESSING"
 def in_process_env(in_process: bool) -> dict[str, str]:
     """The variable that puts vLLM's engine core and worker in the caller's process."""
     return {IN_PROCESS_ENV: "0"} if in_process else {}
-
-
-@contextmanager
-def forced_env(env: dict[str, str]) -> Iterator[None]:
-    """Set `env` (overriding) for the block, then restore what was there."""
-    before = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for k, v in before.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def _uncache_vllm_env() -> None:

@@ -63,3 +63,26 @@ def test_eval_runner_builds_an_eval_role_engine_unless_told_otherwise():
     assert eval_engine_kwargs(3, 512, None) == {"seed": 3, "max_model_len": 512, "role": "eval"}
     assert eval_engine_kwargs(0, 512, {"dtype": "float32"})["role"] == "eval"
     assert eval_engine_kwargs(0, 512, {"role": "rollout"})["role"] == "rollout"
+
+
+def test_restored_env_puts_back_values_and_absences_whatever_the_block_did():
+    from peirce.rollout.cpu_settings import restored_env
+
+    environ = {"A": "1", "KEEP": "x"}
+    with pytest.raises(RuntimeError):
+        with restored_env(["A", "B"], environ):
+            environ.update(A="2", B="3", OTHER="4")
+            raise RuntimeError("the block fails")
+    assert environ == {"A": "1", "KEEP": "x", "OTHER": "4"}
+
+
+def test_forced_env_overrides_an_explicit_value_for_the_block_only(monkeypatch):
+    import os
+
+    from peirce.rollout.cpu_settings import forced_env
+
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")
+    monkeypatch.delenv("PEIRCE_TEST_ABSENT", raising=False)
+    with forced_env({"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "PEIRCE_TEST_ABSENT": "y"}):
+        assert os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0" and os.environ["PEIRCE_TEST_ABSENT"] == "y"
+    assert os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "1" and "PEIRCE_TEST_ABSENT" not in os.environ
