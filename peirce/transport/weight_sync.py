@@ -143,7 +143,8 @@ class WeightSender(Protocol):
 
 @runtime_checkable
 class WeightReceiver(Protocol):
-    """Engine side: the next complete version as (version, named tensors), or None on timeout."""
+    """Engine side: the next complete version as (version, named tensors), or None on timeout
+    (the shared-memory receiver gives a `peirce.transport.shm_sync.SharedVersion` instead)."""
 
     def receive(self, timeout: float | None = None) -> tuple[int, Iterator[tuple[str, torch.Tensor]]] | None: ...
 
