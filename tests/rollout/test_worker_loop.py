@@ -175,3 +175,52 @@ def test_real_engine_refusal_is_per_item(engine, task):
         "good": None, "too-long": "unservable", "unknown-task": "unservable"}
     [sample] = unpack_messages(results["good"])
     assert 1 <= len(sample.response_token_ids) <= 4 and sample.policy_version == engine.policy_version
+
+
+class _Inbox:
+    """The inbox calls the loop makes (take, wait_for), over a list of versions to hand out."""
+
+    def __init__(self, versions: list[int]) -> None:
+        self.pending = list(versions)
+        self.received_version = 0
+
+    def take(self):
+        if not self.pending:
+            return None
+        v = self.pending.pop(0)
+        self.received_version = max(self.received_version, v)
+        return v, f"payload-v{v}"
+
+    def wait_for(self, version: int, timeout_s: float) -> bool:
+        return any(v >= version for v in self.pending)
+
+
+class _TearingEngine:
+    """Tears every load of the versions in `torn` (the learner repacked the file meanwhile)."""
+
+    def __init__(self, torn: set[int]) -> None:
+        self.policy_version, self.torn, self.loads = 0, torn, []
+
+    def load_received(self, payload, version: int) -> None:
+        from peirce.rollout.engine import TornWeights
+
+        self.loads.append(version)
+        if version in self.torn:
+            raise TornWeights(f"v{version} torn")
+        self.policy_version = version
+
+
+def test_a_torn_load_is_followed_by_the_newer_version_the_tear_implies():
+    engine = _TearingEngine(torn={1})
+    loaded = []
+    loop = RolloutLoop(engine, "tcp://127.0.0.1:1", _Inbox([1, 2]), worker_id="w", prompt_style="reference",
+                       prompts_per_step=1, on_weights=lambda v, s: loaded.append(v))
+    loop._apply_weights()
+    assert engine.loads == [1, 2] and engine.policy_version == 2 and loaded == [2]
+
+
+def test_a_torn_load_with_no_newer_version_stops_the_worker():
+    loop = RolloutLoop(_TearingEngine(torn={1}), "tcp://127.0.0.1:1", _Inbox([1]), worker_id="w",
+                       prompt_style="reference", prompts_per_step=1, catch_up_s=0.1)
+    with pytest.raises(RuntimeError, match="torn and no newer version arrived"):
+        loop._apply_weights()
