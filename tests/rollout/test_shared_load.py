@@ -84,31 +84,73 @@ def test_a_torn_shared_load_is_refused_and_the_engine_serves_nothing_until_a_who
     engine.load_weights(list(tiny_state.items()), engine.policy_version + 1)
 
 
-def test_an_in_process_engine_samples_what_a_separate_one_does_and_spawns_no_process(engine, tiny_dir, tiny_state):
-    import psutil
+IN_PROCESS_CHECK = """
+import gc, json, sys
+import psutil, torch
+from safetensors.torch import load_file
+from peirce.rollout.engine import GenRequest, RolloutEngine, SamplingSpec
 
-    from peirce.rollout.engine import GenRequest, RolloutEngine, SamplingSpec
+if __name__ == "__main__":
+    tiny_dir, prompt, response = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+    state = load_file(tiny_dir + "/model.safetensors")
+    request = GenRequest(request_id="r", prompt_token_ids=prompt,
+                         sampling=SamplingSpec(n=2, max_tokens=12, temperature=1.0, seed=3, logprobs=True))
+    with RolloutEngine(tiny_dir, dtype="bfloat16", max_model_len=512, seed=0, kv_cache_gib=1,
+                       in_process=True) as eng:
+        spawned = [p.pid for p in psutil.Process().children(recursive=True)]
+        tokens = [r.response_token_ids for r in eng.generate([request])]
+        eng.load_weights(list(state.items()), 1)
+        before = eng.sequence_logprobs(prompt, response)
+        eng.load_weights([(k, (v.float() * 1.1).to(v.dtype)) for k, v in state.items()], 2)
+        path = eng.reload_breakdown()["path"]
+        after = eng.sequence_logprobs(prompt, response)
+    import vllm.envs
+    print(json.dumps({"spawned": spawned, "tokens": tokens, "before": before, "after": after, "path": path,
+                      "env_cache": vllm.envs._is_envs_cache_enabled(), "dist": torch.distributed.is_initialized(),
+                      "frozen": gc.get_freeze_count()}))
+"""
 
-    engine.load_weights(list(tiny_state.items()), engine.policy_version + 1)
+
+def test_an_in_process_engine_samples_what_a_separate_one_does_and_spawns_no_process(engine, tiny_dir, tiny_state,
+                                                                                    tmp_path):
+    """In a fresh process (as in a rollout worker actor): this test process may hold a DeepSpeed
+    learner's torch.distributed group, which an in-process engine refuses to share."""
+    import json
+    import subprocess
+    import sys
+
+    from peirce.rollout.engine import GenRequest, SamplingSpec
+
+    script = tmp_path / "in_process_check.py"
+    script.write_text(IN_PROCESS_CHECK)
+    run = subprocess.run([sys.executable, str(script), str(tiny_dir), json.dumps(PROMPT), json.dumps(RESPONSE)],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    assert got["spawned"] == [], "an in-process engine spawned vLLM processes"
     request = GenRequest(request_id="r", prompt_token_ids=PROMPT,
                          sampling=SamplingSpec(n=2, max_tokens=12, temperature=1.0, seed=3, logprobs=True))
-    expected = [r.response_token_ids for r in engine.generate([request])]
-    before = {p.pid for p in psutil.Process().children(recursive=True)}
-    with RolloutEngine(tiny_dir, dtype="bfloat16", max_model_len=512, seed=0, kv_cache_gib=1,
-                       in_process=True) as inproc:
-        assert {p.pid for p in psutil.Process().children(recursive=True)} <= before, "spawned a vLLM process"
-        assert [r.response_token_ids for r in inproc.generate([request])] == expected
-        before_load = inproc.sequence_logprobs(PROMPT, RESPONSE)
-        inproc.load_weights(list(_scaled(tiny_state, 1.1).items()), 1)
-        assert inproc.reload_breakdown()["path"] == "direct"
-        after_load = inproc.sequence_logprobs(PROMPT, RESPONSE)
-    engine.load_weights(list(_scaled(tiny_state, 1.1).items()), engine.policy_version + 1)
-    assert after_load == engine.sequence_logprobs(PROMPT, RESPONSE) and after_load != before_load
     engine.load_weights(list(tiny_state.items()), engine.policy_version + 1)
-    import gc
+    assert got["tokens"] == [r.response_token_ids for r in engine.generate([request])]
+    engine.load_weights([(k, (v.float() * 1.1).to(v.dtype)) for k, v in tiny_state.items()],
+                        engine.policy_version + 1)
+    assert got["path"] == "direct" and got["after"] == engine.sequence_logprobs(PROMPT, RESPONSE)
+    assert got["after"] != got["before"]
+    assert not got["env_cache"] and not got["dist"] and got["frozen"] == 0, "closing left vLLM's state behind"
+    engine.load_weights(list(tiny_state.items()), engine.policy_version + 1)
 
-    import vllm.envs
 
-    assert not vllm.envs._is_envs_cache_enabled(), "the in-process engine left vLLM's env cache on"
-    assert not torch.distributed.is_initialized(), "the in-process engine left its torch.distributed group"
-    assert gc.get_freeze_count() == 0, "the in-process engine left the gc heap frozen"
+def test_an_in_process_engine_is_refused_beside_an_existing_torch_distributed_group(tiny_dir, tmp_path):
+    import torch.distributed as dist
+
+    from peirce.rollout.engine import RolloutEngine
+
+    ours = not dist.is_initialized()
+    if ours:  # a one-rank gloo group, as a DeepSpeed learner in this process would have
+        dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        with pytest.raises(ValueError, match="already has a torch.distributed group"):
+            RolloutEngine(tiny_dir, dtype="bfloat16", max_model_len=512, kv_cache_gib=1, in_process=True)
+    finally:
+        if ours:
+            dist.destroy_process_group()
