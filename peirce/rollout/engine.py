@@ -472,10 +472,7 @@ class RolloutEngine:
         served = str(self.dtype).removeprefix("torch.")
         if any(dtype != served for _, dtype, _, _ in table):
             stats = self.load_weights(shared.tensors(), shared.version)
-            if not shared.intact():
-                with self._lock:
-                    self._torn = True
-                raise TornWeights(f"version {shared.version}: the learner's file changed during the load")
+            self._check_intact(shared)
             return stats
         shapes = {name: tuple(shape) for name, _, shape, _ in table}
         if shapes != self.shapes:
@@ -485,10 +482,7 @@ class RolloutEngine:
         t0 = time.perf_counter()
         with self._lock:
             worker_s = self._llm.collective_rpc("peirce_reload_raw", args=(shared.path, table, self.direct_load))
-            if not shared.intact():
-                self._torn = True
-                raise TornWeights(f"version {shared.version}: the learner's file {shared.path} changed during "
-                                  "the load (it published two newer versions meanwhile)")
+            self._check_intact(shared)
             self._torn = False
             self._llm.reset_prefix_cache()
             self._version = shared.version
@@ -508,6 +502,14 @@ class RolloutEngine:
                 raise WeightLoadError(f"version={version} but the shared version is {payload.version}")
             return self.load_shared(payload)
         return self.load_weights(payload, version)
+
+    def _check_intact(self, shared: SharedVersion) -> None:
+        """After a load from `shared`: if its bytes are no longer the published ones, the engine
+        holds a mix of versions; mark it torn (nothing is generated) and raise."""
+        if not shared.intact():
+            self._torn = True
+            raise TornWeights(f"version {shared.version}: the learner's file {shared.path} changed during the load "
+                              "(it published two newer versions meanwhile)")
 
     def _check_servable(self) -> None:
         if self._torn:

@@ -31,7 +31,7 @@ ALIGN = 64
 RawSpec = tuple[str, str, list[int], int]
 
 
-def _align(n: int) -> int:
+def align_up(n: int) -> int:
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
 
@@ -41,7 +41,7 @@ def layout(named: Sequence[tuple[str, Any]], dtype: Any) -> tuple[list[RawSpec],
     end = 0
     name = str(dtype).removeprefix("torch.")
     for n, t in named:
-        offset = _align(end)
+        offset = align_up(end)
         table.append((n, name, [int(s) for s in t.shape], offset))
         end = offset + math.prod(t.shape) * dtype.itemsize
     return table, end
@@ -53,7 +53,7 @@ def shm_dir() -> str:
     return shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else tempfile.gettempdir()
 
 
-def _unlink(path: str) -> None:
+def unlink_quietly(path: str) -> None:
     try:
         os.unlink(path)
     except FileNotFoundError:
@@ -67,7 +67,7 @@ class ShmStage:
         self.path = os.path.join(directory, f"peirce-weights-{os.getpid()}-{uuid.uuid4().hex[:8]}.bin")
         self._map: mmap.mmap | None = None
         self._size = 0
-        self._finalizer = weakref.finalize(self, _unlink, self.path)  # never leave 100s of MB behind
+        self._finalizer = weakref.finalize(self, unlink_quietly, self.path)  # never leave 100s of MB behind
 
     def write(self, named: Sequence[tuple[str, Any]], dtype: Any) -> tuple[list[RawSpec], int]:
         """Copy every tensor (cast to `dtype`) into its slot; returns (table, payload bytes)."""

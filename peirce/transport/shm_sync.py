@@ -36,13 +36,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from peirce.rollout.shm_stage import RawSpec, shm_dir
+from peirce.rollout.shm_stage import RawSpec, align_up, shm_dir, unlink_quietly
 from peirce.transport.buckets import BucketPlan, checksum, unpack
 from peirce.transport.frames import FrameError, encode
 from peirce.transport.weight_sync import WeightPublisher, WeightSubscriber, _Arena
 from peirce.transport.wire import WeightBucketHeader, WeightBucketMsg, WeightBucketRefMsg
 
-ALIGN = 64
 ARENA_NAME = re.compile(r"peirce-wsync-[0-9]+-[0-9a-f]{12}\.bin")
 
 
@@ -57,18 +56,12 @@ def boot_id() -> str:
         return os.uname().nodename
 
 
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
 
 def bucket_offsets(plan: BucketPlan) -> tuple[list[int], int]:
-    """Each bucket's byte offset in one arena file (64-byte aligned, back to back), and the size."""
+    """Each bucket's byte offset in one arena file (aligned as `shm_stage` slots, back to back), and the size."""
     offsets, end = [], 0
     for b in plan.buckets:
-        end = (end + ALIGN - 1) // ALIGN * ALIGN
+        end = align_up(end)
         offsets.append(end)
         end += b.nbytes
     return offsets, end
@@ -91,7 +84,7 @@ class ShmArena(_Arena):
                 os.posix_fallocate(fh.fileno(), 0, max(size, 1))
             except OSError as e:
                 fh.close()
-                _unlink(path)
+                unlink_quietly(path)
                 raise OSError(e.errno, f"weight arena {path}: cannot reserve {size / 2**20:.0f} MiB in {directory} "
                                        f"({e.strerror}); enlarge it (e.g. docker --shm-size) or use "
                                        "weight_sync.strategy zmq") from None
@@ -99,7 +92,7 @@ class ShmArena(_Arena):
         flat = np.frombuffer(mapped, dtype=np.uint8)
         buffers = [flat[o:o + b.nbytes] for o, b in zip(offsets, plan.buckets)]
         arena = cls(buffers=buffers, path=path, offsets=tuple(offsets))
-        arena.finalizer = weakref.finalize(arena, _unlink, path)  # never leave 100s of MB behind
+        arena.finalizer = weakref.finalize(arena, unlink_quietly, path)  # never leave 100s of MB behind
         return arena
 
 
