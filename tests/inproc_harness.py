@@ -86,8 +86,12 @@ class StandInEngine:
         self.policy_version = version
 
     def load_received(self, payload: Any, version: int) -> None:
-        """What the loop calls: tensors here (a shared-memory version is read as tensors)."""
-        self.load_weights(payload.tensors() if hasattr(payload, "tensors") else payload, version)
+        """What the loop calls: tensors here (a shared-memory version is read as tensors, under
+        its file's lock as the real engine reads it)."""
+        if not hasattr(payload, "reading"):
+            return self.load_weights(payload, version)
+        with payload.reading():
+            self.load_weights(payload.tensors(), version)
 
     def generate(self, requests: list[GenRequest]) -> list[GenResult]:
         for r in requests:

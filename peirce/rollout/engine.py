@@ -59,14 +59,15 @@ from peirce.rollout.cpu_settings import (ROLES, CpuEngineSettings, EngineRole, c
                                          host_cpu_kind, scoped_env)
 from peirce.rollout.partial import INTERRUPTED, sample_seed
 from peirce.rollout.sampling import GenRequest, GenResult, SamplingSpec, SamplingSpecError
-from peirce.rollout.shm_stage import ShmStage, shm_dir
+from peirce.rollout.shm_stage import ShmStage
 from peirce.tasks.prompts import encode_prompt
+from peirce.transport.shm_files import shm_dir
 
 if TYPE_CHECKING:
     from peirce.transport.shm_sync import SharedVersion
 
 __all__ = ["GenRequest", "GenResult", "RolloutEngine", "SamplingSpec", "SamplingSpecError",
-           "TornWeights", "WeightLoadError", "WeightLoadStats", "check_named_tensors", "checkpoint_shapes",
+           "WeightLoadError", "WeightLoadStats", "check_named_tensors", "checkpoint_shapes",
            "safetensors_shapes"]
 
 log = logging.getLogger(__name__)
@@ -77,11 +78,6 @@ _TIED_HEAD = "lm_head.weight"
 
 class WeightLoadError(ValueError):
     """A state dict does not fit the served model; nothing was loaded."""
-
-
-class TornWeights(RuntimeError):
-    """A shared-memory version changed while it was loaded (the learner repacked its file):
-    the engine holds a mix of versions and serves nothing until a whole version is loaded."""
 
 
 def resolve_dtype(dtype: str) -> str:
@@ -282,7 +278,6 @@ class RolloutEngine:
         self._version = int(version)
         self.last_load: WeightLoadStats | None = None
         self._stage: ShmStage | None = None  # the /dev/shm file loads go through, made on first use
-        self._torn = False  # a shared-memory load was torn: serve nothing until a whole version is in
 
     # -- generation ---------------------------------------------------------------------
 
@@ -312,7 +307,6 @@ class RolloutEngine:
             return []
         params = [r.sampling.to_vllm() for r in requests]
         with self._lock:
-            self._check_servable()
             version = self._version
             outputs = self._llm.generate(prompts, params, use_tqdm=False)
         results: list[GenResult] = []
@@ -360,7 +354,6 @@ class RolloutEngine:
         tag = uuid.uuid4().hex[:12]
         pieces: dict[str, _Piece] = {}
         with self._lock:
-            self._check_servable()
             version = self._version
             try:
                 for req, prompt in zip(requests, prompts, strict=True):
@@ -410,7 +403,6 @@ class RolloutEngine:
             return []
         params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
         with self._lock:
-            self._check_servable()
             outputs = self._llm.generate(prompts, params, use_tqdm=False)
         result = []
         for (p, _), prompt, out in zip(pairs, prompts, outputs, strict=True):
@@ -448,7 +440,6 @@ class RolloutEngine:
                 worker_s = self._llm.collective_rpc("peirce_reload_tensors", args=(raw, self.direct_load))
             self._llm.reset_prefix_cache()
             self._version = version
-            self._torn = False
             stats = WeightLoadStats(version=version, tensors=len(named), bytes=nbytes,
                                     seconds=time.perf_counter() - t0, write_seconds=write_s,
                                     worker_seconds=max(worker_s), via=via)
@@ -461,19 +452,18 @@ class RolloutEngine:
         """Load a version the learner left in shared memory (`weight_sync.strategy: shm`):
         vLLM's worker reads the tensors straight from the learner's file, no copy on the way.
 
-        The file may be repacked under a reader that lags two versions, so every bucket's
-        checksum is checked after the load: if one is not what was published, `TornWeights` is raised
-        and the engine refuses to generate until a later load succeeds. A version whose
-        dtypes differ from the served one goes through `load_weights` (which casts).
+        The load holds the file's shared lock, so the learner cannot repack it meanwhile; if
+        it already did (this engine lagged two versions), `VersionSuperseded` is raised before
+        anything is loaded and the engine keeps serving its version. A version whose dtypes
+        differ from the served one goes through `load_weights` (which casts).
         """
         self._check_load(shared.version)
         table = [row for row in shared.table if not (self.tied_head and row[0] == _TIED_HEAD
                                                      and _TIED_HEAD not in self.shapes)]
         served = str(self.dtype).removeprefix("torch.")
         if any(dtype != served for _, dtype, _, _ in table):
-            stats = self.load_weights(shared.tensors(), shared.version)
-            self._check_intact(shared)
-            return stats
+            with shared.reading():
+                return self.load_weights(shared.tensors(), shared.version)
         shapes = {name: tuple(shape) for name, _, shape, _ in table}
         if shapes != self.shapes:
             diff = sorted(set(shapes.items()) ^ set(self.shapes.items()))[:3]
@@ -481,9 +471,8 @@ class RolloutEngine:
                                   f"e.g. {diff}")
         t0 = time.perf_counter()
         with self._lock:
-            worker_s = self._llm.collective_rpc("peirce_reload_raw", args=(shared.path, table, self.direct_load))
-            self._check_intact(shared)
-            self._torn = False
+            with shared.reading():  # only the worker's read needs the learner's file held
+                worker_s = self._llm.collective_rpc("peirce_reload_raw", args=(shared.path, table, self.direct_load))
             self._llm.reset_prefix_cache()
             self._version = shared.version
             stats = WeightLoadStats(version=shared.version, tensors=len(table),
@@ -502,18 +491,6 @@ class RolloutEngine:
                 raise WeightLoadError(f"version={version} but the shared version is {payload.version}")
             return self.load_shared(payload)
         return self.load_weights(payload, version)
-
-    def _check_intact(self, shared: SharedVersion) -> None:
-        """After a load from `shared`: if its bytes are no longer the published ones, the engine
-        holds a mix of versions; mark it torn (nothing is generated) and raise."""
-        if not shared.intact():
-            self._torn = True
-            raise TornWeights(f"version {shared.version}: the learner's file {shared.path} changed during the load "
-                              "(it published two newer versions meanwhile)")
-
-    def _check_servable(self) -> None:
-        if self._torn:
-            raise TornWeights("the last shared-memory load was torn; load a whole version before generating")
 
     @staticmethod
     def _check_load(version: int) -> None:
@@ -536,7 +513,6 @@ class RolloutEngine:
             worker_s = self._llm.collective_rpc("peirce_reload_from_file", args=(str(path), self.direct_load))
             self._llm.reset_prefix_cache()
             self._version = version
-            self._torn = False
             stats = WeightLoadStats(version=version, tensors=len(shapes), bytes=os.path.getsize(path),
                                     seconds=time.perf_counter() - t0, write_seconds=0.0,
                                     worker_seconds=max(worker_s), via="file")
@@ -551,7 +527,6 @@ class RolloutEngine:
             self._llm.collective_rpc("reload_weights", kwargs=kwargs)
             self._llm.reset_prefix_cache()
             self._version = int(version)
-            self._torn = False
             return time.perf_counter() - t0
 
     def reload_breakdown(self) -> dict[str, Any]:

@@ -19,20 +19,12 @@ from __future__ import annotations
 import math
 import mmap
 import os
-import tempfile
 import uuid
 import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-ALIGN = 64
-
-# (name, dtype name, shape, byte offset): plain types, so vLLM's RPC carries it as is
-RawSpec = tuple[str, str, list[int], int]
-
-
-def align_up(n: int) -> int:
-    return (n + ALIGN - 1) // ALIGN * ALIGN
+from peirce.transport.shm_files import RawSpec, align_up, unlink_quietly
 
 
 def layout(named: Sequence[tuple[str, Any]], dtype: Any) -> tuple[list[RawSpec], int]:
@@ -45,19 +37,6 @@ def layout(named: Sequence[tuple[str, Any]], dtype: Any) -> tuple[list[RawSpec],
         table.append((n, name, [int(s) for s in t.shape], offset))
         end = offset + math.prod(t.shape) * dtype.itemsize
     return table, end
-
-
-def shm_dir() -> str:
-    """/dev/shm where it is writable (memory, not disk), else the temp folder."""
-    shm = "/dev/shm"
-    return shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else tempfile.gettempdir()
-
-
-def unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 class ShmStage:

@@ -31,7 +31,7 @@ from typing import Any
 import msgspec
 
 from peirce.masa.prompt import render_meta
-from peirce.rollout.engine import GenRequest, GenResult, RolloutEngine, SamplingSpec, TornWeights
+from peirce.rollout.engine import GenRequest, GenResult, RolloutEngine, SamplingSpec
 from peirce.rollout.partial import PartialStats, generate_partial
 from peirce.rollout.weights_inbox import WeightsInbox
 from peirce.tasks.base import get_family
@@ -39,6 +39,7 @@ from peirce.transport.dispatch import WorkClient
 from peirce.transport.frames import FrameError, RejectCounter
 from peirce.transport.groups import fault_payload, pack_messages, unpack_messages
 from peirce.transport.security import RunKeys
+from peirce.transport.shm_sync import VersionSuperseded
 from peirce.transport.wire import RolloutSample, TaskMsg
 
 log = logging.getLogger(__name__)
@@ -79,13 +80,11 @@ class RolloutLoop:
             t0 = time.perf_counter()
             try:
                 self.engine.load_received(got[1], version=got[0])
-            except TornWeights:
-                # The learner repacked its shared-memory file during the load, so it has
-                # published a newer version: load that one (the engine serves nothing till then).
-                log.warning("weights v%d changed while loading; loading a newer version", got[0])
-                if not self.inbox.wait_for(got[0] + 1, timeout_s=self.catch_up_s):
-                    raise RuntimeError(f"weights v{got[0]} were torn and no newer version arrived in "
-                                       f"{self.catch_up_s} s; this engine cannot serve") from None
+            except VersionSuperseded as e:
+                # The engine lagged two versions: the learner's file already holds a newer one,
+                # which is in (or on its way to) the inbox. Nothing was loaded; serve the old
+                # version whole until then.
+                log.warning("weights v%d skipped: %s", got[0], e)
                 got = self.inbox.take()
                 continue
             if self.on_weights:

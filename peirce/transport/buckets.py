@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from peirce.transport.frames import FrameError
+from peirce.transport.shm_files import align_up
 from peirce.transport.wire import DTYPE_ITEMSIZE, MAX_TENSORS_PER_BUCKET, TensorSpec, WeightBucketHeader
 
 try:
@@ -36,7 +37,6 @@ except ImportError:  # pragma: no cover - xxhash is installed here
     xxhash = None
     CHECKSUM_ALGO = "crc32"
 
-ALIGN = 64
 DEFAULT_BUCKET_BYTES = 64 << 20
 
 
@@ -53,10 +53,6 @@ def dtype_name(dtype: torch.dtype) -> str:
     if name not in DTYPE_ITEMSIZE:
         raise ValueError(f"dtype: {dtype} cannot be bucketed; supported: {sorted(DTYPE_ITEMSIZE)}")
     return name
-
-
-def _align(n: int) -> int:
-    return (n + ALIGN - 1) // ALIGN * ALIGN
 
 
 @dataclass(frozen=True)
@@ -96,7 +92,7 @@ class BucketPlan:
                 raise ValueError(f"dtype: {name} has {dname!r}; supported: {sorted(DTYPE_ITEMSIZE)}")
             shape = tuple(int(s) for s in shape)
             nbytes = DTYPE_ITEMSIZE[dname] * math.prod(shape)
-            offset = _align(end)
+            offset = align_up(end)
             if cur and (offset + nbytes > bucket_bytes or len(cur) == MAX_TENSORS_PER_BUCKET):
                 close()
                 offset = 0
@@ -162,7 +158,8 @@ def new_buffers(plan: BucketPlan) -> list[np.ndarray]:
 
 
 def pack(state_dict: Mapping[str, torch.Tensor], plan: BucketPlan, version: int = 0, *,
-         out: list[np.ndarray] | None = None, cast: bool = False) -> list[tuple[WeightBucketHeader, np.ndarray]]:
+         out: list[np.ndarray] | None = None, cast: bool = False,
+         checksums: bool = True) -> list[tuple[WeightBucketHeader, np.ndarray]]:
     """Copy tensors into uint8 buffers laid out by `plan`: one copy, straight from each
     tensor's storage (any device, any strides) into its slot.
 
@@ -170,6 +167,8 @@ def pack(state_dict: Mapping[str, torch.Tensor], plan: BucketPlan, version: int 
     state dict fresh buffers cost ~5x the copy itself in page faults (AVX512-BF16 host).
     `cast=True` lets a tensor of another floating dtype be converted to the planned dtype
     during that same copy (a fp32 learner publishing bf16 without a bf16 copy of its own).
+    `checksums=False` leaves each header's checksum 0 with algorithm "none" (which `verify`
+    refuses): for buffers that never travel, a pass over every byte that proves nothing.
     """
     if out is not None and [len(b) for b in out] != [b.nbytes for b in plan.buckets]:
         raise ValueError(f"out: buffer sizes {[len(b) for b in out]} != the plan's "
@@ -197,7 +196,8 @@ def pack(state_dict: Mapping[str, torch.Tensor], plan: BucketPlan, version: int 
         arr = out[i] if out is not None else buf.numpy()
         header = WeightBucketHeader(
             version=version, bucket_index=i, n_buckets=plan.n_buckets, tensors=list(bucket.tensors),
-            nbytes=bucket.nbytes, checksum=checksum(arr), checksum_algo=CHECKSUM_ALGO,
+            nbytes=bucket.nbytes, checksum=checksum(arr) if checksums else 0,
+            checksum_algo=CHECKSUM_ALGO if checksums else "none",
         )
         result.append((header, arr))
     return result

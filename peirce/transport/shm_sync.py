@@ -3,18 +3,25 @@
 Why: when a learner and its rollout engines share a machine (every single-node run), TCP
 loopback copies each byte through the kernel twice and is the slowest part of a sync
 (raw ZeroMQ: 0.215 s for SmolLM2's 257 MB on a 2-core avx512_bf16 host). Here the learner
-packs each version into one of two files in /dev/shm, and ZeroMQ carries only the bucket
-headers (checksums included) and where each bucket lies. The engine's vLLM worker reads the
-tensors straight out of the learner's file, so the bytes cross between processes once, in
-the load itself: the CPU counterpart of CUDA IPC. Handshake, versions, eviction and late
-joiners are the ZeroMQ strategy's own (`WeightPublisher`, `WeightSubscriber`).
+packs each version into a file in /dev/shm (an arena), and ZeroMQ carries only the bucket
+headers and where each bucket lies. The engine's vLLM worker reads the tensors straight out
+of the learner's file, so the bytes cross between processes once, in the load itself: the
+CPU counterpart of CUDA IPC. Handshake, versions, eviction and late joiners are the ZeroMQ
+strategy's own (`WeightPublisher`, `WeightSubscriber`).
 
-Safety: the publisher alternates two files and never repacks the one holding the latest
-version (a late joiner reads it). A reader that falls two versions behind while it loads can
-still see its file repacked under it, so every bucket's checksum is verified after the load
-(`SharedVersion.intact`; the bytes did not travel, so a check on arrival would add a pass and
-prove nothing about the load); a torn load is refused by the engine
-(`peirce.rollout.engine.TornWeights`) and it serves nothing until a whole version is in.
+Safety, by a lock rather than by a check afterwards: the learner packs an arena holding its
+exclusive `flock`, and stamps the version it packed in the arena's first bytes; an engine
+loads holding a shared `flock` on it (`SharedVersion.reading`) after checking the stamp. So
+a load never sees a repack: an arena some engine is loading from is not repacked (the
+learner packs into another, at most `MAX_SHM_ARENAS`, waiting beyond that), and an engine
+that comes to a version whose arena was already repacked (it lagged two versions) loads
+nothing and is told so (`VersionSuperseded`): it keeps serving its whole older version and
+takes the newer one. The kernel's lock orders the learner's writes before the engine's
+reads on every architecture, which a version stamp read without a lock would not. The
+bytes never travel, so they are not checksummed: that pass (~0.02 s per 257 MB here) would
+prove nothing the lock does not. The arena holding the latest version is never repacked
+(late joiners are sent it).
+
 Same host only: every reference names the sender's boot id, and a subscriber on another
 host (or given a path outside the shared-memory folder) rejects it with a clear reason;
 use `zmq` across nodes.
@@ -22,27 +29,40 @@ use `zmq` across nodes.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import itertools
 import mmap
 import os
 import re
+import struct
+import time
 import uuid
 import warnings
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from peirce.rollout.shm_stage import RawSpec, align_up, shm_dir, unlink_quietly
-from peirce.transport.buckets import BucketPlan, checksum, unpack
+from peirce.transport.buckets import BucketPlan, pack, unpack
 from peirce.transport.frames import FrameError, encode
+from peirce.transport.shm_files import RawSpec, align_up, shm_dir, unlink_quietly
 from peirce.transport.weight_sync import WeightPublisher, WeightSubscriber, _Arena
 from peirce.transport.wire import WeightBucketHeader, WeightBucketMsg, WeightBucketRefMsg
 
 ARENA_NAME = re.compile(r"peirce-wsync-[0-9]+-[0-9a-f]{12}\.bin")
+MAX_SHM_ARENAS = 3  # the latest version's, the one being packed, one an engine is still loading from
+STAMP = struct.Struct("<q")  # an arena's first bytes: the version its buckets hold (-1: none, or mid-pack)
+STAMP_BYTES = align_up(STAMP.size)  # buckets start after it, aligned
+
+
+class VersionSuperseded(RuntimeError):
+    """The learner's arena no longer holds this version (two newer ones were published before
+    the engine came to load it). Nothing was loaded: the engine still serves its older
+    version whole; a newer one is on its way."""
 
 
 @functools.lru_cache(maxsize=1)
@@ -56,10 +76,10 @@ def boot_id() -> str:
         return os.uname().nodename
 
 
-
 def bucket_offsets(plan: BucketPlan) -> tuple[list[int], int]:
-    """Each bucket's byte offset in one arena file (aligned as `shm_stage` slots, back to back), and the size."""
-    offsets, end = [], 0
+    """Each bucket's byte offset in one arena file (after the stamp, aligned as `shm_files`
+    slots, back to back), and the file's size."""
+    offsets, end = [], STAMP_BYTES
     for b in plan.buckets:
         end = align_up(end)
         offsets.append(end)
@@ -67,55 +87,100 @@ def bucket_offsets(plan: BucketPlan) -> tuple[list[int], int]:
     return offsets, end
 
 
+def _close_and_unlink(fd: int, path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)
+    unlink_quietly(path)
+
+
 @dataclass
 class ShmArena(_Arena):
-    """One version's buckets in one /dev/shm file (`buffers` are views of its mapping)."""
+    """One version's buckets in one /dev/shm file (`buffers` are views of its mapping),
+    with the descriptor its exclusive lock is taken on while it is packed."""
 
     path: str = ""
     offsets: tuple[int, ...] = ()
+    fd: int = -1
     finalizer: weakref.finalize | None = None
 
     @classmethod
     def create(cls, plan: BucketPlan, directory: str) -> ShmArena:
         offsets, size = bucket_offsets(plan)
         path = os.path.join(directory, f"peirce-wsync-{os.getpid()}-{uuid.uuid4().hex[:12]}.bin")
-        with open(path, "w+b") as fh:  # a fresh file reads as zeros: padding checksums are deterministic
-            try:  # reserve the pages now: a full tmpfs then fails here, not with SIGBUS mid-pack
-                os.posix_fallocate(fh.fileno(), 0, max(size, 1))
-            except OSError as e:
-                fh.close()
-                unlink_quietly(path)
-                raise OSError(e.errno, f"weight arena {path}: cannot reserve {size / 2**20:.0f} MiB in {directory} "
-                                       f"({e.strerror}); enlarge it (e.g. docker --shm-size) or use "
-                                       "weight_sync.strategy zmq") from None
-            mapped = mmap.mmap(fh.fileno(), max(size, 1))
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:  # reserve the pages now: a full tmpfs then fails here, not with SIGBUS mid-pack
+            os.posix_fallocate(fd, 0, size)
+            mapped = mmap.mmap(fd, size)
+        except OSError as e:
+            _close_and_unlink(fd, path)
+            raise OSError(e.errno, f"weight arena {path}: cannot reserve {size / 2**20:.0f} MiB in {directory} "
+                                   f"({e.strerror}); enlarge it (e.g. docker --shm-size) or use "
+                                   "weight_sync.strategy zmq") from None
+        os.pwrite(fd, STAMP.pack(-1), 0)  # a fresh file reads as zeros: version 0 must not seem packed
         flat = np.frombuffer(mapped, dtype=np.uint8)
         buffers = [flat[o:o + b.nbytes] for o, b in zip(offsets, plan.buckets)]
-        arena = cls(buffers=buffers, path=path, offsets=tuple(offsets))
-        arena.finalizer = weakref.finalize(arena, unlink_quietly, path)  # never leave 100s of MB behind
+        arena = cls(buffers=buffers, path=path, offsets=tuple(offsets), fd=fd)
+        arena.finalizer = weakref.finalize(arena, _close_and_unlink, fd, path)  # never leave 100s of MB behind
         return arena
+
+    def try_lock(self) -> bool:
+        """Take the exclusive lock unless an engine is loading from this arena."""
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    def stamp(self, version: int) -> None:
+        os.pwrite(self.fd, STAMP.pack(version), 0)
+
+    def unlock(self) -> None:
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
 
 
 class ShmWeightPublisher(WeightPublisher):
-    """The learner side: packs into shared-memory arenas, sends headers and file references.
-
-    Arenas: two, used in turn; the one holding the latest version is never repacked (late
-    joiners and lagging readers read it). Closing removes the files."""
+    """The learner side: packs into shared-memory arenas under their lock, sends headers and
+    file references. Closing removes the files."""
 
     def __init__(self, endpoint: str = "tcp://127.0.0.1:*", *, directory: str | None = None, **kwargs) -> None:
         self.directory = directory or shm_dir()
         self._latest_arena: ShmArena | None = None
+        self.waited_for_readers_s = 0.0  # total time publishes waited for engines to finish a load
         super().__init__(endpoint, **kwargs)
 
     def _arena(self) -> tuple[_Arena, bool]:
-        for arena in self._arenas:
-            if arena is not self._latest_arena:
-                self._latest_arena = arena
-                return arena, True
-        arena = ShmArena.create(self._plan, self.directory)
-        self._arenas.append(arena)
+        """An arena no engine is loading from, other than the latest version's, locked for
+        packing; a new one while there are fewer than MAX_SHM_ARENAS, else wait (a load
+        takes well under a second; an engine stuck in one for ack_timeout is an error)."""
+        t0 = time.monotonic()
+        while True:
+            for arena in self._arenas:
+                if arena is not self._latest_arena and arena.try_lock():
+                    self.waited_for_readers_s += time.monotonic() - t0
+                    return arena, True
+            if len(self._arenas) < MAX_SHM_ARENAS:
+                arena = ShmArena.create(self._plan, self.directory)
+                arena.try_lock()  # nobody knows the file yet
+                self._arenas.append(arena)
+                return arena, False
+            if time.monotonic() - t0 > self.ack_timeout:
+                raise RuntimeError(f"weight sync: rollout engines have held all {MAX_SHM_ARENAS - 1} older weight "
+                                   f"arenas in {self.directory} for over {self.ack_timeout:g} s (a load stuck?); "
+                                   "cannot publish without repacking one under them")
+            time.sleep(0.002)
+
+    def _pack(self, arena: _Arena, state_dict: Mapping[str, torch.Tensor],
+              version: int) -> list[tuple[WeightBucketHeader, np.ndarray]]:
+        assert isinstance(arena, ShmArena)
+        try:  # the stamp says "none" while bytes change, so a failed pack cannot pass as a version
+            arena.stamp(-1)
+            buckets = pack(state_dict, self._plan, version, out=arena.buffers, cast=self.dtype is not None,
+                           checksums=False)
+            arena.stamp(version)
+        finally:
+            arena.unlock()
         self._latest_arena = arena
-        return arena, False
+        return buckets
 
     def _bucket_frames(self, arena: _Arena, index: int, header: WeightBucketHeader, buf: np.ndarray) -> list:
         assert isinstance(arena, ShmArena)
@@ -132,28 +197,44 @@ class ShmWeightPublisher(WeightPublisher):
 
 @dataclass
 class SharedVersion:
-    """One received version that stays in the learner's file: where each tensor lies, and
-    the bucket checksums to tell afterwards whether the bytes were still that version."""
+    """One received version that stays in the learner's file: where each tensor lies. Read
+    it only inside `reading()`."""
 
     version: int
     path: str
     table: list[RawSpec]  # (name, dtype, shape, absolute byte offset in `path`)
     buckets: list[tuple[WeightBucketHeader, np.ndarray]]  # headers and views of the file
 
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        """Hold the arena's shared lock (the learner cannot repack it meanwhile) once its stamp
+        says it still holds this version; `VersionSuperseded` when it does not."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise VersionSuperseded(f"version {self.version}: the learner's file {self.path} is gone (it closed, "
+                                    "or its model's layout changed)") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)  # waits out a pack in progress (tens of ms)
+            (stamp,) = STAMP.unpack(os.pread(fd, STAMP.size, 0))
+            if stamp != self.version:
+                raise VersionSuperseded(f"version {self.version}: the learner's file {self.path} now holds "
+                                        f"{'a version being packed' if stamp < 0 else f'version {stamp}'} "
+                                        "(two newer versions were published before this one was loaded)")
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
     def tensors(self) -> Iterator[tuple[str, torch.Tensor]]:
-        """(name, tensor) views of the learner's file, for a load that copies them."""
+        """(name, tensor) views of the learner's file, for a load that copies them (inside `reading()`)."""
         with warnings.catch_warnings():  # read-only mapping: nothing here writes to it
             warnings.simplefilter("ignore", UserWarning)
             yield from itertools.chain.from_iterable(unpack(h, buf, check=False) for h, buf in self.buckets)
 
-    def intact(self) -> bool:
-        """True while every bucket still has the checksum it arrived with."""
-        return all(checksum(buf, h.checksum_algo) == h.checksum for h, buf in self.buckets)
-
 
 class ShmWeightSubscriber(WeightSubscriber):
-    """The engine side: receives file references, maps the learner's arena, verifies every
-    bucket there, and yields `(version, SharedVersion)` in place of tensors."""
+    """The engine side: receives file references, maps the learner's arena, and yields
+    `(version, SharedVersion)` in place of tensors."""
 
     def __init__(self, endpoint: str, *, directory: str | None = None, **kwargs) -> None:
         self.directory = os.path.realpath(directory or shm_dir())
@@ -181,15 +262,15 @@ class ShmWeightSubscriber(WeightSubscriber):
             except (OSError, ValueError) as e:
                 raise FrameError("path", f"bucket reference {path!r}: cannot map it ({e})") from None
             self._maps[path] = mapped
-        if msg.offset + msg.header.nbytes > len(mapped):
-            raise FrameError("size", f"bucket {msg.header.bucket_index} ends at byte "
-                                     f"{msg.offset + msg.header.nbytes} > the arena's {len(mapped)}")
+        if msg.offset < STAMP_BYTES or msg.offset + msg.header.nbytes > len(mapped):
+            raise FrameError("size", f"bucket {msg.header.bucket_index} at bytes {msg.offset}.."
+                                     f"{msg.offset + msg.header.nbytes}: outside the arena's buckets "
+                                     f"({STAMP_BYTES}..{len(mapped)})")
         return msg.header, np.frombuffer(mapped, dtype=np.uint8, count=msg.header.nbytes, offset=msg.offset)
 
     def _verify(self, header: WeightBucketHeader, data: np.ndarray) -> None:
-        """Nothing on arrival: the bytes did not travel, so only a repack by the learner can
-        change them, and that can also happen after any check made here. The engine checks
-        every checksum after its load instead (`SharedVersion.intact`), one pass, not two."""
+        """Nothing: the bytes did not travel (and carry no checksum); the arena's lock and
+        stamp guarantee the load reads the version named here (`SharedVersion.reading`)."""
 
     def _complete(self, version: int, parts: Sequence[tuple[WeightBucketHeader, np.ndarray, object]]) -> SharedVersion:
         paths = {msg.path for _, _, msg in parts}

@@ -219,7 +219,7 @@ class WeightPublisher:
                 self._plan = BucketPlan.from_state_dict(state_dict, self.bucket_bytes, self.dtype)
                 self._arenas = []
             arena, reused = self._arena()
-            buckets = pack(state_dict, self._plan, version, out=arena.buffers, cast=self.dtype is not None)
+            buckets = self._pack(arena, state_dict, version)
             frames = [self._bucket_frames(arena, i, h, buf) for i, (h, buf) in enumerate(buckets)]
             stats = PublishStats(version, len(buckets), sum(len(b) for _, b in buckets),
                                  pack_seconds=time.perf_counter() - t0, reused_buffers=reused)
@@ -229,6 +229,11 @@ class WeightPublisher:
                 if not self._thread.is_alive():
                     raise RuntimeError("publisher thread died; see the log")
         return job.stats
+
+    def _pack(self, arena: _Arena, state_dict: Mapping[str, torch.Tensor],
+              version: int) -> list[tuple[WeightBucketHeader, np.ndarray]]:
+        """Pack `version` into `arena` (checksummed: the bytes travel)."""
+        return pack(state_dict, self._plan, version, out=arena.buffers, cast=self.dtype is not None)
 
     def _bucket_frames(self, arena: _Arena, index: int, header: WeightBucketHeader, buf) -> list:
         """One bucket as frames: its header and its bytes (tracked, so the arena is reused

@@ -1,12 +1,13 @@
 """A rollout engine loading straight from the learner's shared-memory file
 (`weight_sync.strategy: shm`), and an engine running in-process; real vLLM, tiny model.
 
-The shared load must serve exactly what a copying load of the same tensors serves; a torn
-read (the learner repacked the file during the load) must leave the engine refusing to
-generate until a whole version is in."""
+The shared load must serve exactly what a copying load of the same tensors serves, hold the
+learner's file against a repack while vLLM's worker reads it, and refuse a version whose
+file was already repacked without touching the served weights."""
 
 from __future__ import annotations
 
+import fcntl
 import threading
 
 import pytest
@@ -65,22 +66,45 @@ def test_a_shared_load_serves_what_a_copying_load_of_the_same_tensors_serves(eng
     assert via_shared == via_copy and via_shared != original
 
 
-def test_a_torn_shared_load_is_refused_and_the_engine_serves_nothing_until_a_whole_version(engine, tiny_state,
-                                                                                           link):
-    from peirce.rollout.engine import GenRequest, SamplingSpec, TornWeights
+def test_the_learners_file_cannot_be_repacked_while_the_worker_reads_it(engine, tiny_state, link, monkeypatch):
+    shared = link.send(_scaled(tiny_state, 1.02), engine.policy_version + 1)
+    rpc, blocked = engine._llm.collective_rpc, []
+
+    def watched(method, *args, **kwargs):
+        if method == "peirce_reload_raw":  # what the learner's next pack would try now
+            with open(shared.path, "rb") as fh:
+                try:
+                    fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    blocked.append(False)
+                except BlockingIOError:
+                    blocked.append(True)
+        return rpc(method, *args, **kwargs)
+
+    monkeypatch.setattr(engine._llm, "collective_rpc", watched)
+    engine.load_shared(shared)
+    monkeypatch.undo()
+    assert blocked == [True]
+    with open(shared.path, "rb") as fh:  # and released once the load returned
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    engine.load_weights(list(tiny_state.items()), engine.policy_version + 1)
+
+
+def test_a_superseded_shared_version_is_refused_and_the_engine_keeps_serving_its_own(engine, tiny_state, link):
+    from peirce.rollout.engine import GenRequest, SamplingSpec
+    from peirce.transport.shm_sync import VersionSuperseded
 
     base = engine.policy_version
+    served = engine.sequence_logprobs(PROMPT, RESPONSE)
     first = link.send(_scaled(tiny_state, 0.9), base + 1)
     link.send(_scaled(tiny_state, 0.95), base + 2)
     newest = link.send(_scaled(tiny_state, 1.05), base + 3)  # repacks the first version's file
-    with pytest.raises(TornWeights, match="changed during the load"):
+    with pytest.raises(VersionSuperseded, match="now holds version"):
         engine.load_shared(first)
+    assert engine.policy_version == base and engine.sequence_logprobs(PROMPT, RESPONSE) == served
     request = GenRequest(request_id="r", prompt_token_ids=PROMPT, sampling=SamplingSpec(max_tokens=4))
-    with pytest.raises(TornWeights, match="torn"):
-        engine.generate([request])
-    assert engine.policy_version == base
+    assert len(engine.generate([request])[0].response_token_ids) == 4
     engine.load_shared(newest)
-    assert engine.policy_version == base + 3 and len(engine.generate([request])[0].response_token_ids) == 4
+    assert engine.policy_version == base + 3 and engine.sequence_logprobs(PROMPT, RESPONSE) != served
     engine.load_weights(list(tiny_state.items()), engine.policy_version + 1)
 
 

@@ -7,7 +7,8 @@ import os
 import pytest
 import torch
 
-from peirce.rollout.shm_stage import ALIGN, ShmStage, layout, raw_tensors
+from peirce.rollout.shm_stage import ShmStage, layout, raw_tensors
+from peirce.transport.shm_files import ALIGN
 
 
 def _named() -> list[tuple[str, torch.Tensor]]:

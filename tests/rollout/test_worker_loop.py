@@ -195,23 +195,23 @@ class _Inbox:
         return any(v >= version for v in self.pending)
 
 
-class _TearingEngine:
-    """Tears every load of the versions in `torn` (the learner repacked the file meanwhile)."""
+class _SupersedingEngine:
+    """Finds the versions in `superseded` already repacked in the learner's file (it lagged)."""
 
-    def __init__(self, torn: set[int]) -> None:
-        self.policy_version, self.torn, self.loads = 0, torn, []
+    def __init__(self, superseded: set[int]) -> None:
+        self.policy_version, self.superseded, self.loads = 0, superseded, []
 
     def load_received(self, payload, version: int) -> None:
-        from peirce.rollout.engine import TornWeights
+        from peirce.transport.shm_sync import VersionSuperseded
 
         self.loads.append(version)
-        if version in self.torn:
-            raise TornWeights(f"v{version} torn")
+        if version in self.superseded:
+            raise VersionSuperseded(f"v{version} superseded")
         self.policy_version = version
 
 
-def test_a_torn_load_is_followed_by_the_newer_version_the_tear_implies():
-    engine = _TearingEngine(torn={1})
+def test_a_superseded_version_is_skipped_for_the_newer_one_in_the_inbox():
+    engine = _SupersedingEngine(superseded={1})
     loaded = []
     loop = RolloutLoop(engine, "tcp://127.0.0.1:1", _Inbox([1, 2]), worker_id="w", prompt_style="reference",
                        prompts_per_step=1, on_weights=lambda v, s: loaded.append(v))
@@ -219,8 +219,14 @@ def test_a_torn_load_is_followed_by_the_newer_version_the_tear_implies():
     assert engine.loads == [1, 2] and engine.policy_version == 2 and loaded == [2]
 
 
-def test_a_torn_load_with_no_newer_version_stops_the_worker():
-    loop = RolloutLoop(_TearingEngine(torn={1}), "tcp://127.0.0.1:1", _Inbox([1]), worker_id="w",
-                       prompt_style="reference", prompts_per_step=1, catch_up_s=0.1)
-    with pytest.raises(RuntimeError, match="torn and no newer version arrived"):
-        loop._apply_weights()
+def test_a_superseded_version_with_the_newer_one_not_yet_in_leaves_the_engine_serving_its_own():
+    engine = _SupersedingEngine(superseded={1})
+    loaded = []
+    inbox = _Inbox([1])
+    loop = RolloutLoop(engine, "tcp://127.0.0.1:1", inbox, worker_id="w", prompt_style="reference",
+                       prompts_per_step=1, on_weights=lambda v, s: loaded.append(v))
+    loop._apply_weights()
+    assert engine.policy_version == 0 and loaded == []
+    inbox.pending.append(2)  # the version the repack implies arrives
+    loop._apply_weights()
+    assert engine.policy_version == 2 and loaded == [2]

@@ -9,7 +9,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from peirce.transport.buckets import ALIGN, BucketPlan, checksum, new_buffers, pack, unpack, verify
+from peirce.transport.buckets import BucketPlan, checksum, new_buffers, pack, unpack, verify
+from peirce.transport.shm_files import ALIGN
 from peirce.transport.frames import FrameError, decode, encode
 from peirce.transport.weight_sync import WEIGHT_MAX_HEADER_BYTES
 from peirce.transport.wire import DTYPE_ITEMSIZE, MAX_TENSORS_PER_BUCKET, WeightBucketHeader

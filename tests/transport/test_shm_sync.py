@@ -1,6 +1,7 @@
 """Shared-memory weight sync (`weight_sync.strategy: shm`): real ZeroMQ on loopback for the
 handshake, real /dev/shm files for the bytes; bit-exact against the state dict, two arenas
-used in turn, torn reads detected, hostile references rejected."""
+used in turn, an arena under a load never repacked, a superseded version refused before
+anything is read, hostile references rejected."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from peirce.config.schema import TrainConfig
 from peirce.rollout.weights_inbox import WeightsInbox
 from peirce.transport import strategies
 from peirce.transport.frames import encode
-from peirce.transport.shm_sync import SharedVersion, ShmWeightPublisher, ShmWeightSubscriber, boot_id
+from peirce.transport.shm_sync import (SharedVersion, ShmWeightPublisher, ShmWeightSubscriber, VersionSuperseded,
+                                       boot_id)
 from peirce.transport.weight_sync import WeightPublisher, WeightSender
 from peirce.transport.wire import WeightBucketRefMsg
 
@@ -46,6 +48,12 @@ def pair():
     pub.close()
 
 
+def _steps(shared: SharedVersion) -> int:
+    """The version's marker tensor, read under the arena's lock as an engine would."""
+    with shared.reading():
+        return int(dict(shared.tensors())["steps"])
+
+
 def _receive(sub) -> tuple[int, SharedVersion]:
     got = sub.receive(timeout=10)
     assert got is not None, "no version arrived"
@@ -72,9 +80,11 @@ def test_a_version_arrives_bit_exact_and_only_headers_cross_zeromq(pair):
     state = _state(1)
     stats, [(version, shared)] = _publish(pub, state, 1, sub)
     assert stats.acked == ["eng"] and stats.n_buckets > 1
-    assert version == 1 and isinstance(shared, SharedVersion) and shared.intact()
-    got = dict(shared.tensors())
-    assert set(got) == set(state) and all(torch.equal(got[k], v) and got[k].dtype == v.dtype for k, v in state.items())
+    assert version == 1 and isinstance(shared, SharedVersion)
+    with shared.reading():
+        got = dict(shared.tensors())
+        assert set(got) == set(state) and all(torch.equal(got[k], v) and got[k].dtype == v.dtype
+                                              for k, v in state.items())
     # the table the engine's worker reads: absolute offsets into the learner's file, same bytes
     with open(shared.path, "rb") as fh:
         raw = fh.read()
@@ -93,22 +103,107 @@ def test_two_arenas_in_turn_and_the_latest_is_never_repacked(pair):
     paths = []
     for v in (1, 2, 3, 4):
         _, [(version, shared)] = _publish(pub, _state(v), v, sub)
-        assert version == v and shared.intact()
+        assert version == v and _steps(shared) == v
         paths.append(shared.path)
-        assert torch.equal(dict(shared.tensors())["steps"], torch.tensor([v]))
     assert paths[0] == paths[2] and paths[1] == paths[3] and paths[0] != paths[1]
     assert all(os.path.exists(p) for p in set(paths))
     pub.close()
     assert not any(os.path.exists(p) for p in set(paths)), "arena files left behind"
 
 
-def test_a_reader_two_versions_behind_sees_its_version_torn(pair):
+def test_a_reader_two_versions_behind_finds_its_version_superseded_before_reading_anything(pair):
     pub, sub = pair
     _, [(_, v1)] = _publish(pub, _state(1), 1, sub)
     _, [(_, v2)] = _publish(pub, _state(2), 2, sub)
-    assert v1.intact() and v2.intact()
-    _, [(_, v3)] = _publish(pub, _state(3), 3, sub)  # repacks v1's arena
-    assert not v1.intact() and v2.intact() and v3.intact()
+    _, [(_, v3)] = _publish(pub, _state(3), 3, sub)  # repacks v1's arena: nobody was loading from it
+    assert v3.path == v1.path
+    with pytest.raises(VersionSuperseded, match="now holds version 3"):
+        with v1.reading():
+            pytest.fail("read a superseded version")
+    assert _steps(v2) == 2 and _steps(v3) == 3
+
+
+def test_an_arena_an_engine_is_loading_from_is_never_repacked(pair):
+    """The learner packs around a load in progress (a third arena) instead of under it; once
+    the load is done, the freed arena is used again and the count stays at three."""
+    pub, sub = pair
+    _, [(_, v1)] = _publish(pub, _state(1), 1, sub)
+    _, [(_, v2)] = _publish(pub, _state(2), 2, sub)
+    with v1.reading():
+        _, [(_, v3)] = _publish(pub, _state(3), 3, sub)
+        assert v3.path not in (v1.path, v2.path)
+        assert int(dict(v1.tensors())["steps"]) == 1 and dict(v1.tensors())["embed.weight"].equal(
+            _state(1)["embed.weight"])
+    _, [(_, v4)] = _publish(pub, _state(4), 4, sub)
+    assert v4.path in (v1.path, v2.path) and len(pub._arenas) == 3
+    assert [_steps(v) for v in (v3, v4)] == [3, 4]
+
+
+def test_a_publish_waits_for_a_load_to_finish_and_fails_clearly_when_one_never_does():
+    pub = ShmWeightPublisher("tcp://127.0.0.1:*", bucket_bytes=4096, ack_timeout=0.5)
+    sub = ShmWeightSubscriber(pub.endpoint, name="eng", version=0)
+    try:
+        _registered(pub)
+        got = [_publish(pub, _state(v), v, sub)[1][0][1] for v in (1, 2)]
+        with got[0].reading():  # arena A is read, B holds the latest: the third is made
+            got.append(_publish(pub, _state(3), 3, sub)[1][0][1])
+            with got[1].reading():  # now every arena but the latest is under a load
+                with pytest.raises(RuntimeError, match="held all 2 older weight arenas .*a load stuck"):
+                    pub.publish(_state(4), 4, timeout=1.0)
+                assert pub.latest_version == 3
+        # loads finished: the next publish proceeds, into an arena nobody reads
+        _, [(version, shared)] = _publish(pub, _state(4), 4, sub)
+        assert version == 4 and _steps(shared) == 4 and len(pub._arenas) == 3
+        assert _steps(got[2]) == 3
+    finally:
+        sub.close()
+        pub.close()
+
+
+def test_a_publish_blocked_by_a_load_proceeds_when_the_load_ends(pair):
+    pub, sub = pair
+    got = [_publish(pub, _state(v), v, sub)[1][0][1] for v in (1, 2)]
+    reading = got[0].reading()
+    reading.__enter__()
+    got.append(_publish(pub, _state(3), 3, sub)[1][0][1])  # third arena
+    second = got[1].reading()
+    second.__enter__()
+    threading.Timer(0.3, lambda: (reading.__exit__(None, None, None), second.__exit__(None, None, None))).start()
+    _, [(version, shared)] = _publish(pub, _state(4), 4, sub)  # waits ~0.3 s for an arena
+    assert version == 4 and _steps(shared) == 4 and pub.waited_for_readers_s >= 0.2
+
+
+def test_a_pack_that_fails_midway_cannot_pass_as_a_version(pair, monkeypatch):
+    """The stamp reads "none" while bytes change: a reader of the arena's older version is
+    refused, not handed half-written bytes."""
+    import peirce.transport.shm_sync as shm_sync
+
+    pub, sub = pair
+    _, [(_, v1)] = _publish(pub, _state(1), 1, sub)
+    _publish(pub, _state(2), 2, sub)
+
+    def failing_pack(state_dict, plan, version, *, out, **kwargs):
+        out[0][:] = 7
+        raise RuntimeError("learner died mid-pack")
+
+    monkeypatch.setattr(shm_sync, "pack", failing_pack)
+    with pytest.raises(RuntimeError, match="mid-pack"):
+        pub.publish(_state(3), 3, timeout=1.0)
+    with pytest.raises(VersionSuperseded, match="a version being packed"):
+        with v1.reading():
+            pass
+    monkeypatch.undo()
+    _, [(version, shared)] = _publish(pub, _state(3), 3, sub)  # the arena's lock was released
+    assert version == 3 and _steps(shared) == 3
+
+
+def test_a_version_whose_file_is_gone_is_superseded_not_a_crash(pair):
+    pub, sub = pair
+    _, [(_, v1)] = _publish(pub, _state(1), 1, sub)
+    pub.close()
+    with pytest.raises(VersionSuperseded, match="is gone"):
+        with v1.reading():
+            pass
 
 
 def test_a_late_joiner_gets_the_latest_version_from_its_arena(pair):
@@ -118,7 +213,7 @@ def test_a_late_joiner_gets_the_latest_version_from_its_arena(pair):
     late = ShmWeightSubscriber(pub.endpoint, name="late", version=0)
     try:
         version, shared = _receive(late)
-        assert version == 2 and torch.equal(dict(shared.tensors())["steps"], torch.tensor([2]))
+        assert version == 2 and _steps(shared) == 2
     finally:
         late.close()
 
@@ -129,6 +224,7 @@ def test_a_late_joiner_gets_the_latest_version_from_its_arena(pair):
     ({"path": "/dev/shm/../etc/peirce-wsync-1-0123456789ab.bin"}, "path"),
     ({"path": "/dev/shm/peirce-wsync-1-0123456789ab.bin"}, "path"),  # well named, absent
     ({"offset": 1 << 40}, "size"),
+    ({"offset": 0}, "size"),  # over the version stamp
 ])
 def test_hostile_or_foreign_references_are_rejected_with_a_reason(pair, change, reason):
     """A reference to another host's file, to a file outside the arena folder (or absent),
@@ -142,7 +238,7 @@ def test_hostile_or_foreign_references_are_rejected_with_a_reason(pair, change, 
     assert sub._on_bucket(encode(ref)) is None
     assert sub.rejected_frames.get(reason) == 1 and sub.version == 1, sub.rejected_frames
     _, [(version, shared)] = _publish(pub, _state(2), 2, sub)
-    assert version == 2 and shared.intact()
+    assert version == 2 and _steps(shared) == 2
 
 
 def test_a_zmq_bucket_on_a_shm_subscriber_is_refused_as_a_strategy_mismatch():
@@ -172,14 +268,15 @@ def test_the_shm_strategy_builds_its_pair_and_the_inbox_hands_over_a_shared_vers
         assert box.wait_for(1, 10)
         version, shared = box.take()
         assert version == 1 and isinstance(shared, SharedVersion)
-        assert all(torch.equal(t, state[k]) for k, t in shared.tensors())
+        with shared.reading():
+            assert all(torch.equal(t, state[k]) for k, t in shared.tensors())
     finally:
         box.close()
         sender.close()
 
 
 def test_an_arena_too_big_for_the_shared_memory_folder_fails_clearly_and_leaves_no_file():
-    from peirce.rollout.shm_stage import shm_dir
+    from peirce.transport.shm_files import shm_dir
     from peirce.transport.buckets import BucketPlan
     from peirce.transport.shm_sync import ShmArena
 
