@@ -242,10 +242,12 @@ class WeightSyncConfig(_Strict):
     carries the handshake (READY/ACK/NACK, eviction, late joiners) in every strategy; the
     strategy picks the path of the tensor bytes."""
 
-    strategy: Literal["zmq", "shm", "nccl", "cuda_ipc"] = Field(
-        "zmq", description="zmq: checksummed ZeroMQ buckets over TCP (CPU, small models, nodes without NCCL); "
-                           "shm: the learner packs into /dev/shm and engines load from there, ZeroMQ carrying "
-                           "headers only (learner and every rollout worker on one machine; CPU or GPU); "
+    strategy: Literal["auto", "zmq", "shm", "nccl", "cuda_ipc"] = Field(
+        "auto", description="auto: shm for the rollout workers on the learner's machine, zmq for those on others, "
+                            "decided per worker (the default; right for one node and for many); "
+                            "zmq: checksummed ZeroMQ buckets over TCP (CPU, small models, nodes without NCCL); "
+                            "shm: the learner packs into /dev/shm and engines load from there, ZeroMQ carrying "
+                            "headers only (learner and every rollout worker on one machine; CPU or GPU); "
                            "nccl: vLLM's NCCL weight transfer, learner rank -> engine workers (GPU clusters); "
                            "cuda_ipc: vLLM's CUDA IPC handles (learner and engines on one GPU).")
     packed: bool = Field(True, description="nccl/cuda_ipc: send tensors packed into fixed buffers (vLLM's packed "
@@ -257,7 +259,7 @@ class WeightSyncConfig(_Strict):
     @classmethod
     def _cuda_available(cls, value: str, info: ValidationInfo) -> str:
         if value in CUDA_STRATEGIES and _context(info) and (why := cuda_build_missing()):
-            raise ValueError(f"{value!r} needs CUDA; {why}. Use 'zmq' or 'shm' on CPU")
+            raise ValueError(f"{value!r} needs CUDA; {why}. Use 'auto', 'zmq' or 'shm' on CPU")
         return value
 
 
@@ -314,7 +316,7 @@ class TrainConfig(_Strict):
         if strategy in CUDA_STRATEGIES and not (self.learner.num_gpus > 0 and self.rollout.num_gpus > 0):
             raise FieldRuleError("weight_sync.strategy", f"{strategy!r} moves weights GPU to GPU: needs "
                                  f"learner.num_gpus > 0 and rollout.num_gpus > 0 (got {self.learner.num_gpus} and "
-                                 f"{self.rollout.num_gpus}: a CPU run); use 'zmq' or 'shm'", strategy)
+                                 f"{self.rollout.num_gpus}: a CPU run); use 'auto', 'zmq' or 'shm'", strategy)
         meta = self.algorithm.meta
         if meta.enabled and meta.meta_max_tokens is not None and meta.meta_max_tokens >= self.model.max_model_len:
             raise FieldRuleError("algorithm.meta.meta_max_tokens", f"must be < model.max_model_len "

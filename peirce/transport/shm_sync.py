@@ -33,6 +33,7 @@ import contextlib
 import fcntl
 import functools
 import itertools
+import logging
 import mmap
 import os
 import re
@@ -44,14 +45,17 @@ import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
+import msgspec
 import numpy as np
 import torch
 
-from peirce.transport.buckets import BucketPlan, pack, unpack
+from peirce.transport.buckets import CHECKSUM_ALGO, BucketPlan, checksum, pack, unpack, verify
 from peirce.transport.frames import FrameError, encode
 from peirce.transport.shm_files import RawSpec, align_up, shm_dir, unlink_quietly
-from peirce.transport.weight_sync import WeightPublisher, WeightSubscriber, _Arena
+from peirce.transport.weight_sync import WeightPublisher, WeightSubscriber, _Arena, _Job
 from peirce.transport.wire import WeightBucketHeader, WeightBucketMsg, WeightBucketRefMsg
+
+log = logging.getLogger(__name__)
 
 ARENA_NAME = re.compile(r"peirce-wsync-[0-9]+-[0-9a-f]{12}\.bin")
 MAX_SHM_ARENAS = 3  # the latest version's, the one being packed, one an engine is still loading from
@@ -155,7 +159,8 @@ class ShmWeightPublisher(WeightPublisher):
         t0 = time.monotonic()
         while True:
             for arena in self._arenas:
-                if arena is not self._latest_arena and arena.try_lock():
+                if arena is not self._latest_arena and arena.free() and arena.try_lock():
+                    arena.trackers = []
                     self.waited_for_readers_s += time.monotonic() - t0
                     return arena, True
             if len(self._arenas) < MAX_SHM_ARENAS:
@@ -186,6 +191,11 @@ class ShmWeightPublisher(WeightPublisher):
         assert isinstance(arena, ShmArena)
         return encode(WeightBucketRefMsg(header=header, path=arena.path, offset=arena.offsets[index],
                                          boot_id=boot_id()))
+
+    def _on_ready(self, ident: bytes, payload: dict) -> None:
+        if payload.get("boot_id") not in (None, boot_id()):
+            log.warning("weight sync: subscriber %r is on another host; with weight_sync.strategy shm it can load "
+                        "nothing (use auto: bytes to other hosts, references to this one)", ident[:64])
 
     def close(self) -> None:
         super().close()
@@ -241,6 +251,9 @@ class ShmWeightSubscriber(WeightSubscriber):
         self._maps: dict[str, mmap.mmap] = {}
         super().__init__(endpoint, **kwargs)
 
+    def _ready_extra(self) -> dict:
+        return {"boot_id": boot_id()}
+
     def _payload(self, msg) -> tuple[WeightBucketHeader, np.ndarray]:
         if isinstance(msg, WeightBucketMsg):
             raise FrameError("type", "a bucket with its bytes on a shared-memory subscriber (the learner runs "
@@ -268,7 +281,7 @@ class ShmWeightSubscriber(WeightSubscriber):
                                      f"({STAMP_BYTES}..{len(mapped)})")
         return msg.header, np.frombuffer(mapped, dtype=np.uint8, count=msg.header.nbytes, offset=msg.offset)
 
-    def _verify(self, header: WeightBucketHeader, data: np.ndarray) -> None:
+    def _verify(self, header: WeightBucketHeader, data: np.ndarray, msg) -> None:
         """Nothing: the bytes did not travel (and carry no checksum); the arena's lock and
         stamp guarantee the load reads the version named here (`SharedVersion.reading`)."""
 
@@ -286,3 +299,53 @@ class ShmWeightSubscriber(WeightSubscriber):
     def close(self) -> None:
         super().close()
         self._maps.clear()  # views handed out keep their own reference; the mappings go with them
+
+
+class AutoWeightPublisher(ShmWeightPublisher):
+    """`weight_sync.strategy: auto` (the default): file references to the subscribers on this
+    machine, checksummed bytes over ZeroMQ to the others, decided per subscriber by the boot
+    id its READY carries. A run that scales rollout workers onto another node keeps working;
+    the ones beside the learner keep the shared-memory speed. Bytes for other hosts are
+    checksummed and framed once per version, when the first such subscriber is sent it."""
+
+    def __init__(self, endpoint: str = "tcp://127.0.0.1:*", **kwargs) -> None:
+        self._peer_boot: dict[bytes, str] = {}  # publisher thread only
+        super().__init__(endpoint, **kwargs)
+
+    def _on_ready(self, ident: bytes, payload: dict) -> None:
+        claimed = payload.get("boot_id")
+        self._peer_boot[ident] = claimed if isinstance(claimed, str) else ""
+
+    def local(self, ident: bytes) -> bool:
+        return self._peer_boot.get(ident) == boot_id()
+
+    def _frames_for(self, ident: bytes, job: _Job) -> list[list]:
+        if self.local(ident):
+            return job.frames
+        if job.value_frames is None:  # they live as long as the job, like its references
+            job.value_frames = [WeightPublisher._bucket_frames(
+                self, job.arena, i, msgspec.structs.replace(h, checksum=checksum(buf), checksum_algo=CHECKSUM_ALGO),
+                buf) for i, (h, buf) in enumerate(job.buckets)]  # tracked: the arena waits for ZeroMQ
+        return job.value_frames
+
+
+class AutoWeightSubscriber(ShmWeightSubscriber):
+    """The engine side of `auto`: takes a version by reference (yields a `SharedVersion`) or
+    by value (verified tensors), whichever the publisher chose for this machine."""
+
+    def _payload(self, msg) -> tuple[WeightBucketHeader, np.ndarray]:
+        if isinstance(msg, WeightBucketMsg):
+            return msg.header, msg.data
+        return super()._payload(msg)
+
+    def _verify(self, header: WeightBucketHeader, data: np.ndarray, msg) -> None:
+        if isinstance(msg, WeightBucketMsg):  # bytes that travelled: their checksum, always
+            verify(header, data)
+
+    def _complete(self, version: int, parts: Sequence[tuple[WeightBucketHeader, np.ndarray, object]]):
+        kinds = {type(msg) for _, _, msg in parts}
+        if kinds == {WeightBucketMsg}:
+            return WeightSubscriber._complete(self, version, parts)
+        if kinds == {WeightBucketRefMsg}:
+            return super()._complete(version, parts)
+        raise FrameError("type", f"version {version}: some buckets by reference, some by value")

@@ -8,6 +8,8 @@ TCP. Every strategy keeps ZeroMQ as the control plane and the `SubscriberBook` r
 * zmq      checksummed buckets over ZeroMQ (`WeightPublisher` / `WeightsInbox`), any two hosts;
 * shm      the same buckets in /dev/shm files, ZeroMQ carrying only headers and file references
            (`peirce.transport.shm_sync`): learner and engines on one machine;
+* auto     (the default) shm to the subscribers on the learner's machine, zmq to the others,
+           per subscriber (the boot id its READY carries);
 * nccl     vLLM's NCCL weight transfer, learner rank 0 broadcasting to the engine workers;
 * cuda_ipc vLLM's CUDA IPC handles, when learner and engines share one GPU.
 
@@ -17,6 +19,7 @@ peirce.rollout.cuda_weight_transfer).
 
 from __future__ import annotations
 
+import importlib
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -70,41 +73,33 @@ def _register(strategy: SyncStrategy) -> None:
     STRATEGIES.register(strategy.name)(strategy)
 
 
-# -- zmq: today's path, unchanged -----------------------------------------------------------------
+# -- zmq / shm / auto: ZeroMQ buckets, the bytes over TCP, in /dev/shm, or each where it fits --------
 
-def _zmq_sender(cfg: TrainConfig, host: str, keys: RunKeys | None) -> Any:
-    from peirce.transport.weight_sync import WeightPublisher
+def _bucket_pair(name: str, publisher: str, subscriber: str) -> SyncStrategy:
+    """A strategy whose sender is `peirce.transport.<publisher>` and whose inbox is a
+    `WeightsInbox` over `peirce.transport.<subscriber>` (module.Class names)."""
 
-    return WeightPublisher(f"tcp://{host}:*", bucket_bytes=int(cfg.transport.bucket_mb * 2**20), keys=keys)
+    def sender(cfg: TrainConfig, host: str, keys: RunKeys | None) -> Any:
+        cls = _load(publisher)
+        return cls(f"tcp://{host}:*", bucket_bytes=int(cfg.transport.bucket_mb * 2**20), keys=keys)
 
+    def inbox(endpoint: str, name: str, version: int, keys: RunKeys | None, *, engine: Any = None,
+              on_weights: Any = None) -> Any:
+        from peirce.rollout.weights_inbox import WeightsInbox
 
-def _zmq_inbox(endpoint: str, name: str, version: int, keys: RunKeys | None, *, engine: Any = None,
-               on_weights: Any = None) -> Any:
-    from peirce.rollout.weights_inbox import WeightsInbox
+        return WeightsInbox(endpoint, name, version, keys, subscriber=_load(subscriber))
 
-    return WeightsInbox(endpoint, name, version, keys)
-
-
-_register(SyncStrategy("zmq", _zmq_sender, _zmq_inbox, engine_kwargs={}, engine_env={}))
-
-
-# -- shm: ZeroMQ headers, the bytes in /dev/shm (learner and engines on one machine) -----------
-
-def _shm_sender(cfg: TrainConfig, host: str, keys: RunKeys | None) -> Any:
-    from peirce.transport.shm_sync import ShmWeightPublisher
-
-    return ShmWeightPublisher(f"tcp://{host}:*", bucket_bytes=int(cfg.transport.bucket_mb * 2**20), keys=keys)
+    return SyncStrategy(name, sender, inbox, engine_kwargs={}, engine_env={})
 
 
-def _shm_inbox(endpoint: str, name: str, version: int, keys: RunKeys | None, *, engine: Any = None,
-               on_weights: Any = None) -> Any:
-    from peirce.rollout.weights_inbox import WeightsInbox
-    from peirce.transport.shm_sync import ShmWeightSubscriber
-
-    return WeightsInbox(endpoint, name, version, keys, subscriber=ShmWeightSubscriber)
+def _load(qualified: str) -> Any:
+    module, cls = qualified.rsplit(".", 1)
+    return getattr(importlib.import_module(f"peirce.transport.{module}"), cls)
 
 
-_register(SyncStrategy("shm", _shm_sender, _shm_inbox, engine_kwargs={}, engine_env={}))
+_register(_bucket_pair("zmq", "weight_sync.WeightPublisher", "weight_sync.WeightSubscriber"))
+_register(_bucket_pair("shm", "shm_sync.ShmWeightPublisher", "shm_sync.ShmWeightSubscriber"))
+_register(_bucket_pair("auto", "shm_sync.AutoWeightPublisher", "shm_sync.AutoWeightSubscriber"))
 
 
 # -- nccl / cuda_ipc: ZeroMQ control, vLLM's weight-transfer engine for the bytes ---------------

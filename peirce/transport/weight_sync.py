@@ -34,7 +34,7 @@ The rules of points 1, 2 and 4 live in `peirce.transport.sync_state.SubscriberBo
 state machine with no sockets; this module decodes frames, feeds it, and sends what it
 says to send. `WeightSender` / `WeightReceiver` are the strategy interface the learner
 and the engines' inbox use; `WeightPublisher` / `WeightSubscriber` are its ZeroMQ
-implementation (`weight_sync.strategy: zmq`, the default; `peirce.transport.strategies`
+implementation (`weight_sync.strategy: zmq`; the default `auto` uses it for other hosts; `peirce.transport.strategies`
 also holds the CUDA ones, which move bytes through vLLM's weight-transfer engines).
 
 The publisher keeps the latest packed version (about one model's size) to serve late
@@ -121,6 +121,9 @@ class _Job:
     round: Round | None = None
     t0: float = 0.0
     done: threading.Event = field(default_factory=threading.Event)
+    buckets: list = field(default_factory=list)  # (header, buffer) as packed, for frames built per peer
+    arena: _Arena | None = None
+    value_frames: list[list] | None = None  # by value, where `frames` are references (auto, for other hosts)
 
 
 def control_version(msg: Control) -> int:
@@ -223,7 +226,8 @@ class WeightPublisher:
             frames = [self._bucket_frames(arena, i, h, buf) for i, (h, buf) in enumerate(buckets)]
             stats = PublishStats(version, len(buckets), sum(len(b) for _, b in buckets),
                                  pack_seconds=time.perf_counter() - t0, reused_buffers=reused)
-            job = _Job(version, frames, stats, self.ack_timeout if timeout is None else timeout)
+            job = _Job(version, frames, stats, self.ack_timeout if timeout is None else timeout, buckets=buckets,
+                       arena=arena)
             self._command(("publish", job))
             while not job.done.wait(0.5):
                 if not self._thread.is_alive():
@@ -346,12 +350,19 @@ class WeightPublisher:
         if job is None or job.version != version:
             raise RuntimeError(f"version {version}: only the latest ({self.latest_version}) can be sent")
         try:
-            for frames in job.frames:
+            for frames in self._frames_for(ident, job):
                 self._sock.send_multipart([ident, *frames], flags=zmq.NOBLOCK, copy=False)
         except zmq.ZMQError as e:  # EHOSTUNREACH (gone) or EAGAIN (queue full)
             log.warning("subscriber %s: send of version %d failed: %s", sid(ident), version, e)
             return False
         return True
+
+    def _frames_for(self, ident: bytes, job: _Job) -> list[list]:
+        """The frames one peer is sent a version as: the same for every peer here."""
+        return job.frames
+
+    def _on_ready(self, ident: bytes, payload: dict) -> None:
+        """A peer registered (or re-registered) with this READY payload; nothing to note here."""
 
     def send_rejoin(self, ident: bytes) -> None:
         try:
@@ -367,6 +378,8 @@ class WeightPublisher:
         except FrameError as err:
             self.rejected.record(err, f"publisher {self.endpoint} from {ident!r}")
             return
+        if msg.kind is ControlKind.READY:
+            self._on_ready(ident, msg.payload)
         if not self._book.on_control(ident, msg.kind.value, version):
             self.rejected.record(FrameError("unknown_peer", f"{msg.kind.value} from unregistered {sid(ident)}; "
                                                             "told REJOIN"), f"publisher {self.endpoint}")
@@ -405,7 +418,7 @@ class WeightSubscriber:
         self._partial: list[WeightBucketMsg] = []
         self._t_first = 0.0
         self.rejoins = 0  # times the publisher told us to READY again
-        self._control(ControlKind.READY, version)
+        self._ready()
 
     @property
     def rejected_frames(self) -> dict[str, int]:
@@ -418,6 +431,13 @@ class WeightSubscriber:
         except zmq.Again:
             log.warning("subscriber %s: control %s not queued (publisher unreachable)", self.name, kind.value)
         self._last_sent = time.monotonic()
+
+    def _ready(self) -> None:
+        self._control(ControlKind.READY, self.version, **self._ready_extra())
+
+    def _ready_extra(self) -> dict:
+        """What READY tells the publisher besides the version (a strategy's needs)."""
+        return {}
 
     def ack(self, version: int) -> None:
         """Confirm `version` (only needed with auto_ack=False, e.g. after applying it)."""
@@ -446,7 +466,7 @@ class WeightSubscriber:
             msg = decode(frames, max_frame_bytes=self.max_frame_bytes, max_header_bytes=WEIGHT_MAX_HEADER_BYTES)
             if isinstance(msg, Control) and msg.kind is ControlKind.REJOIN:  # we were evicted: register again
                 self.rejoins += 1
-                self._control(ControlKind.READY, self.version)
+                self._ready()
                 return None
             h, data = self._payload(msg)
             if h.version <= self.version:
@@ -457,7 +477,7 @@ class WeightSubscriber:
                     or len(self._partial) != h.bucket_index:
                 self._partial = []
                 raise FrameError("sequence", f"bucket {h.bucket_index} of version {h.version} out of sequence")
-            self._verify(h, data)
+            self._verify(h, data, msg)
             self._partial.append((h, data, msg))
             if len(self._partial) < h.n_buckets:
                 return None
@@ -476,7 +496,7 @@ class WeightSubscriber:
             self.ack(h.version)
         return h.version, payload
 
-    def _verify(self, header: WeightBucketHeader, data: np.ndarray) -> None:
+    def _verify(self, header: WeightBucketHeader, data: np.ndarray, msg) -> None:
         """Check a bucket's length and checksum on arrival (a bad one is NACKed and resent)."""
         verify(header, data)
 

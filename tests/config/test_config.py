@@ -151,13 +151,13 @@ def test_loading_a_config_imports_neither_torch_nor_ray():
     assert json.loads(out.stdout) == []
 
 
-def test_weight_sync_defaults_to_zmq_and_cuda_strategies_need_gpus():
-    assert load_config(TrainConfig).weight_sync.strategy == "zmq"
+def test_weight_sync_defaults_to_auto_and_cuda_strategies_need_gpus():
+    assert load_config(TrainConfig).weight_sync.strategy == "auto"
     data = {"weight_sync": {"strategy": "nccl"}, "learner": {"num_gpus": 0}, "rollout": {"num_gpus": 1}}
     with pytest.raises(ConfigError) as info:  # a pure rule: checked on any machine, at any validation
         validate(TrainConfig, data, "x", context=None)
     assert ("weight_sync.strategy: 'nccl' moves weights GPU to GPU: needs learner.num_gpus > 0 and "
-            "rollout.num_gpus > 0 (got 0.0 and 1.0: a CPU run); use 'zmq' or 'shm' (got 'nccl')") in str(info.value)
+            "rollout.num_gpus > 0 (got 0.0 and 1.0: a CPU run); use 'auto', 'zmq' or 'shm' (got 'nccl')") in str(info.value)
     gpu = {"learner": {"num_gpus": 0.5}, "rollout": {"num_gpus": 0.5}}
     cfg = validate(TrainConfig, {**gpu, "weight_sync": {"strategy": "cuda_ipc", "packed": False}}, "x", context=None)
     assert cfg.weight_sync.strategy == "cuda_ipc" and not cfg.weight_sync.packed  # an actor re-validating
@@ -171,7 +171,7 @@ def test_cuda_weight_sync_is_refused_at_load_on_a_cpu_build_of_vllm(monkeypatch)
     for strategy in ("nccl", "cuda_ipc"):
         msg = _error(f"weight_sync.strategy={strategy}", *gpus)
         assert f"weight_sync.strategy: {strategy!r} needs CUDA; the installed vLLM is the CPU build" in msg
-        assert "Use 'zmq' or 'shm' on CPU" in msg
+        assert "Use 'auto', 'zmq' or 'shm' on CPU" in msg
     monkeypatch.setattr(schema, "cuda_build_missing", lambda: None)  # a CUDA machine
     assert load_config(TrainConfig, None, ["weight_sync.strategy=nccl", *gpus]).weight_sync.strategy == "nccl"
 

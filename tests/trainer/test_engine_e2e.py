@@ -50,12 +50,13 @@ def test_runs_steps_with_staleness_bound(ray_runtime, tmp_path, staleness):
     assert len(groups) == len(set(groups)) == 4 * cfg.rollout.prompts_per_step
 
 
-@pytest.mark.parametrize("strategy", ["zmq", "shm"])
+@pytest.mark.parametrize("strategy", ["zmq", "auto"])
 def test_weight_sync_is_exact(ray_runtime, tmp_path, strategy):
     """After broadcasts, the engine's logprobs of a fixed sequence match the learner's, and
     both moved from where they started (a sync that never lands agrees with a learner that
-    barely moved, so agreement alone proves nothing). Both byte paths: ZeroMQ, and /dev/shm
-    with the engine (in-process, the CPU default) loading from the learner's file."""
+    barely moved, so agreement alone proves nothing). Both byte paths: ZeroMQ, and the default
+    (auto: one machine here, so /dev/shm, the engine, in-process as on CPU by default, loading
+    from the learner's file)."""
     cfg = _cfg(tmp_path, "sync", **{"trainer.max_steps": 2, "learner.lr": 5.0e-3, "weight_sync.strategy": strategy})
     orch = Orchestrator(cfg, progress=False)
     learner = orch.learner

@@ -10,6 +10,7 @@ import threading
 import time
 
 import msgspec
+import numpy as np
 import pytest
 import torch
 
@@ -17,10 +18,11 @@ from peirce.config.schema import TrainConfig
 from peirce.rollout.weights_inbox import WeightsInbox
 from peirce.transport import strategies
 from peirce.transport.frames import encode
-from peirce.transport.shm_sync import (SharedVersion, ShmWeightPublisher, ShmWeightSubscriber, VersionSuperseded,
-                                       boot_id)
+from peirce.transport.frames import FrameError
+from peirce.transport.shm_sync import (AutoWeightPublisher, AutoWeightSubscriber, SharedVersion, ShmWeightPublisher,
+                                       ShmWeightSubscriber, VersionSuperseded, boot_id)
 from peirce.transport.weight_sync import WeightPublisher, WeightSender
-from peirce.transport.wire import WeightBucketRefMsg
+from peirce.transport.wire import WeightBucketMsg, WeightBucketRefMsg
 
 
 def _state(seed: int) -> dict[str, torch.Tensor]:
@@ -285,3 +287,102 @@ def test_an_arena_too_big_for_the_shared_memory_folder_fails_clearly_and_leaves_
     with pytest.raises(OSError, match="cannot reserve .* MiB .*weight_sync.strategy zmq"):
         ShmArena.create(plan, shm_dir())
     assert set(os.listdir(shm_dir())) - before == set()
+
+
+# -- auto: references to this machine's subscribers, bytes to the others ------------------------
+
+class _ElsewhereSubscriber(AutoWeightSubscriber):
+    """An engine on another host. One machine here: it claims another boot id in READY, which
+    is all the publisher decides by (its frames really do go by value over loopback)."""
+
+    def _ready_extra(self) -> dict:
+        return {"boot_id": "another-host-boot-id"}
+
+
+def test_auto_sends_references_here_and_checksummed_bytes_elsewhere_each_bit_exact():
+    pub = AutoWeightPublisher("tcp://127.0.0.1:*", bucket_bytes=4096)
+    here = AutoWeightSubscriber(pub.endpoint, name="here", version=0)
+    away = _ElsewhereSubscriber(pub.endpoint, name="away", version=0)
+    try:
+        _registered(pub, 2)
+        for v in (1, 2, 3):  # three versions: arenas reused while bytes were also framed from them
+            state = _state(v)
+            stats, [(v_here, shared), (v_away, tensors)] = _publish(pub, state, v, here, away)
+            assert sorted(stats.acked) == ["away", "here"] and v_here == v_away == v
+            assert isinstance(shared, SharedVersion) and _steps(shared) == v
+            got = dict(tensors)
+            assert set(got) == set(state) and all(torch.equal(got[k], t) for k, t in state.items())
+        assert away.stats[-1].bytes >= sum(t.numel() * t.element_size() for t in state.values())
+        assert away.rejected_frames == {} and here.rejected_frames == {}
+    finally:
+        for s in (here, away):
+            s.close()
+        pub.close()
+
+
+def test_auto_verifies_bytes_that_travelled_even_when_a_bucket_claims_no_checksum():
+    sub = AutoWeightSubscriber("tcp://127.0.0.1:1", name="eng", version=0)  # no publisher: frames fed directly
+    try:
+        from peirce.transport.buckets import BucketPlan, pack
+
+        state = _state(1)
+        plan = BucketPlan.from_state_dict(state, 4096)
+        header, buf = pack(state, plan, 1)[0]
+        for forged in (msgspec.structs.replace(header, checksum_algo="none", checksum=0),
+                       msgspec.structs.replace(header, checksum=header.checksum ^ 1)):
+            assert sub._on_bucket(encode(WeightBucketMsg(header=forged, data=buf))) is None
+        assert sub.rejected_frames == {"checksum": 2} and sub.version == 0
+    finally:
+        sub.close()
+
+
+def test_auto_refuses_a_version_sent_partly_by_reference_and_partly_by_value():
+    sub = AutoWeightSubscriber("tcp://127.0.0.1:1", name="eng", version=0)
+    try:
+        header = _state_header()
+        ref = WeightBucketRefMsg(header=header, path="/dev/shm/x", offset=64, boot_id=boot_id())
+        with pytest.raises(FrameError, match="some buckets by reference, some by value"):
+            sub._complete(1, [(header, None, ref), (header, None, WeightBucketMsg(header=header, data=np.zeros(header.nbytes, np.uint8)))])
+    finally:
+        sub.close()
+
+
+def _state_header():
+    from peirce.transport.buckets import BucketPlan, pack
+
+    state = _state(1)
+    return pack(state, BucketPlan.from_state_dict(state, 1 << 20), 1)[0][0]
+
+
+def test_a_plain_shm_publisher_names_a_subscriber_on_another_host_when_it_registers(caplog):
+    pub = ShmWeightPublisher("tcp://127.0.0.1:*", bucket_bytes=4096)
+    away = _ElsewhereSubscriber(pub.endpoint, name="away", version=0)
+    try:
+        with caplog.at_level("WARNING", logger="peirce.transport.shm_sync"):
+            _registered(pub)
+            deadline = time.monotonic() + 5
+            while "another host" not in caplog.text and time.monotonic() < deadline:
+                time.sleep(0.01)
+        assert "'away'" in caplog.text or "b'away'" in caplog.text
+        assert "use auto" in caplog.text
+    finally:
+        away.close()
+        pub.close()
+
+
+def test_the_auto_strategy_builds_its_pair():
+    cfg = TrainConfig.model_validate({"transport": {"bucket_mb": 0.01}})
+    assert cfg.weight_sync.strategy == "auto"
+    sync = strategies.get(cfg.weight_sync.strategy)
+    sender = sync.sender(cfg, "127.0.0.1", None)
+    box = sync.inbox(sender.endpoint, "w0", 0, None, engine=None, on_weights=None)
+    try:
+        assert isinstance(sender, AutoWeightPublisher) and box._subscriber is AutoWeightSubscriber
+        _registered(sender)
+        assert sender.publish(_state(5), 1).acked == ["w0"]
+        assert box.wait_for(1, 10)
+        version, shared = box.take()
+        assert version == 1 and isinstance(shared, SharedVersion) and _steps(shared) == 5
+    finally:
+        box.close()
+        sender.close()

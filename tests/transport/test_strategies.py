@@ -16,12 +16,12 @@ from peirce.transport.weight_sync import WeightPublisher, WeightReceiver, Weight
 
 def test_every_configurable_strategy_is_registered_and_nothing_else():
     choices = typing.get_args(WeightSyncConfig.model_fields["strategy"].annotation)
-    assert sorted(choices) == strategies.STRATEGIES.names() == ["cuda_ipc", "nccl", "shm", "zmq"]
-    assert WeightSyncConfig().strategy == "zmq"
+    assert sorted(choices) == strategies.STRATEGIES.names() == ["auto", "cuda_ipc", "nccl", "shm", "zmq"]
+    assert WeightSyncConfig().strategy == "auto"
 
 
 def test_an_unknown_strategy_names_the_valid_ones():
-    with pytest.raises(UnknownNameError, match="unknown weight-sync strategy 'ncl'; valid: cuda_ipc, nccl, shm, zmq; "
+    with pytest.raises(UnknownNameError, match="unknown weight-sync strategy 'ncl'; valid: auto, cuda_ipc, nccl, shm, zmq; "
                                                "did you mean 'nccl'"):
         strategies.get("ncl")
 
