@@ -114,7 +114,8 @@ def _evaluate_all(eval_cfg: dict[str, Any], items: list[dict[str, Any]], out_roo
                                                                per_level=opts["per_level"], limit=opts["limit"]))
             if engine is None:
                 engine = RolloutEngine(it["path"], max_model_len=eval_cfg["max_model_len"], seed=0,
-                                       kv_cache_gib=ev.kv_cache_gib, dtype=ev.dtype, role="eval")
+                                       kv_cache_gib=ev.kv_cache_gib, dtype=ev.dtype, role="eval",
+                                       in_process=None)  # a Ray task of its own: in-process on CPU
             elif served != it["path"]:
                 engine.load_weights(checkpoint_tensors(Path(it["path"])), version=version)
             served = it["path"]

@@ -120,8 +120,9 @@ if __name__ == "__main__":
     request = GenRequest(request_id="r", prompt_token_ids=prompt,
                          sampling=SamplingSpec(n=2, max_tokens=12, temperature=1.0, seed=3, logprobs=True))
     with RolloutEngine(tiny_dir, dtype="bfloat16", max_model_len=512, seed=0, kv_cache_gib=1,
-                       in_process=True) as eng:
+                       in_process=None) as eng:  # auto, as the pipeline's evaluation: CPU, no group here
         spawned = [p.pid for p in psutil.Process().children(recursive=True)]
+        chosen = eng.in_process
         tokens = [r.response_token_ids for r in eng.generate([request])]
         eng.load_weights(list(state.items()), 1)
         before = eng.sequence_logprobs(prompt, response)
@@ -129,7 +130,7 @@ if __name__ == "__main__":
         path = eng.reload_breakdown()["path"]
         after = eng.sequence_logprobs(prompt, response)
     import vllm.envs
-    print(json.dumps({"spawned": spawned, "tokens": tokens, "before": before, "after": after, "path": path,
+    print(json.dumps({"chosen": chosen, "spawned": spawned, "tokens": tokens, "before": before, "after": after, "path": path,
                       "env_cache": vllm.envs._is_envs_cache_enabled(), "dist": torch.distributed.is_initialized(),
                       "frozen": gc.get_freeze_count()}))
 """
@@ -151,7 +152,7 @@ def test_an_in_process_engine_samples_what_a_separate_one_does_and_spawns_no_pro
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     got = json.loads(run.stdout.strip().splitlines()[-1])
-    assert got["spawned"] == [], "an in-process engine spawned vLLM processes"
+    assert got["chosen"] is True and got["spawned"] == [], "an in-process engine spawned vLLM processes"
     request = GenRequest(request_id="r", prompt_token_ids=PROMPT,
                          sampling=SamplingSpec(n=2, max_tokens=12, temperature=1.0, seed=3, logprobs=True))
     engine.load_weights(list(tiny_state.items()), engine.policy_version + 1)
@@ -164,7 +165,7 @@ def test_an_in_process_engine_samples_what_a_separate_one_does_and_spawns_no_pro
     engine.load_weights(list(tiny_state.items()), engine.policy_version + 1)
 
 
-def test_an_in_process_engine_is_refused_beside_an_existing_torch_distributed_group(tiny_dir, tmp_path):
+def test_an_in_process_engine_is_refused_beside_an_existing_torch_distributed_group_and_auto_stays_out(tiny_dir, tmp_path):
     import torch.distributed as dist
 
     from peirce.rollout.engine import RolloutEngine
@@ -175,6 +176,9 @@ def test_an_in_process_engine_is_refused_beside_an_existing_torch_distributed_gr
     try:
         with pytest.raises(ValueError, match="already has a torch.distributed group"):
             RolloutEngine(tiny_dir, dtype="bfloat16", max_model_len=512, kv_cache_gib=1, in_process=True)
+        with RolloutEngine(tiny_dir, dtype="bfloat16", max_model_len=512, kv_cache_gib=1, in_process=None) as eng:
+            assert not eng.in_process  # auto: vLLM's own processes beside the group, which stays
+        assert dist.is_initialized()
     finally:
         if ours:
             dist.destroy_process_group()
