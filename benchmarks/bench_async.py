@@ -94,20 +94,29 @@ def _quantile(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
-def _run(staleness: int, steps: int, seed: int, root: Path, partial: bool = False,
-         n_samples: int = WORKLOADS["default"], engine_in_process: bool | None = None) -> dict[str, float]:
+def run_config(staleness: int, steps: int, seed: int, root: Path, partial: bool = False,
+               n_samples: int = WORKLOADS["default"], engine_in_process: bool | None = None) -> Any:
+    """The TrainConfig of one run (the smoke profile; `engine_in_process` None keeps the default)."""
     from peirce.config import TrainConfig, load_config
     from peirce.config.profiles import SMOKE_TRAIN, as_overrides
-    from peirce.trainer.orchestrator import Orchestrator
-    from peirce.trainer.run_dir import RunDir
 
     tag = f"n{n_samples}_s{staleness}{'_partial' if partial else ''}"
     values = {**SMOKE_TRAIN, "name": f"async-{tag}", "run_dir": str(root / f"{tag}_seed{seed}"),
               "async.max_staleness": staleness, "rollout.interrupt_on_new_weights": partial,
               "trainer.max_steps": steps, "trainer.seed": seed,
               "tasks.n_per_level": 1000, "rollout.prompts_per_step": 4, "rollout.n_samples": n_samples,
-              "rollout.max_tokens": LENGTHS["hi"], "rollout.engine_in_process": engine_in_process}
-    cfg = load_config(TrainConfig, None, as_overrides(values))
+              "rollout.max_tokens": LENGTHS["hi"]}
+    if engine_in_process is not None:  # None: the config's default (an override cannot say null)
+        values["rollout.engine_in_process"] = engine_in_process
+    return load_config(TrainConfig, None, as_overrides(values))
+
+
+def _run(staleness: int, steps: int, seed: int, root: Path, partial: bool = False,
+         n_samples: int = WORKLOADS["default"], engine_in_process: bool | None = None) -> dict[str, float]:
+    from peirce.trainer.orchestrator import Orchestrator
+    from peirce.trainer.run_dir import RunDir
+
+    cfg = run_config(staleness, steps, seed, root, partial, n_samples, engine_in_process)
     orch = Orchestrator(cfg, progress=False)
     admission = LongTailAdmission(orch.planner, long_tail_lengths(seed, **LENGTHS))
     orch.planner.admit = admission

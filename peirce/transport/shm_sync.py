@@ -52,6 +52,7 @@ import torch
 from peirce.transport.buckets import CHECKSUM_ALGO, BucketPlan, checksum, pack, unpack, verify
 from peirce.transport.frames import FrameError, encode
 from peirce.transport.shm_files import RawSpec, align_up, shm_dir, unlink_quietly
+from peirce.transport.sync_state import sid
 from peirce.transport.weight_sync import WeightPublisher, WeightSubscriber, _Arena, _Job
 from peirce.transport.wire import WeightBucketHeader, WeightBucketMsg, WeightBucketRefMsg
 
@@ -192,6 +193,9 @@ class ShmWeightPublisher(WeightPublisher):
         return encode(WeightBucketRefMsg(header=header, path=arena.path, offset=arena.offsets[index],
                                          boot_id=boot_id()))
 
+    def _by_value(self, subscriber_id: str) -> bool:
+        return False
+
     def _on_ready(self, ident: bytes, payload: dict) -> None:
         if payload.get("boot_id") not in (None, boot_id()):
             log.warning("weight sync: subscriber %r is on another host; with weight_sync.strategy shm it can load "
@@ -309,18 +313,18 @@ class AutoWeightPublisher(ShmWeightPublisher):
     checksummed and framed once per version, when the first such subscriber is sent it."""
 
     def __init__(self, endpoint: str = "tcp://127.0.0.1:*", **kwargs) -> None:
-        self._peer_boot: dict[bytes, str] = {}  # publisher thread only
+        self._peer_boot: dict[str, str] = {}  # subscriber id -> the boot id its READY claimed (publisher thread)
         super().__init__(endpoint, **kwargs)
 
     def _on_ready(self, ident: bytes, payload: dict) -> None:
         claimed = payload.get("boot_id")
-        self._peer_boot[ident] = claimed if isinstance(claimed, str) else ""
+        self._peer_boot[sid(ident)] = claimed if isinstance(claimed, str) else ""
 
-    def local(self, ident: bytes) -> bool:
-        return self._peer_boot.get(ident) == boot_id()
+    def _by_value(self, subscriber_id: str) -> bool:
+        return self._peer_boot.get(subscriber_id) != boot_id()
 
     def _frames_for(self, ident: bytes, job: _Job) -> list[list]:
-        if self.local(ident):
+        if not self._by_value(sid(ident)):
             return job.frames
         if job.value_frames is None:  # they live as long as the job, like its references
             job.value_frames = [WeightPublisher._bucket_frames(

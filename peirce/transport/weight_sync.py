@@ -82,7 +82,7 @@ class PublishStats:
     version: int
     n_buckets: int
     payload_bytes: int  # one copy of the packed weights
-    bytes_sent: int = 0  # payload bytes queued, summed over subscribers
+    bytes_sent: int = 0  # payload bytes queued, summed over the subscribers sent them by value
     sent_to: list[str] = field(default_factory=list)
     acked: list[str] = field(default_factory=list)
     evicted: list[str] = field(default_factory=list)  # timed out, gone, or full
@@ -337,7 +337,7 @@ class WeightPublisher:
             return
         rnd, s = job.round, job.stats
         s.sent_to, s.acked, s.evicted, s.not_awaited = rnd.sent_to, rnd.acked, rnd.evicted, rnd.not_awaited
-        s.bytes_sent = len(rnd.sent_to) * s.payload_bytes
+        s.bytes_sent = sum(self._by_value(p) for p in rnd.sent_to) * s.payload_bytes
         s.seconds = time.perf_counter() - job.t0
         self.stats.append(s)
         self._active = None
@@ -360,6 +360,10 @@ class WeightPublisher:
     def _frames_for(self, ident: bytes, job: _Job) -> list[list]:
         """The frames one peer is sent a version as: the same for every peer here."""
         return job.frames
+
+    def _by_value(self, subscriber_id: str) -> bool:
+        """Whether this subscriber is sent the tensor bytes (not only where they lie)."""
+        return True
 
     def _on_ready(self, ident: bytes, payload: dict) -> None:
         """A peer registered (or re-registered) with this READY payload; nothing to note here."""

@@ -67,3 +67,14 @@ def test_overlap_bound_is_the_sync_step_over_the_busier_roles_busy_time():
     assert overlap_bound({"learner_idle_ratio_median": 0.5, "rollout_idle_ratio_median": 0.5}) == 2.0
     # whichever role is busier sets it
     assert overlap_bound({"learner_idle_ratio_median": 0.8, "rollout_idle_ratio_median": 0.2}) == 1.25
+
+
+@pytest.mark.parametrize("engine, expected", [(None, True), (True, True), (False, False)])
+def test_every_engine_choice_builds_a_valid_run_config(tmp_path, engine, expected):
+    """`--engine auto` (None) once passed the string 'None' as an override and the run died at
+    config load; each choice must validate, with the engine placement it names (CPU here)."""
+    from bench_async import run_config
+
+    cfg = run_config(2, 10, 0, tmp_path, partial=True, n_samples=2, engine_in_process=engine)
+    assert cfg.rollout.engine_in_process is engine and cfg.rollout.engine_in_process_resolved is expected
+    assert cfg.async_.max_staleness == 2 and cfg.rollout.n_samples == 2 and cfg.rollout.interrupt_on_new_weights

@@ -81,7 +81,7 @@ def test_a_version_arrives_bit_exact_and_only_headers_cross_zeromq(pair):
     pub, sub = pair
     state = _state(1)
     stats, [(version, shared)] = _publish(pub, state, 1, sub)
-    assert stats.acked == ["eng"] and stats.n_buckets > 1
+    assert stats.acked == ["eng"] and stats.n_buckets > 1 and stats.bytes_sent == 0
     assert version == 1 and isinstance(shared, SharedVersion)
     with shared.reading():
         got = dict(shared.tensors())
@@ -309,6 +309,7 @@ def test_auto_sends_references_here_and_checksummed_bytes_elsewhere_each_bit_exa
             state = _state(v)
             stats, [(v_here, shared), (v_away, tensors)] = _publish(pub, state, v, here, away)
             assert sorted(stats.acked) == ["away", "here"] and v_here == v_away == v
+            assert stats.bytes_sent == stats.payload_bytes  # only "away" was sent the bytes
             assert isinstance(shared, SharedVersion) and _steps(shared) == v
             got = dict(tensors)
             assert set(got) == set(state) and all(torch.equal(got[k], t) for k, t in state.items())
