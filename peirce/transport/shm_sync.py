@@ -11,7 +11,8 @@ strategy's own (`WeightPublisher`, `WeightSubscriber`).
 
 Safety, by a lock rather than by a check afterwards: the learner packs an arena holding its
 exclusive `flock`, and stamps the version it packed in the arena's first bytes; an engine
-loads holding a shared `flock` on it (`SharedVersion.reading`) after checking the stamp. So
+loads holding a shared `flock` on it (`SharedVersion.reading`, never waiting for it) after
+checking the stamp. So
 a load never sees a repack: an arena some engine is loading from is not repacked (the
 learner packs into another, at most `MAX_SHM_ARENAS`, waiting beyond that), and an engine
 that comes to a version whose arena was already repacked (it lagged two versions) loads
@@ -229,7 +230,11 @@ class SharedVersion:
             raise VersionSuperseded(f"version {self.version}: the learner's file {self.path} is gone (it closed, "
                                     "or its model's layout changed)") from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_SH)  # waits out a pack in progress (tens of ms)
+            try:  # never wait: the learner locks an arena only to repack it, so this version is gone
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise VersionSuperseded(f"version {self.version}: the learner is repacking its file {self.path} "
+                                        "with a newer version") from None
             (stamp,) = STAMP.unpack(os.pread(fd, STAMP.size, 0))
             if stamp != self.version:
                 raise VersionSuperseded(f"version {self.version}: the learner's file {self.path} now holds "

@@ -199,6 +199,23 @@ def test_a_pack_that_fails_midway_cannot_pass_as_a_version(pair, monkeypatch):
     assert version == 3 and _steps(shared) == 3
 
 
+def test_a_reader_meeting_a_pack_in_progress_is_told_at_once_not_made_to_wait(pair):
+    """The learner locks an arena only to repack it: the version a reader came for is gone, and
+    a learner stuck mid-pack cannot hang the engines."""
+    import fcntl
+
+    pub, sub = pair
+    _, [(_, v1)] = _publish(pub, _state(1), 1, sub)
+    with open(v1.path, "rb") as learner:
+        fcntl.flock(learner.fileno(), fcntl.LOCK_EX)  # as `_arena()` holds it while packing
+        t0 = time.monotonic()
+        with pytest.raises(VersionSuperseded, match="is repacking"):
+            with v1.reading():
+                pass
+        assert time.monotonic() - t0 < 1.0
+    assert _steps(v1) == 1  # unlocked and never repacked: still the version
+
+
 def test_a_version_whose_file_is_gone_is_superseded_not_a_crash(pair):
     pub, sub = pair
     _, [(_, v1)] = _publish(pub, _state(1), 1, sub)
