@@ -31,6 +31,8 @@ CATALOGUE: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "peirce_rollout_version_span_steps": ("histogram", "Last minus first policy version of a continued sample", ()),
     "peirce_weight_sync_seconds": ("histogram", "Seconds to broadcast + load one weight version", ("side",)),
     "peirce_weight_sync_bytes_total": ("counter", "Bytes of weights sent or received", ("side",)),
+    "peirce_weight_versions_skipped_total": ("counter", "Weight versions an engine skipped: the learner's shared-"
+                                                        "memory arena already held a newer one", ()),
     "peirce_reward_samples_total": ("counter", "Samples scored", ("task", "level")),
     # Rewards may be negative (MAA: -3..3). Counters only go up and prometheus_client drops
     # a histogram's _sum once it has negative buckets, so the sum travels as two counters:

@@ -48,6 +48,7 @@ class RolloutWorker:
         self.loop = RolloutLoop(self.engine, endpoint, self.inbox, worker_id=worker_id, prompt_style=cfg.tasks.prompt_style,
                                 prompts_per_step=cfg.rollout.prompts_per_step, tokenizer=tokenizer,
                                 on_generated=self._count, on_weights=self._weights_loaded, keys=keys,
+                                on_skipped=lambda _v: self.metrics.inc("peirce_weight_versions_skipped_total"),
                                 interrupt_on_new_weights=cfg.rollout.interrupt_on_new_weights,
                                 max_interrupts=cfg.rollout.max_interrupts, on_partial=self._partial)
         self.loop.rejects.hooks.append(lambda reason, _d: self.metrics.inc("peirce_rejected_frames_total", reason=reason))

@@ -49,7 +49,8 @@ class RolloutLoop:
     def __init__(self, engine: RolloutEngine, endpoint: str, inbox: WeightsInbox, *, worker_id: str, prompt_style: str,
                  prompts_per_step: int, tokenizer: Any = None, catch_up_s: float = 5.0, version_wait_s: float = 300.0,
                  on_generated: Callable[[list[RolloutSample], float], None] | None = None,
-                 on_weights: Callable[[int, float], None] | None = None, keys: RunKeys | None = None,
+                 on_weights: Callable[[int, float], None] | None = None,
+                 on_skipped: Callable[[int], None] | None = None, keys: RunKeys | None = None,
                  interrupt_on_new_weights: bool = False, max_interrupts: int = 2,
                  on_partial: Callable[[PartialStats], None] | None = None) -> None:
         self.engine = engine
@@ -63,6 +64,7 @@ class RolloutLoop:
         self.version_wait_s = version_wait_s  # a task admitted under a version never published must not hang us
         self.on_generated = on_generated
         self.on_weights = on_weights
+        self.on_skipped = on_skipped  # a version superseded before it could be loaded
         self.keys = keys  # the run's CURVE keys (worker copy) when it spans nodes
         self.rejects = RejectCounter()
         self.stop_event = threading.Event()
@@ -85,6 +87,8 @@ class RolloutLoop:
                 # which is in (or on its way to) the inbox. Nothing was loaded; serve the old
                 # version whole until then.
                 log.warning("weights v%d skipped: %s", got[0], e)
+                if self.on_skipped:
+                    self.on_skipped(got[0])
                 got = self.inbox.take()
                 continue
             if self.on_weights:

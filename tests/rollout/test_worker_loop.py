@@ -212,11 +212,11 @@ class _SupersedingEngine:
 
 def test_a_superseded_version_is_skipped_for_the_newer_one_in_the_inbox():
     engine = _SupersedingEngine(superseded={1})
-    loaded = []
+    loaded, skipped = [], []
     loop = RolloutLoop(engine, "tcp://127.0.0.1:1", _Inbox([1, 2]), worker_id="w", prompt_style="reference",
-                       prompts_per_step=1, on_weights=lambda v, s: loaded.append(v))
+                       prompts_per_step=1, on_weights=lambda v, s: loaded.append(v), on_skipped=skipped.append)
     loop._apply_weights()
-    assert engine.loads == [1, 2] and engine.policy_version == 2 and loaded == [2]
+    assert engine.loads == [1, 2] and engine.policy_version == 2 and loaded == [2] and skipped == [1]
 
 
 def test_a_superseded_version_with_the_newer_one_not_yet_in_leaves_the_engine_serving_its_own():
