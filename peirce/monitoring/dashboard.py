@@ -127,6 +127,10 @@ def rows() -> tuple[Row, ...]:
             Panel("Weight-sync bytes / s", "Bps", (
                 Query(rate_sum("peirce_weight_sync_bytes_total", "side"), "{{run}} {{side}}"),
             ), "Weight bytes sent by the learner / received by rollout workers."),
+            Panel("Weight versions skipped / s", "short", (
+                Query(rate_sum("peirce_weight_versions_skipped_total"), "{{run}} skipped / s"),
+            ), "Versions an engine did not load because the learner's shared-memory file already held a "
+               "newer one (it lagged two versions); it served its own version meanwhile."),
         )),
         Row("Rewards", (
             Panel("Reward, last learner batch", "short", (

@@ -187,6 +187,7 @@ def _tick_rollout(m, rng: random.Random, t: int, run: str) -> None:
     if t % 5 == 0:
         m.observe("peirce_weight_sync_seconds", rng.uniform(0.2, 0.6), side="load")
         m.inc("peirce_weight_sync_bytes_total", 270e6, side="load")
+        m.inc("peirce_weight_versions_skipped_total", float(rng.random() < 0.1))  # a lagging engine, now and then
     m.inc("peirce_rejected_frames_total", float(rng.random() < 0.2), reason="oversized")
     m.inc("peirce_rejected_frames_total", float(rng.random() < 0.1), reason="malformed")
     # partial rollouts: a batch interrupted now and then, its samples continued

@@ -135,8 +135,10 @@ def smoke_train_source(targets_dir: Path) -> MetricsSource:
     return MetricsSource(runs=("deduction",), stop=_stopper(proc), rate_window="2m", startup_timeout=300,
                          # a clean run rejects no frame; a run without algorithm.meta has no MASA series
                          # (the synthetic source and tests/trainer/test_masa_e2e.py cover those), nor,
-                         # without rollout.interrupt_on_new_weights, partial-rollout series
-                         may_be_empty=frozenset({"Rejected frames / s", "Partial rollouts", *MASA_PANELS}))
+                         # without rollout.interrupt_on_new_weights, partial-rollout series; an engine
+                         # that keeps up skips no weight version
+                         may_be_empty=frozenset({"Rejected frames / s", "Partial rollouts",
+                                                 "Weight versions skipped / s", *MASA_PANELS}))
 
 
 def wait_all_up(prometheus: PrometheusServer, targets_dir: Path, timeout: float) -> None:
