@@ -12,6 +12,7 @@ pool then kills the actor, re-queues its items and starts a replacement.
 
 from __future__ import annotations
 
+import logging
 import os
 
 import psutil
@@ -21,6 +22,8 @@ from peirce.actors.common import LoopThread, actor_setup
 from peirce.config.schema import TrainConfig
 from peirce.transport.network import bind_host
 from peirce.transport.security import RunKeys
+
+log = logging.getLogger(__name__)
 
 
 class RolloutWorker:
@@ -81,11 +84,18 @@ class RolloutWorker:
         return self.engine.policy_version, list(self.engine.sequence_logprobs(prompt_ids, response_ids))
 
     def drain(self, timeout_s: float = 600.0) -> int:
-        """Stop taking work, finish the batch in hand, return the rest, and shut down."""
+        """Stop taking work, finish the batch in hand, return the rest, and shut down: the
+        engine too, since the pool kills the actor next and a kill runs no finalizer (the
+        engine's /dev/shm staging file outlived every drained worker: 3.7 GB of RAM over a
+        few days of test runs here)."""
         self.loop.stop_event.set()
         self.thread.join(timeout_s)
         self.inbox.close()
         self.metrics.withdraw()
+        try:
+            self.engine.close()
+        except Exception:  # noqa: BLE001 - a worker on its way out; the kill follows regardless
+            log.warning("rollout worker: engine did not close cleanly", exc_info=True)
         return self.loop.generated_groups
 
     def alive(self) -> bool:

@@ -5,6 +5,7 @@ on the toy "uppercase" task (dense verifiable reward)."""
 from __future__ import annotations
 
 import collections
+import os
 import json
 import threading
 import time
@@ -15,6 +16,7 @@ import pytest
 from peirce.config import TrainConfig, load_config
 from peirce.trainer.control import scale
 from peirce.trainer.orchestrator import Orchestrator
+from peirce.transport.shm_files import shm_dir
 from peirce.trainer.run_dir import RunDir
 from peirce.trainer.task_source import TaskSource, build_level_sets
 
@@ -90,9 +92,13 @@ def _expected_task_ids(cfg: TrainConfig) -> list[str]:
 def test_scaling_up_and_down_loses_and_duplicates_nothing(ray_runtime, tmp_path):
     """While the run trains, a second rollout worker and a second reward worker join, a
     rollout worker leaves again, then the run is stopped gracefully (it drains what it
-    admitted). Every admitted task is trained exactly once: none lost, none twice."""
+    admitted). Every admitted task is trained exactly once: none lost, none twice. And no
+    shared-memory file outlives the run: with zmq every engine stages its loads in /dev/shm,
+    and a drained worker is killed right after (no finalizer runs), so the drain must close it."""
     cfg = _cfg(tmp_path, "scale", **{"tasks.n_per_level": 400, "trainer.max_steps": 10_000,
-                                      "async.max_staleness": 1, "rollout.max_tokens": 16})
+                                      "async.max_staleness": 1, "rollout.max_tokens": 16,
+                                      "weight_sync.strategy": "zmq"})
+    shm_before = set(os.listdir(shm_dir()))
     orch = Orchestrator(cfg, progress=False)
     seen: dict[str, object] = {}
 
@@ -139,6 +145,8 @@ def test_scaling_up_and_down_loses_and_duplicates_nothing(ray_runtime, tmp_path)
     rows = RunDir(Path(cfg.run_dir)).read_metrics()
     assert max(r["rollout_workers"] for r in rows) == 2 and rows[-1]["rollout_workers"] == 1
     assert not (Path(cfg.run_dir) / "DONE").exists()  # stopped, not finished: resumable
+    left = sorted(f for f in set(os.listdir(shm_dir())) - shm_before if f.startswith("peirce-"))
+    assert not left, f"shared-memory files left behind: {left}"
 
 
 def test_resume_continues_step_curriculum_and_optimizer(ray_runtime, tmp_path):
