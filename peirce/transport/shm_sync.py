@@ -50,7 +50,7 @@ import msgspec
 import numpy as np
 import torch
 
-from peirce.transport.buckets import CHECKSUM_ALGO, BucketPlan, checksum, pack, unpack, verify
+from peirce.transport.buckets import CHECKSUM_ALGO, BucketPlan, checksum, pack, unpack
 from peirce.transport.frames import FrameError, encode
 from peirce.transport.shm_files import RawSpec, align_up, shm_dir, unlink_quietly
 from peirce.transport.sync_state import sid
@@ -344,12 +344,12 @@ class AutoWeightSubscriber(ShmWeightSubscriber):
 
     def _payload(self, msg) -> tuple[WeightBucketHeader, np.ndarray]:
         if isinstance(msg, WeightBucketMsg):
-            return msg.header, msg.data
+            return WeightSubscriber._payload(self, msg)
         return super()._payload(msg)
 
     def _verify(self, header: WeightBucketHeader, data: np.ndarray, msg) -> None:
         if isinstance(msg, WeightBucketMsg):  # bytes that travelled: their checksum, always
-            verify(header, data)
+            WeightSubscriber._verify(self, header, data, msg)
 
     def _complete(self, version: int, parts: Sequence[tuple[WeightBucketHeader, np.ndarray, object]]):
         kinds = {type(msg) for _, _, msg in parts}
