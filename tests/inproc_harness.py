@@ -145,6 +145,66 @@ class StandInEngine:
     def decode(self, token_ids: list[int]) -> str:
         return bytes(token_ids).decode(errors="ignore")
 
+    def stream(self) -> StandInStream:
+        self.last_stream = StandInStream(self)
+        return self.last_stream
+
+
+class StandInStream:
+    """RolloutEngine's EngineStream contract over a StandInEngine, written as its
+    `generate_interruptible` writes: one token per live sample per step, each
+    ord("a") + the version generating it, every sample running to its max_tokens; a
+    sample started under a version the engine no longer serves is returned cut. Records
+    the live samples of every step (`batch_sizes`)."""
+
+    def __init__(self, engine: StandInEngine) -> None:
+        self.engine = engine
+        self._live: dict[tuple[str, int], tuple[GenRequest, list[int], list[int], int]] = {}
+        self.batch_sizes: list[int] = []
+
+    @property
+    def live(self) -> int:
+        return len(self._live)
+
+    def add(self, r: GenRequest) -> None:
+        if r.request_id in self.engine.refuse:
+            raise SamplingSpecError(f"request {r.request_id!r}", r.request_id, "refused by the stand-in")
+        if any(rid == r.request_id for rid, _ in self._live):
+            raise SamplingSpecError("request_id", r.request_id, "already live in this stream")
+        prompt = r.prompt_token_ids or list((r.prompt or "?").encode()[:8])
+        for i in range(r.sampling.n):
+            self._live[(r.request_id, i)] = (r, prompt, [], self.engine.policy_version)
+        self.engine.served.append((r.request_id, self.engine.policy_version))
+
+    def _result(self, key: tuple[str, int], finish: str) -> GenResult:
+        r, prompt, toks, v = self._live.pop(key)
+        return GenResult(request_id=r.request_id, sample_index=key[1], prompt_token_ids=prompt,
+                         response_token_ids=toks, response_logprobs=[-(v + 1) / 10] * len(toks),
+                         text=self.engine.decode(toks), finish_reason=finish, stop_reason=None, policy_version=v)
+
+    def step(self) -> list[GenResult]:
+        if not self._live:
+            return []
+        now = self.engine.policy_version
+        old = [k for k, (_, _, _, v) in self._live.items() if v != now]
+        if old:
+            return [self._result(k, "abort") for k in old]
+        if self.engine.step_hook is not None:
+            self.engine.step_hook(len(self.batch_sizes))
+        self.batch_sizes.append(len(self._live))
+        time.sleep(self.engine.step_s)
+        done = []
+        for key, (r, _, toks, v) in list(self._live.items()):
+            toks.append(ord("a") + v)
+            if len(toks) >= r.sampling.max_tokens:
+                done.append(self._result(key, "length"))
+        return done
+
+    def abort(self) -> list[GenResult]:
+        if self._live:
+            self.engine.interrupted_calls += 1
+        return [self._result(k, "abort") for k in list(self._live)]
+
 
 class StandInLearner:
     """Stand-in for peirce.actors.learner.Learner: DeepSpeed is too slow for a unit test
@@ -202,12 +262,13 @@ class ThreadRolloutWorker:
 
     def __init__(self, engine: StandInEngine, endpoint: str, weight_endpoint: str, worker_id: str, *,
                  prompt_style: str = "reference", prompts_per_step: int = 2, interrupt_on_new_weights: bool = False,
-                 max_interrupts: int = 2) -> None:
+                 max_interrupts: int = 2, continuous: bool = False) -> None:
         self.engine = engine
         self.inbox = WeightsInbox(weight_endpoint, worker_id, engine.policy_version)
         self.loop = RolloutLoop(engine, endpoint, self.inbox, worker_id=worker_id, prompt_style=prompt_style,
                                 prompts_per_step=prompts_per_step, catch_up_s=0.2, version_wait_s=20.0,
-                                interrupt_on_new_weights=interrupt_on_new_weights, max_interrupts=max_interrupts)
+                                interrupt_on_new_weights=interrupt_on_new_weights, max_interrupts=max_interrupts,
+                                continuous=continuous)
         self.thread = LoopThread(self.loop.run, f"{worker_id}-loop")
 
     def alive(self) -> bool:
@@ -249,7 +310,8 @@ def inproc_topology(cfg: TrainConfig, learner: StandInLearner | None = None,
                                            prompt_style=cfg.tasks.prompt_style,
                                            prompts_per_step=cfg.rollout.prompts_per_step,
                                            interrupt_on_new_weights=cfg.rollout.interrupt_on_new_weights,
-                                           max_interrupts=cfg.rollout.max_interrupts)
+                                           max_interrupts=cfg.rollout.max_interrupts,
+                                           continuous=cfg.rollout.continuous)
         return workers[wid]
 
     def reward(wid: str) -> RewardWorker:

@@ -53,7 +53,8 @@ class RolloutWorker:
                                 on_generated=self._count, on_weights=self._weights_loaded, keys=keys,
                                 on_skipped=lambda _v: self.metrics.inc("peirce_weight_versions_skipped_total"),
                                 interrupt_on_new_weights=cfg.rollout.interrupt_on_new_weights,
-                                max_interrupts=cfg.rollout.max_interrupts, on_partial=self._partial)
+                                max_interrupts=cfg.rollout.max_interrupts, on_partial=self._partial,
+                                continuous=cfg.rollout.continuous)
         self.loop.rejects.hooks.append(lambda reason, _d: self.metrics.inc("peirce_rejected_frames_total", reason=reason))
         self.metrics.set("peirce_rollout_policy_version", start_version)
         self.engine_procs = engine_core_processes()

@@ -207,6 +207,110 @@ class _Piece:
             self.finish_reason, self.stop_reason = delta.finish_reason or "stop", delta.stop_reason
 
 
+class EngineStream:
+    """Requests added while others decode: vLLM's step API (add_request / step /
+    abort_request) for a rollout loop that keeps the engine's batch full.
+
+    Why: `LLM.generate` returns when its slowest sample ends, so with long-tailed response
+    lengths a batch decodes its last steps for one or two samples while new groups wait. A
+    stream takes new requests between decode steps and hands back each sample as it ends.
+    Each sample is its own n=1 engine request (sample i of a seeded request draws from
+    seed + i: vLLM's own rule for n > 1, so an uninterrupted sample is what `generate`
+    gives); text is vLLM's deltas joined. The engine's lock is held per call, not across
+    calls, so a weight load may come between steps: `step` refuses to go on with samples
+    started under other weights (`abort` them first; peirce.rollout.partial continues them).
+    Token-id prompts go to `add_request` raw (vLLM 0.32 renders them, warning once).
+    """
+
+    def __init__(self, engine: RolloutEngine) -> None:
+        self._engine = engine
+        self._tag = uuid.uuid4().hex[:12]
+        self._count = 0
+        self._pieces: dict[str, tuple[_Piece, int]] = {}  # engine request id -> (piece, version it started under)
+
+    @property
+    def live(self) -> int:
+        """Samples in the engine, unfinished."""
+        return len(self._pieces)
+
+    def add(self, request: GenRequest) -> None:
+        """Start every sample of `request`. Checked first (SamplingSpecError, a ValueError, when
+        it breaks a rule); a refused request adds nothing."""
+        from vllm.sampling_params import RequestOutputKind
+
+        if not isinstance(request, GenRequest):
+            raise SamplingSpecError("request", type(request).__name__, "must be a GenRequest")
+        if any(p.request.request_id == request.request_id for p, _ in self._pieces.values()):
+            raise SamplingSpecError("request_id", request.request_id, "already live in this stream")
+        prompt = {"prompt_token_ids": self._engine._prompt_ids(request)}
+        params = []
+        for i in range(request.sampling.n):
+            p = msgspec.structs.replace(request.sampling, n=1, seed=sample_seed(request.sampling.seed, i)).to_vllm()
+            p.output_kind = RequestOutputKind.DELTA
+            params.append(p)
+        llm_engine = self._engine._llm.llm_engine
+        added: list[str] = []
+        with self._engine._lock:
+            version = self._engine._version
+            try:
+                for i, p in enumerate(params):
+                    rid = f"peirce-{self._tag}-{self._count}"
+                    self._count += 1
+                    llm_engine.add_request(rid, prompt, p)
+                    added.append(rid)
+                    self._pieces[rid] = (_Piece(request, i, prompt["prompt_token_ids"]), version)
+            except BaseException:  # vLLM refused a sample: none of the request stays
+                if added:
+                    llm_engine.abort_request(added)
+                for rid in added:
+                    self._pieces.pop(rid, None)
+                raise
+
+    def step(self) -> list[GenResult]:
+        """One engine step; the samples that ended in it. Samples started under weights the
+        engine no longer serves (a load came between steps: the CUDA inboxes load on arrival)
+        are not stepped: they are returned cut, as `abort` returns them, every token theirs
+        made by the version they record."""
+        if not self._pieces:
+            return []
+        llm_engine = self._engine._llm.llm_engine
+        with self._engine._lock:
+            now = self._engine._version
+            old = [rid for rid, (_, v) in self._pieces.items() if v != now]
+            if old:
+                llm_engine.abort_request(old)
+                return [self._result(*self._pieces.pop(rid)) for rid in old]
+            outs = llm_engine.step()
+        done = []
+        for out in outs:
+            entry = self._pieces.get(out.request_id)
+            if entry is None:  # an aborted request's last output, or not ours
+                continue
+            entry[0].add(out.outputs[0], out.finished)
+            if out.finished:
+                del self._pieces[out.request_id]
+                done.append(self._result(*entry))
+        return done
+
+    def abort(self) -> list[GenResult]:
+        """Stop every live sample; each is returned with its tokens and logprobs so far and
+        finish_reason "abort"."""
+        if not self._pieces:
+            return []
+        with self._engine._lock:
+            self._engine._llm.llm_engine.abort_request(list(self._pieces))
+        cut = [self._result(p, v) for p, v in self._pieces.values()]
+        self._pieces.clear()
+        return cut
+
+    @staticmethod
+    def _result(p: _Piece, version: int) -> GenResult:
+        return GenResult(request_id=p.request.request_id, sample_index=p.index, prompt_token_ids=list(p.prompt_ids),
+                         response_token_ids=p.tokens, response_logprobs=p.logprobs, text=p.text,
+                         finish_reason=p.finish_reason or INTERRUPTED, stop_reason=p.stop_reason,
+                         policy_version=version)
+
+
 def _on_cpu() -> bool:
     from vllm.platforms import current_platform
 
@@ -278,7 +382,7 @@ class RolloutEngine:
         self.tokenizer = self._llm.get_tokenizer()
         self.vocab_size = self._llm.llm_engine.model_config.get_vocab_size()
         self.tied_head = bool(getattr(self._llm.llm_engine.model_config.hf_config, "tie_word_embeddings", False))
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: generate_interruptible holds it around its stream's steps
         self._version = int(version)
         self.last_load: WeightLoadStats | None = None
         self._stage: ShmStage | None = None  # the /dev/shm file loads go through, made on first use
@@ -342,48 +446,28 @@ class RolloutEngine:
         yes, every unfinished sample is aborted and returned with its tokens and logprobs
         so far and finish_reason "abort" (peirce.rollout.partial continues them).
 
-        Drives vLLM's LLMEngine step API (add_request / step / abort_request) instead of
-        `LLM.generate`, which cannot stop early. Each sample is its own n=1 request, sample
-        i of a seeded request drawing from seed + i: vLLM's own rule for n > 1, so an
-        uninterrupted call gives what `generate` gives. Text is vLLM's (deltas joined).
-        Token-id prompts go to `add_request` raw (vLLM 0.32 renders them, warning once that
-        raw prompts are deprecated there).
-        """
-        from vllm.sampling_params import RequestOutputKind
-
-        prompts = self._checked_prompts(requests)
-        if not requests:
-            return []
-        llm_engine = self._llm.llm_engine
-        tag = uuid.uuid4().hex[:12]
-        pieces: dict[str, _Piece] = {}
-        with self._lock:
-            version = self._version
+        Runs on an `EngineStream` (vLLM's step API), as a continuous rollout loop does; an
+        uninterrupted call gives what `generate` gives. Results are ordered by request, then
+        sample index."""
+        self._checked_prompts(requests)  # all checked before any is added: a bad one adds nothing
+        stream = self.stream()
+        done: list[GenResult] = []
+        with self._lock:  # held throughout (re-entered per step): no load lands mid-call
             try:
-                for req, prompt in zip(requests, prompts, strict=True):
-                    for i in range(req.sampling.n):
-                        params = msgspec.structs.replace(req.sampling, n=1,
-                                                         seed=sample_seed(req.sampling.seed, i)).to_vllm()
-                        params.output_kind = RequestOutputKind.DELTA
-                        rid = f"peirce-{tag}-{len(pieces)}"
-                        pieces[rid] = _Piece(req, i, prompt["prompt_token_ids"])
-                        llm_engine.add_request(rid, prompt, params)
-                while llm_engine.has_unfinished_requests():
+                for req in requests:
+                    stream.add(req)
+                while stream.live:
                     if should_interrupt():
                         break
-                    for out in llm_engine.step():
-                        piece = pieces.get(out.request_id)
-                        if piece is not None:
-                            piece.add(out.outputs[0], out.finished)
+                    done.extend(stream.step())
             finally:  # interrupted, or an error: nothing of ours stays in the engine
-                live = [rid for rid, p in pieces.items() if p.finish_reason is None]
-                if live:
-                    llm_engine.abort_request(live)
-        return [GenResult(request_id=p.request.request_id, sample_index=p.index, prompt_token_ids=list(p.prompt_ids),
-                          response_token_ids=p.tokens, response_logprobs=p.logprobs, text=p.text,
-                          finish_reason=p.finish_reason or INTERRUPTED, stop_reason=p.stop_reason,
-                          policy_version=version)
-                for p in pieces.values()]
+                done_or_cut = stream.abort()
+        order = {r.request_id: i for i, r in enumerate(requests)}
+        return sorted([*done, *done_or_cut], key=lambda r: (order[r.request_id], r.sample_index))
+
+    def stream(self) -> EngineStream:
+        """A stream of requests over this engine's decode steps (see `EngineStream`)."""
+        return EngineStream(self)
 
     def decode(self, token_ids: Sequence[int]) -> str:
         """Response text of `token_ids` as vLLM's detokenizer writes it (special tokens skipped)."""

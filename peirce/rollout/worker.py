@@ -26,11 +26,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
 from peirce.masa.prompt import render_meta
+from peirce.rollout.continuous import GroupBook
 from peirce.rollout.engine import GenRequest, GenResult, RolloutEngine, SamplingSpec
 from peirce.rollout.partial import PartialStats, generate_partial
 from peirce.rollout.weights_inbox import WeightsInbox
@@ -45,6 +47,18 @@ from peirce.transport.wire import RolloutSample, TaskMsg
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class _Queued:
+    """An item taken but not yet started (its admission version not yet loaded, or weights
+    about to change)."""
+
+    item_id: str
+    msg: TaskMsg
+    request: GenRequest
+    prefill: str
+    deadline: float  # monotonic: past it, a version that never came is answered as a fault
+
+
 class RolloutLoop:
     def __init__(self, engine: RolloutEngine, endpoint: str, inbox: WeightsInbox, *, worker_id: str, prompt_style: str,
                  prompts_per_step: int, tokenizer: Any = None, catch_up_s: float = 5.0, version_wait_s: float = 300.0,
@@ -52,7 +66,7 @@ class RolloutLoop:
                  on_weights: Callable[[int, float], None] | None = None,
                  on_skipped: Callable[[int], None] | None = None, keys: RunKeys | None = None,
                  interrupt_on_new_weights: bool = False, max_interrupts: int = 2,
-                 on_partial: Callable[[PartialStats], None] | None = None) -> None:
+                 on_partial: Callable[[PartialStats], None] | None = None, continuous: bool = False) -> None:
         self.engine = engine
         self.endpoint = endpoint
         self.worker_id = worker_id
@@ -75,6 +89,8 @@ class RolloutLoop:
         self.max_interrupts = max_interrupts  # per batch: a fast learner cannot starve a batch
         self.on_partial = on_partial
         self.partial = PartialStats()  # totals over the loop's life
+        self.continuous = continuous  # groups stream through the engine (peirce.rollout.continuous)
+        self._superseded = -1  # newest version skipped as superseded: not "newer weights" any more
 
     def _apply_weights(self) -> None:
         got = self.inbox.take()
@@ -87,6 +103,7 @@ class RolloutLoop:
                 # which is in (or on its way to) the inbox. Nothing was loaded; serve the old
                 # version whole until then.
                 log.warning("weights v%d skipped: %s", got[0], e)
+                self._superseded = max(self._superseded, got[0])
                 if self.on_skipped:
                     self.on_skipped(got[0])
                 got = self.inbox.take()
@@ -102,6 +119,8 @@ class RolloutLoop:
         client = WorkClient(self.endpoint, identity=self.worker_id, rejected=self.rejects, keys=self.keys)
         client.request(self.prompts_per_step)
         try:
+            if self.continuous:
+                return self._run_continuous(client)
             while not self.stop_event.is_set():
                 self._apply_weights()
                 items = client.receive(50)
@@ -159,20 +178,24 @@ class RolloutLoop:
         return [(i, m) for i, m in good if m.policy_version_at_dispatch > have]
 
     def _newer_weights(self) -> bool:
-        """The interrupt decision: the inbox holds a version the engine does not serve yet."""
-        return self.inbox.received_version > self.engine.policy_version
+        """The interrupt decision: the inbox holds a version the engine does not serve yet
+        (one found superseded at load does not count: the next is on its way)."""
+        return self.inbox.received_version > max(self.engine.policy_version, self._superseded)
+
+    def _report_partial(self, stats: PartialStats) -> None:
+        self.partial.add(stats)
+        if self.on_partial and (stats.interrupts or stats.interrupted_samples):
+            try:
+                self.on_partial(stats)
+            except Exception:  # metrics must not cost a generated batch
+                log.exception("on_partial callback failed")
 
     def _engine_generate(self, requests: list[GenRequest]) -> list[GenResult]:
         if not self.interrupt_on_new_weights:
             return self.engine.generate(requests)
         results, stats = generate_partial(self.engine, requests, newer=self._newer_weights,
                                           swap=self._apply_weights, max_interrupts=self.max_interrupts)
-        self.partial.add(stats)
-        if self.on_partial and stats.interrupts:
-            try:
-                self.on_partial(stats)
-            except Exception:  # metrics must not cost a generated batch
-                log.exception("on_partial callback failed")
+        self._report_partial(stats)
         return results
 
     def _generate(self, requests: list[GenRequest]) -> tuple[list[GenResult], dict[str, FrameError]]:
@@ -222,19 +245,121 @@ class RolloutLoop:
             if item_id in refused:
                 out.append(self._reject(item_id, refused[item_id]))
                 continue
-            samples = [RolloutSample(task_id=msg.task.id, family=msg.task.family, level=msg.task.level,
-                                     group_id=msg.group_id, sample_index=r.sample_index,
-                                     prompt_token_ids=r.prompt_token_ids, response_token_ids=r.response_token_ids,
-                                     response_logprobs=r.response_logprobs, policy_version=r.policy_version,
-                                     version_segments=r.version_segments,
-                                     completion=r.text, prefill=prefill, finish_reason=r.finish_reason or "",
-                                     gen_seconds=seconds)
-                       for r in sorted(by_request.get(item_id, []), key=lambda r: r.sample_index)]
-            if self.on_generated:
+            results = sorted(by_request.get(item_id, []), key=lambda r: r.sample_index)
+            out.append((item_id, self._answer(item_id, msg, prefill, results, seconds)))
+        return out
+
+    def _answer(self, item_id: str, msg: TaskMsg, prefill: str, results: list[GenResult], seconds: float) -> list:
+        """One generated group's payload (its samples, in sample order), counted."""
+        samples = [RolloutSample(task_id=msg.task.id, family=msg.task.family, level=msg.task.level,
+                                 group_id=msg.group_id, sample_index=r.sample_index,
+                                 prompt_token_ids=r.prompt_token_ids, response_token_ids=r.response_token_ids,
+                                 response_logprobs=r.response_logprobs, policy_version=r.policy_version,
+                                 version_segments=r.version_segments,
+                                 completion=r.text, prefill=prefill, finish_reason=r.finish_reason or "",
+                                 gen_seconds=seconds)
+                   for r in results]
+        if self.on_generated:
+            try:
+                self.on_generated(samples, seconds)
+            except Exception:  # metrics must not cost a generated group
+                log.exception("on_generated callback failed for %s", item_id)
+        self.generated_groups += 1
+        return pack_messages(samples)
+
+    # -- continuous: groups stream through the engine (peirce.rollout.continuous) -----------------
+
+    def _run_continuous(self, client: WorkClient) -> None:
+        """The loop with `continuous` on: between decode steps, take new items, start the
+        groups whose version the engine has, answer each group as its last sample ends, and
+        swap weights as peirce.rollout.continuous says. On stop, the live groups are finished
+        and answered; the queued ones go back to the dispatcher with `bye`."""
+        stream = self.engine.stream()
+        book = GroupBook(self.max_interrupts if self.interrupt_on_new_weights else 0)
+        queue: list[_Queued] = []
+        try:
+            while stream.live or not self.stop_event.is_set():
+                stopping = self.stop_event.is_set()
+                self._swap_between_steps(stream, book)
+                answers: list[tuple[str, list]] = []
+                if not stopping:
+                    items = client.receive(0 if stream.live else 50)
+                    if items:
+                        answers += self._enqueue(items, queue)
+                    answers += self._start_queued(stream, book, queue)
+                if stream.live:
+                    ended = book.add(stream.step())
+                    if book.cut:  # the step found the weights changed under them (a CUDA inbox loads on arrival)
+                        self._continue(stream, book)
+                    for item_id in ended:
+                        group, results, stats = book.close(item_id, self.engine.decode)
+                        self._report_partial(stats)
+                        msg, prefill = group.context
+                        answers.append((item_id, self._answer(item_id, msg, prefill, results,
+                                                              time.perf_counter() - group.started)))
+                for item_id, payload in answers:
+                    client.result(item_id, payload)
+                if answers:
+                    client.request(len(answers))
+        finally:
+            stream.abort()  # after an error: nothing of ours stays in the engine
+
+    def _swap_between_steps(self, stream: Any, book: GroupBook) -> None:
+        """Load newer weights now if the engine is empty, or (partial rollouts) by cutting the
+        live samples and continuing them under the new weights; else wait for them to end."""
+        if not self._newer_weights():
+            return
+        if not stream.live:
+            self._apply_weights()
+            return
+        if not book.may_interrupt():
+            return  # draining: `_start_queued` adds nothing while newer weights wait
+        book.add(stream.abort())
+        self._apply_weights()
+        self._continue(stream, book)
+
+    def _continue(self, stream: Any, book: GroupBook) -> None:
+        """Put every cut sample back into the engine, continued under its weights now."""
+        continuations = book.continuations()
+        for request in continuations:
+            stream.add(request)
+        self._report_partial(PartialStats(interrupts=1, continuations=len(continuations)))
+
+    def _enqueue(self, items: list, queue: list[_Queued]) -> list[tuple[str, list]]:
+        """Decode and prepare new items into `queue`; the answers for those that fail."""
+        good, out = self._decode(items)
+        deadline = time.monotonic() + self.version_wait_s
+        for item_id, msg in good:
+            try:
+                queue.append(_Queued(item_id, msg, *self._prepare(item_id, msg), deadline))
+            except FrameError as err:
+                out.append(self._reject(item_id, err))
+        return out
+
+    def _start_queued(self, stream: Any, book: GroupBook, queue: list[_Queued]) -> list[tuple[str, list]]:
+        """Start every queued group the engine's version allows (none while newer weights wait
+        for live samples to end); the answers for groups refused or out of time."""
+        out: list[tuple[str, list]] = []
+        have = self.engine.policy_version
+        draining = stream.live > 0 and self._newer_weights()
+        waiting = []
+        for q in queue:
+            if q.msg.policy_version_at_dispatch > have:
+                if time.monotonic() < q.deadline:
+                    waiting.append(q)
+                else:
+                    out.append(self._reject(q.item_id, FrameError(
+                        "version", f"admitted under policy version {q.msg.policy_version_at_dispatch}, engine has "
+                        f"{have} after {self.version_wait_s:.0f}s")))
+            elif draining:
+                waiting.append(q)
+            else:
                 try:
-                    self.on_generated(samples, seconds)
-                except Exception:  # metrics must not cost a generated group
-                    log.exception("on_generated callback failed for %s", item_id)
-            out.append((item_id, pack_messages(samples)))
-            self.generated_groups += 1
+                    stream.add(q.request)
+                except ValueError as exc:  # SamplingSpecError & co: this request broke a rule, nothing added
+                    out.append(self._reject(q.item_id, FrameError(
+                        "unservable", f"engine refused {q.item_id}: {exc!s:.200}")))
+                    continue
+                book.open(q.request, version=have, now=time.perf_counter(), context=(q.msg, q.prefill))
+        queue[:] = waiting
         return out

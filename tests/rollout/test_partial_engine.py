@@ -9,7 +9,7 @@ import itertools
 import pytest
 
 from peirce.rollout.partial import generate_partial
-from peirce.rollout.sampling import GenRequest, SamplingSpec
+from peirce.rollout.sampling import GenRequest, SamplingSpec, SamplingSpecError
 
 
 @pytest.mark.slow
@@ -69,3 +69,43 @@ def test_new_weights_mid_generation_write_the_rest_of_each_sample(engine, tiny_s
             assert r.text == engine.decode(r.response_token_ids)
     finally:
         engine.load_weights(tiny_state.items(), version=start + 2)
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_a_stream_takes_requests_between_steps_and_returns_each_sample_as_it_ends(engine, tiny_state):
+    """EngineStream (rollout.continuous): a request added while another decodes joins the
+    batch and comes back when it ends, not when the batch does; each sample's logprobs are
+    what the served weights give its tokens; a load between steps cuts the live samples."""
+    stream = engine.stream()
+    long = GenRequest(request_id="long", prompt_token_ids=[3, 1, 4, 1, 5],
+                      sampling=SamplingSpec(n=2, max_tokens=24, seed=7, ignore_eos=True))
+    stream.add(long)
+    ended = [r for _ in range(4) for r in stream.step()]
+    assert ended == [] and stream.live == 2
+    stream.add(GenRequest(request_id="short", prompt_token_ids=[2, 7, 1],
+                          sampling=SamplingSpec(max_tokens=3, seed=1, ignore_eos=True)))
+    while not ended:
+        ended += stream.step()
+    assert [r.request_id for r in ended] == ["short"] and stream.live == 2  # long still decoding
+    with pytest.raises(SamplingSpecError, match="out of vocabulary"):
+        stream.add(GenRequest(request_id="bad", prompt_token_ids=[10**9], sampling=SamplingSpec(max_tokens=2)))
+    with pytest.raises(SamplingSpecError, match="already live"):
+        stream.add(long)
+    assert stream.live == 2  # refused requests added nothing
+    while stream.live:
+        ended += stream.step()
+    assert sorted((r.request_id, r.sample_index) for r in ended) == [("long", 0), ("long", 1), ("short", 0)]
+    for r in ended:
+        want = 24 if r.request_id == "long" else 3
+        assert len(r.response_token_ids) == len(r.response_logprobs) == want and r.finish_reason == "length"
+        now = engine.sequence_logprobs(r.prompt_token_ids, r.response_token_ids)
+        assert max(abs(a - b) for a, b in zip(now, r.response_logprobs)) < 1e-3
+    start = engine.policy_version
+    stream.add(GenRequest(request_id="cut", prompt_token_ids=[7, 8, 9], sampling=SamplingSpec(max_tokens=32, seed=3)))
+    for _ in range(3):
+        assert stream.step() == []
+    engine.load_weights(tiny_state.items(), version=start + 1)  # as a CUDA inbox loads: between steps
+    [cut] = stream.step()
+    assert (cut.request_id, cut.finish_reason, cut.policy_version) == ("cut", "abort", start)
+    assert len(cut.response_token_ids) == len(cut.response_logprobs) == 3 and stream.live == 0

@@ -57,12 +57,13 @@ def _stopped(run: InprocRun) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_a_run_trains_each_admitted_group_once_within_the_staleness_bound(tmp_path):
+@pytest.mark.parametrize("continuous", [False, True], ids=["batches", "continuous"])
+def test_a_run_trains_each_admitted_group_once_within_the_staleness_bound(tmp_path, continuous):
     """Two workers per role, the curriculum exhausted (8 tasks, 2 per step), one request
     refused by an engine: that group is retried under a new id and still trained."""
     cfg = load_config(TrainConfig, None, as_overrides({
         **SMOKE_TRAIN, "name": "inproc", "run_dir": str(tmp_path / "run"), "rollout.workers": 2,
-        "reward.workers": 2, "trainer.max_steps": 20, "async.max_staleness": 1}))
+        "reward.workers": 2, "trainer.max_steps": 20, "async.max_staleness": 1, "rollout.continuous": continuous}))
     run = inproc_topology(cfg, StandInLearner(train_s=0.05),
                           engine=lambda wid: StandInEngine(refuse=frozenset({"g00000003"})))
     driver = Orchestrator(cfg, progress=False, topology=run.topology)
@@ -87,14 +88,17 @@ def test_a_run_trains_each_admitted_group_once_within_the_staleness_bound(tmp_pa
 
 
 @pytest.mark.timeout(60)
-def test_a_run_with_partial_rollouts_loses_no_sample_and_bounds_the_oldest_part(tmp_path):
+@pytest.mark.parametrize("continuous", [False, True], ids=["batches", "continuous"])
+def test_a_run_with_partial_rollouts_loses_no_sample_and_bounds_the_oldest_part(tmp_path, continuous):
     """rollout.interrupt_on_new_weights: generation (8 decode steps of 20 ms) outlasts a
     learner step (10 ms), so new versions arrive mid-batch and batches are continued under
     them. The books still balance, each trained sample is whole, the staleness of its
-    OLDEST token stays within max_staleness, and metrics.jsonl counts the continued ones."""
+    OLDEST token stays within max_staleness, and metrics.jsonl counts the continued ones.
+    With rollout.continuous the groups stream through the engine instead of in batches."""
     cfg = load_config(TrainConfig, None, as_overrides({
         **SMOKE_TRAIN, "name": "partial", "run_dir": str(tmp_path / "run"), "trainer.max_steps": 20,
-        "async.max_staleness": 1, "rollout.interrupt_on_new_weights": True, "rollout.max_interrupts": 2}))
+        "async.max_staleness": 1, "rollout.interrupt_on_new_weights": True, "rollout.max_interrupts": 2,
+        "rollout.continuous": continuous}))
     run = inproc_topology(cfg, StandInLearner(train_s=0.01), engine=lambda wid: StandInEngine(step_s=0.02))
     driver = Orchestrator(cfg, progress=False, topology=run.topology)
     assert driver.run()["step"] == 4
