@@ -95,14 +95,16 @@ def _quantile(values: list[float], q: float) -> float:
 
 
 def run_config(staleness: int, steps: int, seed: int, root: Path, partial: bool = False,
-               n_samples: int = WORKLOADS["default"], engine_in_process: bool | None = None) -> Any:
+               n_samples: int = WORKLOADS["default"], engine_in_process: bool | None = None,
+               continuous: bool = False) -> Any:
     """The TrainConfig of one run (the smoke profile; `engine_in_process` None keeps the default)."""
     from peirce.config import TrainConfig, load_config
     from peirce.config.profiles import SMOKE_TRAIN, as_overrides
 
-    tag = f"n{n_samples}_s{staleness}{'_partial' if partial else ''}"
+    tag = f"n{n_samples}_s{staleness}{'_partial' if partial else ''}{'_continuous' if continuous else ''}"
     values = {**SMOKE_TRAIN, "name": f"async-{tag}", "run_dir": str(root / f"{tag}_seed{seed}"),
               "async.max_staleness": staleness, "rollout.interrupt_on_new_weights": partial,
+              "rollout.continuous": continuous,
               "trainer.max_steps": steps, "trainer.seed": seed,
               "tasks.n_per_level": 1000, "rollout.prompts_per_step": 4, "rollout.n_samples": n_samples,
               "rollout.max_tokens": LENGTHS["hi"]}
@@ -111,12 +113,14 @@ def run_config(staleness: int, steps: int, seed: int, root: Path, partial: bool 
     return load_config(TrainConfig, None, as_overrides(values))
 
 
-def _run(staleness: int, steps: int, seed: int, root: Path, partial: bool = False,
-         n_samples: int = WORKLOADS["default"], engine_in_process: bool | None = None) -> dict[str, float]:
+def _run(variant: Variant, steps: int, seed: int, root: Path, engine_in_process: bool | None = None
+         ) -> dict[str, float]:
     from peirce.trainer.orchestrator import Orchestrator
     from peirce.trainer.run_dir import RunDir
 
-    cfg = run_config(staleness, steps, seed, root, partial, n_samples, engine_in_process)
+    staleness = variant.staleness
+    cfg = run_config(staleness, steps, seed, root, variant.partial, WORKLOADS[variant.workload], engine_in_process,
+                     variant.continuous)
     orch = Orchestrator(cfg, progress=False)
     admission = LongTailAdmission(orch.planner, long_tail_lengths(seed, **LENGTHS))
     orch.planner.admit = admission
@@ -151,29 +155,58 @@ def overlap_bound(sync: dict[str, float]) -> float:
     return round(1.0 / busiest, 3) if busiest > 0 else float("nan")
 
 
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One configuration measured: workload, max_staleness, partial rollouts, continuous rollout."""
+
+    workload: str
+    staleness: int
+    partial: bool = False
+    continuous: bool = False
+
+    @property
+    def name(self) -> str:
+        return (f"trained_samples_per_s_{self.workload}_staleness{self.staleness}"
+                f"{'_partial' if self.partial else ''}{'_continuous' if self.continuous else ''}")
+
+
+# Each workload's synchronous run (first) is its baseline. Asynchronous: batch by batch, with
+# partial rollouts, and with continuous rollout (rollout.continuous) without and with them.
+VARIANTS = [Variant(workload, 0) for workload in WORKLOADS] + [
+    Variant(workload, 2, partial, continuous) for workload in WORKLOADS
+    for continuous in (False, True) for partial in (False, True)]
+
+
 def main() -> None:
-    args = parse_args(__doc__, extra=lambda p: p.add_argument(
-        "--engine", choices=("auto", "in_process", "separate"), default="auto",
-        help="where each rollout worker runs vLLM's engine (rollout.engine_in_process; auto: in-process on CPU)"))
+    def extra_args(p: Any) -> None:
+        p.add_argument("--engine", choices=("auto", "in_process", "separate"), default="auto",
+                       help="where each rollout worker runs vLLM's engine (rollout.engine_in_process; auto: "
+                            "in-process on CPU)")
+        p.add_argument("--only", default="", help="run only the variants whose metric name contains this "
+                                                  "(each workload's synchronous baseline always runs)")
+        p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (default: 1 quick, 3 full)")
+
+    args = parse_args(__doc__, extra=extra_args)
     engine_in_process = {"auto": None, "in_process": True, "separate": False}[args.engine]
     from peirce.actors.runtime import ensure_ray
 
     ensure_ray()
     steps, seeds = (10, (0,)) if args.quick else (30, (0, 1, 2))
-    # (workload, staleness, partial rollouts); each workload's synchronous run is its baseline
-    variants = [("default", 0, False), ("default", 2, False), ("default", 2, True),
-                ("balanced", 0, False), ("balanced", 2, False)]
+    if args.seeds is not None:
+        seeds = tuple(range(args.seeds))
+    variants = [v for v in VARIANTS if v.staleness == 0 or args.only in v.name]
+    variants = [v for v in variants if v.staleness > 0 or any(w.workload == v.workload and w.staleness > 0
+                                                              for w in variants)]
     extra = {"seeds": len(seeds), "steps_per_run": steps, "prompts_per_step": 4, "lengths": "lognormal",
              "engine": args.engine,
              **{f"length_{k}": v for k, v in LENGTHS.items()}}
     sync: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for workload, staleness, partial in variants:
-            n = WORKLOADS[workload]
-            fields = _summary([_run(staleness, steps, seed, Path(tmp), partial, n, engine_in_process)
-                               for seed in seeds])
+        for variant in variants:
+            workload, staleness, n = variant.workload, variant.staleness, WORKLOADS[variant.workload]
+            fields = _summary([_run(variant, steps, seed, Path(tmp), engine_in_process) for seed in seeds])
             value = fields.pop("samples_per_s")
-            name = f"trained_samples_per_s_{workload}_staleness{staleness}{'_partial' if partial else ''}"
+            name = variant.name
             if staleness == 0:
                 sync[workload] = {**fields, "samples_per_s": value}
                 emit(BENCH, name, value, "samples/s", workload=workload, samples_per_prompt=n,
@@ -185,7 +218,7 @@ def main() -> None:
             emit(BENCH, name, value, "samples/s", baseline=base["samples_per_s"], workload=workload,
                  samples_per_prompt=n, overlap_bound=bound, fraction_of_bound=round(ratio / bound, 3),
                  overall_ratio=round(fields["overall_samples_per_s"] / base["overall_samples_per_s"], 3),
-                 **fields, **extra)
+                 partial=variant.partial, continuous=variant.continuous, **fields, **extra)
 
 
 if __name__ == "__main__":

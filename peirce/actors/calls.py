@@ -15,6 +15,7 @@ exception, or `ActorGone` once the actor was killed.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
@@ -30,6 +31,10 @@ class Calls(Protocol):
 
     def get(self, pending: Any, timeout: float | None = None) -> Any:
         """The call's return value; raises its error, or a timeout error after `timeout` s."""
+        ...
+
+    def when_done(self, pending: Any, callback: Callable[[], None]) -> None:
+        """Call `callback()` (on some other thread) once the call has ended, however it ended."""
         ...
 
     def kill(self, actor: Any) -> None:
@@ -52,6 +57,9 @@ class RayCalls:
         import ray
 
         return ray.get(pending, timeout=timeout)
+
+    def when_done(self, pending: Any, callback: Callable[[], None]) -> None:
+        pending.future().add_done_callback(lambda _f: callback())
 
     def kill(self, actor: Any) -> None:
         import ray
@@ -90,6 +98,9 @@ class ThreadCalls:
 
     def get(self, pending: Future, timeout: float | None = None) -> Any:
         return pending.result(timeout)
+
+    def when_done(self, pending: Future, callback: Callable[[], None]) -> None:
+        pending.add_done_callback(lambda _f: callback())
 
     def kill(self, actor: Any) -> None:
         with self._lock:

@@ -40,6 +40,7 @@ from peirce.trainer.run_dir import RunDir
 from peirce.trainer.step_stats import StepStats
 from peirce.trainer.task_source import TaskSource
 from peirce.trainer.topology import Topology, build_topology, resolve_model
+from peirce.trainer.wakeup import Wakeup, wait_any
 from peirce.transport.groups import pack_messages
 from peirce.transport.network import bind_host
 from peirce.transport.wire import RolloutSample, ScoredSample
@@ -47,6 +48,9 @@ from peirce.transport.wire import RolloutSample, ScoredSample
 __all__ = ["Orchestrator", "resolve_model"]  # resolve_model: imported from here by pipeline, preflight, sft
 
 log = logging.getLogger(__name__)
+# A pass of the driver loop waits at most this long for a worker message or the learner's return
+# (timers, worker health and control requests are looked at once per pass).
+PASS_MS = 10
 
 
 class Orchestrator:
@@ -68,6 +72,7 @@ class Orchestrator:
             self.metrics.serve(host=bind_host(cfg.transport.host), port=cfg.trainer.metrics_port)
         self.step = 0
         self.idle = IdleClock(time.monotonic())
+        self._wakeup = Wakeup()  # set when a train call returns (see peirce.trainer.wakeup)
         self.health = RunHealth(cfg, self.run_dir, self.metrics)
         ckpt = self.run_dir.latest_checkpoint() if resume else None
         self.topology = topology or build_topology(cfg, self.run_dir.root, ckpt)
@@ -141,9 +146,10 @@ class Orchestrator:
                 if not self._stop_requested:
                     self._carry_out(self.planner.admit(self.source))
                     self._export_queues()
-                for gid, payload in self.rollout_dispatch.pump(5):
+                wait_any([self.rollout_dispatch.socket, self.reward_dispatch.socket], self._wakeup, PASS_MS)
+                for gid, payload in self.rollout_dispatch.pump(0):
                     self.on_rollout_result(gid, payload)
-                for gid, payload in self.reward_dispatch.pump(5):
+                for gid, payload in self.reward_dispatch.pump(0):
                     self.on_reward_result(gid, payload)
                 self.idle.tick(time.monotonic(), learner=[train_ref is not None],
                                rollout=self.rollout_dispatch.holding())
@@ -154,6 +160,7 @@ class Orchestrator:
                         flat = [s for g in batch for s in g]
                         train_ref = self.calls.call(self.learner, "train",
                                                     [bytes(memoryview(f)) for f in pack_messages(flat)])
+                        self.calls.when_done(train_ref, self._wakeup.set)  # the next pass starts at its return
                 if train_ref is not None and self.calls.done(train_ref):
                     self._finish_step(self.calls.get(train_ref), batch, bar)
                     # a checkpoint or an expert SFT step inside it kept the learner busy
@@ -340,6 +347,7 @@ class Orchestrator:
     def shutdown(self) -> None:
         self.control.close()
         self.topology.shutdown()
+        self._wakeup.close()
         self.metrics.withdraw()
         close_all(self.loggers)
 

@@ -125,6 +125,11 @@ class WorkDispatcher:
         return sum(1 for w in self.workers.values() if not w.leaving)
 
     # -- event loop ----------------------------------------------------------------
+    @property
+    def socket(self) -> zmq.Socket:
+        """The socket workers talk to, for a caller that polls several at once (then `pump(0)`)."""
+        return self._sock
+
     def pump(self, timeout_ms: int = 10) -> list[tuple[str, list[bytes]]]:
         """Handle worker messages for up to `timeout_ms`, hand out work, return results."""
         results: list[tuple[str, list[bytes]]] = []

@@ -78,3 +78,16 @@ def test_every_engine_choice_builds_a_valid_run_config(tmp_path, engine, expecte
     cfg = run_config(2, 10, 0, tmp_path, partial=True, n_samples=2, engine_in_process=engine)
     assert cfg.rollout.engine_in_process is engine and cfg.rollout.engine_in_process_resolved is expected
     assert cfg.async_.max_staleness == 2 and cfg.rollout.n_samples == 2 and cfg.rollout.interrupt_on_new_weights
+
+
+def test_variants_cover_each_async_mode_against_one_synchronous_baseline_per_workload(tmp_path):
+    from bench_async import VARIANTS, WORKLOADS, run_config
+
+    names = [v.name for v in VARIANTS]
+    assert len(names) == len(set(names))
+    for workload in WORKLOADS:
+        mine = [v for v in VARIANTS if v.workload == workload]
+        assert mine[0].staleness == 0 and not (mine[0].partial or mine[0].continuous)  # the baseline runs first
+        assert {(v.partial, v.continuous) for v in mine[1:]} == {(p, c) for p in (False, True) for c in (False, True)}
+    cfg = run_config(2, 10, 0, tmp_path, n_samples=2, continuous=True)
+    assert cfg.rollout.continuous and not cfg.rollout.interrupt_on_new_weights
