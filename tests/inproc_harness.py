@@ -348,3 +348,57 @@ def pump_until(dispatcher: WorkDispatcher, done: Callable[[dict[str, list]], boo
         if also is not None:
             also()
     return results
+
+
+def publish_mid_generation(engine: StandInEngine, learner: StandInLearner, worker: ThreadRolloutWorker,
+                           at_step: int = 4) -> threading.Event:
+    """Make the learner publish its next version before the engine's decode step `at_step`
+    (on the rollout loop's thread, so the version is in the worker's inbox before that step
+    decodes); the event is set once it is."""
+    published = threading.Event()
+
+    def hook(step: int) -> None:
+        if step == at_step and not published.is_set():
+            learner._step("rl")  # over the real publisher; its ack comes from the inbox thread
+            assert worker.inbox.wait_for(learner.version, timeout_s=10)
+            published.set()
+
+    engine.step_hook = hook
+    return published
+
+
+def serve_items(dispatcher: WorkDispatcher, items: dict[str, list[bytes]], worker: ThreadRolloutWorker,
+                learner: StandInLearner, timeout_s: float = 20.0) -> dict[str, list]:
+    """Submit every item, pump until all are answered, then drain the worker and close the learner."""
+    try:
+        for item_id, payload in items.items():
+            dispatcher.submit(item_id, payload)
+        return pump_until(dispatcher, lambda r: len(r) == len(items), timeout_s=timeout_s)
+    finally:
+        worker.drain()
+        learner.close()
+
+
+def serve_loop(engine: Any, items: dict[str, list[bytes]], timeout_s: float = 300.0,
+               **loop_kw: Any) -> tuple[RolloutLoop, dict[str, list], bool]:
+    """Run a bare RolloutLoop thread (loopback dispatcher, idle publisher) until every item is
+    answered; (loop, results, whether the loop was still alive then)."""
+    d = WorkDispatcher()
+    pub = WeightPublisher()
+    inbox = WeightsInbox(pub.endpoint, "rollout-test", version=0)
+    loop = RolloutLoop(engine, d.endpoint, inbox, worker_id="rollout-test", prompt_style="reference",
+                       prompts_per_step=len(items), catch_up_s=0.1, **loop_kw)
+    thread = threading.Thread(target=loop.run, daemon=True)
+    thread.start()
+    try:
+        for item_id, payload in items.items():
+            d.submit(item_id, payload)
+        results = pump_until(d, lambda r: len(r) == len(items), timeout_s=timeout_s)
+        alive = thread.is_alive()
+    finally:
+        loop.stop_event.set()
+        thread.join(timeout=30)
+        inbox.close()
+        pub.close()
+        d.close()
+    return loop, results, alive

@@ -48,8 +48,9 @@ from peirce.transport.wire import RolloutSample, ScoredSample
 __all__ = ["Orchestrator", "resolve_model"]  # resolve_model: imported from here by pipeline, preflight, sft
 
 log = logging.getLogger(__name__)
-# A pass of the driver loop waits at most this long for a worker message or the learner's return
-# (timers, worker health and control requests are looked at once per pass).
+# A pass of the driver loop waits at most PASS_MS for a worker message or the learner's return
+# (timers, worker health and control requests are looked at once per pass); worker messages start
+# a pass no sooner than PASS_MS after the last one started, the learner's return at once.
 PASS_MS = 10
 
 
@@ -139,6 +140,7 @@ class Orchestrator:
         train_ref, batch = None, None
         try:
             while self.step < cfg.trainer.max_steps:
+                pass_start = time.monotonic()
                 self.control.poll()
                 self.rollout_pool.reap()
                 self.reward_pool.reap()
@@ -146,7 +148,8 @@ class Orchestrator:
                 if not self._stop_requested:
                     self._carry_out(self.planner.admit(self.source))
                     self._export_queues()
-                wait_any([self.rollout_dispatch.socket, self.reward_dispatch.socket], self._wakeup, PASS_MS)
+                settle_ms = PASS_MS - int((time.monotonic() - pass_start) * 1000)
+                wait_any([self.rollout_dispatch.socket, self.reward_dispatch.socket], self._wakeup, PASS_MS, settle_ms)
                 for gid, payload in self.rollout_dispatch.pump(0):
                     self.on_rollout_result(gid, payload)
                 for gid, payload in self.reward_dispatch.pump(0):

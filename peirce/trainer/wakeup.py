@@ -3,8 +3,10 @@
 Why: the loop used to wait 5 ms on the rollout dispatcher, then 5 ms on the reward
 dispatcher, and look at the learner's call once per pass, so a returned train call sat up
 to ~10 ms before the next one went out (2.6% of an asynchronous step on the tiny model:
-the learner's whole idle share). Here one poll covers both dispatchers' sockets and a pipe
-the learner's completion callback writes to, so the loop wakes for whichever comes first.
+the learner's whole idle share). Here the learner's completion callback writes to a pipe
+the loop's one wait polls, beside both dispatchers' sockets: the learner's return starts a
+pass at once, worker messages at most one pass per `settle_ms` (reading every message in
+its own pass cost the learner CPU).
 """
 
 from __future__ import annotations
@@ -50,9 +52,19 @@ class Wakeup:
                 pass
 
 
-def wait_any(sockets: Sequence[Any], wakeup: Wakeup, timeout_ms: int) -> bool:
-    """Block until one of `sockets` (zmq) has a message to read, `wakeup` was set, or
-    `timeout_ms` passed; True if something is ready. Clears `wakeup`."""
+def wait_any(sockets: Sequence[Any], wakeup: Wakeup, timeout_ms: int, settle_ms: int = 0) -> bool:
+    """Block until `wakeup` was set, or (after the first `settle_ms`) one of `sockets` (zmq)
+    has a message to read, or `timeout_ms` passed; True if something is ready. Clears
+    `wakeup`. During `settle_ms` only the wake-up ends the wait: worker messages are read in
+    batches, since a pass per message takes CPU the learner and the engines need (measured:
+    the learner's step 8% slower in the balanced asynchronous benchmark)."""
+    settle_ms = max(0, min(settle_ms, timeout_ms))
+    if settle_ms and _poll([], wakeup, settle_ms):
+        return True
+    return _poll(sockets, wakeup, timeout_ms - settle_ms)
+
+
+def _poll(sockets: Sequence[Any], wakeup: Wakeup, timeout_ms: int) -> bool:
     poller = zmq.Poller()
     for sock in sockets:
         poller.register(sock, zmq.POLLIN)

@@ -11,7 +11,8 @@ import threading
 
 import pytest
 
-from inproc_harness import StandInEngine, StandInLearner, ThreadRolloutWorker, pump_until, task_items
+from inproc_harness import (StandInEngine, StandInLearner, ThreadRolloutWorker, publish_mid_generation,
+                            pump_until, serve_items, serve_loop, task_items)
 from peirce.rollout.weights_inbox import WeightsInbox
 from peirce.rollout.worker import RolloutLoop
 from peirce.transport.dispatch import WorkDispatcher, inproc_endpoint
@@ -77,24 +78,9 @@ def test_new_weights_mid_stream(interrupt):
     engine = StandInEngine(step_s=0.02)
     worker = ThreadRolloutWorker(engine, dispatcher.endpoint, learner.weight_endpoint(), "rollout-s",
                                  prompts_per_step=2, continuous=True, interrupt_on_new_weights=interrupt)
-    published = threading.Event()
-
-    def publish_at_step_4(step: int) -> None:  # on the rollout loop's thread, mid-stream
-        if step == 4 and not published.is_set():
-            learner._step("rl")
-            assert worker.inbox.wait_for(1, timeout_s=10)
-            published.set()
-
-    engine.step_hook = publish_at_step_4
+    published = publish_mid_generation(engine, learner, worker, at_step=4)
     lengths = {"t0": 6, "t1": 12, "t2": 5, "t3": 5}
-    items = _items(lengths)
-    try:
-        for name, payload in items.items():
-            dispatcher.submit(name, payload)
-        results = pump_until(dispatcher, lambda r: len(r) == len(items), timeout_s=20)
-    finally:
-        worker.drain()
-        learner.close()
+    results = serve_items(dispatcher, _items(lengths), worker, learner)
     assert published.is_set() and engine.loaded == [1]
     served = dict(engine.served)
     for name, length in lengths.items():
@@ -115,28 +101,6 @@ def test_new_weights_mid_stream(interrupt):
             assert {s.policy_version for s in _samples(results[name])} == {0}
 
 
-def _serve(engine: StandInEngine, items: dict[str, list[bytes]], **loop_kw) -> tuple[RolloutLoop, dict, bool]:
-    d = WorkDispatcher()
-    pub = WeightPublisher()
-    inbox = WeightsInbox(pub.endpoint, "rollout-h", version=0)
-    loop = RolloutLoop(engine, d.endpoint, inbox, worker_id="rollout-h", prompt_style="reference",
-                       prompts_per_step=len(items), catch_up_s=0.1, continuous=True, **loop_kw)
-    thread = threading.Thread(target=loop.run, daemon=True)
-    thread.start()
-    try:
-        for item_id, payload in items.items():
-            d.submit(item_id, payload)
-        results = pump_until(d, lambda r: len(r) == len(items), timeout_s=20)
-        alive = thread.is_alive()
-    finally:
-        loop.stop_event.set()
-        thread.join(timeout=10)
-        inbox.close()
-        pub.close()
-        d.close()
-    return loop, results, alive
-
-
 @pytest.mark.timeout(60)
 def test_bad_items_are_answered_one_by_one_and_the_rest_generated():
     from peirce.trainer.planner import WorkerError, read_result
@@ -145,8 +109,8 @@ def test_bad_items_are_answered_one_by_one_and_the_rest_generated():
     good = _items({"good": 4, "refused": 4, "future": 4})
     future = task_items(1, prefix="future", policy_version_at_dispatch=10**9)
     items = {"good": good["good"], "refused": good["refused"], "garbage": [b"\xc1"], "future": future["future0"]}
-    loop, results, alive = _serve(StandInEngine(refuse=frozenset({"refused"}), step_s=0.005), items,
-                                  version_wait_s=0.5)
+    loop, results, alive = serve_loop(StandInEngine(refuse=frozenset({"refused"}), step_s=0.005), items,
+                                  timeout_s=20, continuous=True, version_wait_s=0.5)
     assert alive and set(results) == set(items)
     reasons = {k: getattr(read_result(v, Msg), "reason", None) for k, v in results.items()}
     assert reasons == {"good": None, "refused": "unservable", "garbage": "malformed", "future": "version"}

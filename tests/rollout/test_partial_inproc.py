@@ -9,9 +9,8 @@ whole (none lost), continued under the new version, with its version span record
 
 from __future__ import annotations
 
-import threading
-
-from inproc_harness import StandInEngine, StandInLearner, ThreadRolloutWorker, pump_until, task_items
+from inproc_harness import (StandInEngine, StandInLearner, ThreadRolloutWorker, publish_mid_generation,
+                            serve_items, task_items)
 from peirce.transport.dispatch import WorkDispatcher, inproc_endpoint
 from peirce.transport.groups import unpack_messages
 from peirce.transport.wire import RequestSampling, RolloutSample
@@ -23,23 +22,9 @@ def test_new_weights_mid_batch_continue_every_sample_and_record_spans():
     engine = StandInEngine(step_s=0.001)
     worker = ThreadRolloutWorker(engine, dispatcher.endpoint, learner.weight_endpoint(), "rollout-p",
                                  prompts_per_step=3, interrupt_on_new_weights=True, max_interrupts=2)
-    published = threading.Event()
-
-    def publish_at_step_4(step: int) -> None:  # runs on the rollout loop's thread, mid-batch
-        if step == 4 and not published.is_set():
-            learner._step("rl")  # version 1, over the real publisher; its ack comes from the inbox thread
-            assert worker.inbox.wait_for(1, timeout_s=10)
-            published.set()
-
-    engine.step_hook = publish_at_step_4
+    published = publish_mid_generation(engine, learner, worker, at_step=4)
     items = task_items(3, prefix="p", n_samples=4, sampling=RequestSampling(max_tokens=10))
-    try:
-        for item_id, payload in items.items():
-            dispatcher.submit(item_id, payload)
-        results = pump_until(dispatcher, lambda r: len(r) == len(items), timeout_s=20)
-    finally:
-        worker.drain()
-        learner.close()
+    results = serve_items(dispatcher, items, worker, learner)
     assert published.is_set() and engine.loaded == [1] and engine.interrupted_calls == 1
     continued = 0
     for item_id, payload in results.items():

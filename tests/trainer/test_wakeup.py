@@ -67,3 +67,19 @@ def test_calls_report_the_end_of_a_call_however_it_ended():
     finished.set_result(None)
     calls.when_done(finished, lambda: ended.append("already"))  # an ended call reports at once
     assert ended == ["ok", "fails", "already"]
+
+
+def test_messages_wait_for_the_settle_time_and_the_wakeup_does_not():
+    ctx = zmq.Context.instance()
+    a, b = _pair(ctx, "wakeup-settle")
+    w = Wakeup()
+    try:
+        b.send(b"x")
+        # a message is waiting, but for the first 10 s only a wake-up may end the wait
+        threading.Timer(0.05, w.set).start()
+        assert wait_any([a], w, 20_000, settle_ms=10_000) is True
+        assert a.poll(0)  # it was the wake-up: the message is still unread
+        assert wait_any([a], w, 1_000, settle_ms=1) is True and a.recv() == b"x"  # after the settle: the message
+        assert wait_any([a], w, 30, settle_ms=500) is False  # settle capped by the timeout
+    finally:
+        w.close(), a.close(0), b.close(0)
