@@ -9,7 +9,9 @@ With `interrupt_on_new_weights` (config `rollout.interrupt_on_new_weights`) a ba
 not wait for its end to take newer weights: the engine stops between decode steps when the
 inbox holds a newer version, the loop loads it and continues every unfinished sample
 (peirce.rollout.partial; at most `max_interrupts` times per batch), and each sample records
-the versions that made its tokens (`version_segments`).
+the versions that made its tokens (`version_segments`). With `continuous` (config
+`rollout.continuous`) there are no batches: groups join the engine between decode steps and
+are answered as their last sample ends (peirce.rollout.continuous).
 
 Nothing an item carries can stop the loop. Every item gets an answer: its samples, or
 a `WorkerFault` (reason, detail; counted in `rejects` and logged) when it fails to decode, when
@@ -45,6 +47,11 @@ from peirce.transport.shm_sync import VersionSuperseded
 from peirce.transport.wire import RolloutSample, TaskMsg
 
 log = logging.getLogger(__name__)
+
+
+def _refusal(item_id: str, exc: Exception) -> FrameError:
+    """The answer to a request the engine refused (it broke a rule; nothing was generated)."""
+    return FrameError("unservable", f"engine refused {item_id}: {exc!s:.200}")
 
 
 @dataclass
@@ -177,6 +184,10 @@ class RolloutLoop:
         have = self.engine.policy_version
         return [(i, m) for i, m in good if m.policy_version_at_dispatch > have]
 
+    def _version_fault(self, msg: TaskMsg) -> FrameError:
+        return FrameError("version", f"admitted under policy version {msg.policy_version_at_dispatch}, engine has "
+                                     f"{self.engine.policy_version} after {self.version_wait_s:.0f}s")
+
     def _newer_weights(self) -> bool:
         """The interrupt decision: the inbox holds a version the engine does not serve yet
         (one found superseded at load does not count: the next is on its way)."""
@@ -200,20 +211,17 @@ class RolloutLoop:
 
     def _generate(self, requests: list[GenRequest]) -> tuple[list[GenResult], dict[str, FrameError]]:
         """All results, and the requests the engine refused (found by retrying one by one)."""
-        def refusal(r: GenRequest, exc: Exception) -> FrameError:
-            return FrameError("unservable", f"engine refused {r.request_id}: {exc!s:.200}")
-
         try:
             return self._engine_generate(requests), {}
         except ValueError as exc:  # SamplingSpecError & co: a request broke a rule, the call did nothing
             if len(requests) == 1:
-                return [], {requests[0].request_id: refusal(requests[0], exc)}
+                return [], {requests[0].request_id: _refusal(requests[0].request_id, exc)}
         results, refused = [], {}
         for r in requests:
             try:
                 results.extend(self._engine_generate([r]))
             except ValueError as exc:
-                refused[r.request_id] = refusal(r, exc)
+                refused[r.request_id] = _refusal(r.request_id, exc)
         return results, refused
 
     def _handle(self, items: list) -> list[tuple[str, list]]:
@@ -229,9 +237,7 @@ class RolloutLoop:
         late = {i for i, _ in self._wait_for_version([(i, m) for i, m, _, _ in prepared])}
         for item_id, msg, _, _ in prepared:
             if item_id in late:
-                out.append(self._reject(item_id, FrameError(
-                    "version", f"admitted under policy version {msg.policy_version_at_dispatch}, engine has "
-                    f"{self.engine.policy_version} after {self.version_wait_s:.0f}s")))
+                out.append(self._reject(item_id, self._version_fault(msg)))
         prepared = [p for p in prepared if p[0] not in late]
         if not prepared:
             return out
@@ -348,17 +354,14 @@ class RolloutLoop:
                 if time.monotonic() < q.deadline:
                     waiting.append(q)
                 else:
-                    out.append(self._reject(q.item_id, FrameError(
-                        "version", f"admitted under policy version {q.msg.policy_version_at_dispatch}, engine has "
-                        f"{have} after {self.version_wait_s:.0f}s")))
+                    out.append(self._reject(q.item_id, self._version_fault(q.msg)))
             elif draining:
                 waiting.append(q)
             else:
                 try:
                     stream.add(q.request)
                 except ValueError as exc:  # SamplingSpecError & co: this request broke a rule, nothing added
-                    out.append(self._reject(q.item_id, FrameError(
-                        "unservable", f"engine refused {q.item_id}: {exc!s:.200}")))
+                    out.append(self._reject(q.item_id, _refusal(q.item_id, exc)))
                     continue
                 book.open(q.request, version=have, now=time.perf_counter(), context=(q.msg, q.prefill))
         queue[:] = waiting

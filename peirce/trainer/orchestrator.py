@@ -40,7 +40,7 @@ from peirce.trainer.run_dir import RunDir
 from peirce.trainer.step_stats import StepStats
 from peirce.trainer.task_source import TaskSource
 from peirce.trainer.topology import Topology, build_topology, resolve_model
-from peirce.trainer.wakeup import Wakeup, wait_any
+from peirce.trainer.wakeup import Wakeup
 from peirce.transport.groups import pack_messages
 from peirce.transport.network import bind_host
 from peirce.transport.wire import RolloutSample, ScoredSample
@@ -48,10 +48,6 @@ from peirce.transport.wire import RolloutSample, ScoredSample
 __all__ = ["Orchestrator", "resolve_model"]  # resolve_model: imported from here by pipeline, preflight, sft
 
 log = logging.getLogger(__name__)
-# A pass of the driver loop waits at most PASS_MS for a worker message or the learner's return
-# (timers, worker health and control requests are looked at once per pass); worker messages start
-# a pass no sooner than PASS_MS after the last one started, the learner's return at once.
-PASS_MS = 10
 
 
 class Orchestrator:
@@ -140,7 +136,6 @@ class Orchestrator:
         train_ref, batch = None, None
         try:
             while self.step < cfg.trainer.max_steps:
-                pass_start = time.monotonic()
                 self.control.poll()
                 self.rollout_pool.reap()
                 self.reward_pool.reap()
@@ -148,11 +143,9 @@ class Orchestrator:
                 if not self._stop_requested:
                     self._carry_out(self.planner.admit(self.source))
                     self._export_queues()
-                settle_ms = PASS_MS - int((time.monotonic() - pass_start) * 1000)
-                wait_any([self.rollout_dispatch.socket, self.reward_dispatch.socket], self._wakeup, PASS_MS, settle_ms)
-                for gid, payload in self.rollout_dispatch.pump(0):
+                for gid, payload in self.rollout_dispatch.pump(5, wake=self._wakeup):
                     self.on_rollout_result(gid, payload)
-                for gid, payload in self.reward_dispatch.pump(0):
+                for gid, payload in self.reward_dispatch.pump(5, wake=self._wakeup):
                     self.on_reward_result(gid, payload)
                 self.idle.tick(time.monotonic(), learner=[train_ref is not None],
                                rollout=self.rollout_dispatch.holding())
@@ -164,6 +157,7 @@ class Orchestrator:
                         train_ref = self.calls.call(self.learner, "train",
                                                     [bytes(memoryview(f)) for f in pack_messages(flat)])
                         self.calls.when_done(train_ref, self._wakeup.set)  # the next pass starts at its return
+                self._wakeup.clear()  # looked at now; a return after this wakes the next pass's waits
                 if train_ref is not None and self.calls.done(train_ref):
                     self._finish_step(self.calls.get(train_ref), batch, bar)
                     # a checkpoint or an expert SFT step inside it kept the learner busy

@@ -1,21 +1,16 @@
-"""The driver loop's one wait: until a worker message, the learner's return, or a timeout.
+"""Wake the driver loop the moment the learner returns.
 
-Why: the loop used to wait 5 ms on the rollout dispatcher, then 5 ms on the reward
-dispatcher, and look at the learner's call once per pass, so a returned train call sat up
-to ~10 ms before the next one went out (2.6% of an asynchronous step on the tiny model:
-the learner's whole idle share). Here the learner's completion callback writes to a pipe
-the loop's one wait polls, beside both dispatchers' sockets: the learner's return starts a
-pass at once, worker messages at most one pass per `settle_ms` (reading every message in
-its own pass cost the learner CPU).
+Why: the loop waits up to 5 ms on the rollout dispatcher, then on the reward dispatcher,
+and looked at the learner's call once per pass, so a returned train call sat up to ~10 ms
+before the next went out (2.6% of an asynchronous step on the tiny model: the learner's
+whole idle share where it is the bottleneck). The call's completion callback sets a
+`Wakeup` (a self-pipe), which ends either dispatcher's wait (`WorkDispatcher.pump(wake=)`).
+Worker messages keep the loop's old pace on purpose: a pass per message (tried) sped the
+synchronous run up 7% but took CPU the learner needed, slowing the asynchronous one 5%.
 """
-
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from typing import Any
-
-import zmq
 
 
 class Wakeup:
@@ -50,26 +45,3 @@ class Wakeup:
                 os.close(fd)
             except OSError:
                 pass
-
-
-def wait_any(sockets: Sequence[Any], wakeup: Wakeup, timeout_ms: int, settle_ms: int = 0) -> bool:
-    """Block until `wakeup` was set, or (after the first `settle_ms`) one of `sockets` (zmq)
-    has a message to read, or `timeout_ms` passed; True if something is ready. Clears
-    `wakeup`. During `settle_ms` only the wake-up ends the wait: worker messages are read in
-    batches, since a pass per message takes CPU the learner and the engines need (measured:
-    the learner's step 8% slower in the balanced asynchronous benchmark)."""
-    settle_ms = max(0, min(settle_ms, timeout_ms))
-    if settle_ms and _poll([], wakeup, settle_ms):
-        return True
-    return _poll(sockets, wakeup, timeout_ms - settle_ms)
-
-
-def _poll(sockets: Sequence[Any], wakeup: Wakeup, timeout_ms: int) -> bool:
-    poller = zmq.Poller()
-    for sock in sockets:
-        poller.register(sock, zmq.POLLIN)
-    poller.register(wakeup.fileno(), zmq.POLLIN)
-    ready = dict(poller.poll(timeout_ms))
-    if wakeup.fileno() in ready:
-        wakeup.clear()
-    return bool(ready)

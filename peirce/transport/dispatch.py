@@ -35,6 +35,7 @@ from __future__ import annotations
 import collections
 import time
 import uuid
+from typing import Any
 from dataclasses import dataclass, field
 
 import zmq
@@ -125,18 +126,20 @@ class WorkDispatcher:
         return sum(1 for w in self.workers.values() if not w.leaving)
 
     # -- event loop ----------------------------------------------------------------
-    @property
-    def socket(self) -> zmq.Socket:
-        """The socket workers talk to, for a caller that polls several at once (then `pump(0)`)."""
-        return self._sock
-
-    def pump(self, timeout_ms: int = 10) -> list[tuple[str, list[bytes]]]:
-        """Handle worker messages for up to `timeout_ms`, hand out work, return results."""
+    def pump(self, timeout_ms: int = 10, wake: Any = None) -> list[tuple[str, list[bytes]]]:
+        """Handle worker messages for up to `timeout_ms`, hand out work, return results.
+        `wake` (anything with `fileno()`, e.g. peirce.trainer.wakeup.Wakeup): the wait also
+        ends as soon as it is readable (it is not consumed here)."""
         results: list[tuple[str, list[bytes]]] = []
         deadline = time.monotonic() + timeout_ms / 1000
+        poller = zmq.Poller()
+        poller.register(self._sock, zmq.POLLIN)
+        if wake is not None:
+            poller.register(wake.fileno(), zmq.POLLIN)
         while True:
             remaining = max(0, int((deadline - time.monotonic()) * 1000))
-            if not self._sock.poll(remaining, zmq.POLLIN):
+            ready = dict(poller.poll(remaining))
+            if not ready:
                 break
             while self._sock.poll(0, zmq.POLLIN):
                 frames = self._sock.recv_multipart()
@@ -144,6 +147,8 @@ class WorkDispatcher:
                     self._handle(frames, results)
                 except FrameError as err:
                     self.rejected.record(err, f"dispatcher {self.endpoint} from {frames[0]!r:.40}")
+            if wake is not None and wake.fileno() in ready:
+                break
         self._expire_silent_workers()
         self._send_work()
         return results
