@@ -217,8 +217,8 @@ class EngineStream:
     Each sample is its own n=1 engine request (sample i of a seeded request draws from
     seed + i: vLLM's own rule for n > 1, so an uninterrupted sample is what `generate`
     gives); text is vLLM's deltas joined. The engine's lock is held per call, not across
-    calls, so a weight load may come between steps: `step` refuses to go on with samples
-    started under other weights (`abort` them first; peirce.rollout.partial continues them).
+    calls, so a weight load may come between steps: `step` then returns the samples started
+    under the old weights cut, as `abort` does (peirce.rollout.continuous continues them).
     Token-id prompts go to `add_request` raw (vLLM 0.32 renders them, warning once).
     """
 

@@ -149,20 +149,20 @@ class Orchestrator:
                     self.on_reward_result(gid, payload)
                 self.idle.tick(time.monotonic(), learner=[train_ref is not None],
                                rollout=self.rollout_dispatch.holding())
-                if train_ref is None:
-                    batch, drops = self.planner.next_batch(finishing)
-                    self._carry_out(drops)
-                    if batch:
-                        flat = [s for g in batch for s in g]
-                        train_ref = self.calls.call(self.learner, "train",
-                                                    [bytes(memoryview(f)) for f in pack_messages(flat)])
-                        self.calls.when_done(train_ref, self._wakeup.set)  # the next pass starts at its return
                 self._wakeup.clear()  # looked at now; a return after this wakes the next pass's waits
                 if train_ref is not None and self.calls.done(train_ref):
                     self._finish_step(self.calls.get(train_ref), batch, bar)
                     # a checkpoint or an expert SFT step inside it kept the learner busy
                     self.idle.tick(time.monotonic(), learner=[True], rollout=self.rollout_dispatch.holding())
                     train_ref, batch = None, None
+                if train_ref is None and self.step < cfg.trainer.max_steps:  # the next step in this same pass
+                    batch, drops = self.planner.next_batch(finishing)
+                    self._carry_out(drops)
+                    if batch:
+                        flat = [s for g in batch for s in g]
+                        train_ref = self.calls.call(self.learner, "train",
+                                                    [bytes(memoryview(f)) for f in pack_messages(flat)])
+                        self.calls.when_done(train_ref, self._wakeup.set)  # its return ends the next waits
                 if finishing and not self.planner.in_flight and train_ref is None:
                     break  # curriculum exhausted (or stop requested) and everything admitted trained
             if self.step and self.run_dir.latest_checkpoint() != self.run_dir.checkpoint_path(self.step):

@@ -4,7 +4,8 @@ Why: the loop waits up to 5 ms on the rollout dispatcher, then on the reward dis
 and looked at the learner's call once per pass, so a returned train call sat up to ~10 ms
 before the next went out (2.6% of an asynchronous step on the tiny model: the learner's
 whole idle share where it is the bottleneck). The call's completion callback sets a
-`Wakeup` (a self-pipe), which ends either dispatcher's wait (`WorkDispatcher.pump(wake=)`).
+`Wakeup` (a self-pipe), which ends either dispatcher's wait (`WorkDispatcher.pump(wake=)`),
+and the pass that sees the return sends the next batch (it waited for the next pass's waits).
 Worker messages keep the loop's old pace on purpose: a pass per message (tried) sped the
 synchronous run up 7% but took CPU the learner needed, slowing the asynchronous one 5%.
 """
