@@ -233,16 +233,17 @@ class EngineStream:
         """Samples in the engine, unfinished."""
         return len(self._pieces)
 
-    def add(self, request: GenRequest) -> None:
+    def add(self, request: GenRequest, prompt_ids: list[int] | None = None) -> None:
         """Start every sample of `request`. Checked first (SamplingSpecError, a ValueError, when
-        it breaks a rule); a refused request adds nothing."""
+        it breaks a rule); a refused request adds nothing. `prompt_ids`: its prompt already
+        encoded and checked (`RolloutEngine._checked_prompts`)."""
         from vllm.sampling_params import RequestOutputKind
 
         if not isinstance(request, GenRequest):
             raise SamplingSpecError("request", type(request).__name__, "must be a GenRequest")
         if any(p.request.request_id == request.request_id for p, _ in self._pieces.values()):
             raise SamplingSpecError("request_id", request.request_id, "already live in this stream")
-        prompt = {"prompt_token_ids": self._engine._prompt_ids(request)}
+        prompt = {"prompt_token_ids": self._engine._prompt_ids(request) if prompt_ids is None else prompt_ids}
         params = []
         for i in range(request.sampling.n):
             p = msgspec.structs.replace(request.sampling, n=1, seed=sample_seed(request.sampling.seed, i)).to_vllm()
@@ -449,13 +450,13 @@ class RolloutEngine:
         Runs on an `EngineStream` (vLLM's step API), as a continuous rollout loop does; an
         uninterrupted call gives what `generate` gives. Results are ordered by request, then
         sample index."""
-        self._checked_prompts(requests)  # all checked before any is added: a bad one adds nothing
+        prompts = self._checked_prompts(requests)  # all checked before any is added: a bad one adds nothing
         stream = self.stream()
         done: list[GenResult] = []
         with self._lock:  # held throughout (re-entered per step): no load lands mid-call
             try:
-                for req in requests:
-                    stream.add(req)
+                for req, prompt in zip(requests, prompts, strict=True):
+                    stream.add(req, prompt["prompt_token_ids"])
                 while stream.live:
                     if should_interrupt():
                         break
