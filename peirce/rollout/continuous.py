@@ -32,12 +32,15 @@ class OpenGroup:
     """One group in the engine: its request, its samples so far, and what the loop keeps
     with it (`context`, returned untouched when the group closes)."""
 
-    item_id: str
     request: GenRequest
     version: int  # the engine's version when the group entered (a sample that made no token records it)
     started: float
     context: Any = None
     samples: dict[int, SampleProgress] = field(default_factory=dict)
+
+    @property
+    def item_id(self) -> str:
+        return self.request.request_id
 
     @property
     def complete(self) -> bool:
@@ -68,7 +71,7 @@ class GroupBook:
     def open(self, request: GenRequest, *, version: int, now: float, context: Any = None) -> None:
         if request.request_id in self.groups:
             raise ValueError(f"group {request.request_id!r} is already open")
-        self.groups[request.request_id] = OpenGroup(request.request_id, request, version, now, context)
+        self.groups[request.request_id] = OpenGroup(request, version, now, context)
 
     def add(self, results: Iterable[GenResult]) -> list[str]:
         """Fold engine results (ended or cut samples, first pieces or continuations) in;

@@ -35,7 +35,7 @@ import msgspec
 
 from peirce.masa.prompt import render_meta
 from peirce.rollout.continuous import GroupBook
-from peirce.rollout.engine import GenRequest, GenResult, RolloutEngine, SamplingSpec
+from peirce.rollout.engine import EngineStream, GenRequest, GenResult, RolloutEngine, SamplingSpec
 from peirce.rollout.partial import PartialStats, generate_partial
 from peirce.rollout.weights_inbox import WeightsInbox
 from peirce.tasks.base import get_family
@@ -310,7 +310,7 @@ class RolloutLoop:
         finally:
             stream.abort()  # after an error: nothing of ours stays in the engine
 
-    def _swap_between_steps(self, stream: Any, book: GroupBook) -> None:
+    def _swap_between_steps(self, stream: EngineStream, book: GroupBook) -> None:
         """Load newer weights now if the engine is empty, or (partial rollouts) by cutting the
         live samples and continuing them under the new weights; else wait for them to end."""
         if not self._newer_weights():
@@ -324,7 +324,7 @@ class RolloutLoop:
         self._apply_weights()
         self._continue(stream, book)
 
-    def _continue(self, stream: Any, book: GroupBook) -> None:
+    def _continue(self, stream: EngineStream, book: GroupBook) -> None:
         """Put every cut sample back into the engine, continued under its weights now."""
         continuations = book.continuations()
         for request in continuations:
@@ -342,7 +342,7 @@ class RolloutLoop:
                 out.append(self._reject(item_id, err))
         return out
 
-    def _start_queued(self, stream: Any, book: GroupBook, queue: list[_Queued]) -> list[tuple[str, list]]:
+    def _start_queued(self, stream: EngineStream, book: GroupBook, queue: list[_Queued]) -> list[tuple[str, list]]:
         """Start every queued group the engine's version allows (none while newer weights wait
         for live samples to end); the answers for groups refused or out of time."""
         out: list[tuple[str, list]] = []

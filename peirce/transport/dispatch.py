@@ -35,8 +35,8 @@ from __future__ import annotations
 import collections
 import time
 import uuid
-from typing import Any
 from dataclasses import dataclass, field
+from typing import Any
 
 import zmq
 
