@@ -10,12 +10,14 @@ the random tiny model almost never samples EOS, so the draw is the response leng
 (`response_length_mean` reports what was generated). The draw is injected by wrapping the
 driver's `planner.admit` here, in the benchmark: the run config has one `max_tokens` for all.
 
-Two workloads (`WORKLOADS`): "default" (4 prompts x 4 samples), where the tiny model's learner
-is the busier role, and "balanced" (4 x 2), where learner and rollout are each busy about half
-of a synchronous step, the case whose limit is 2x. Runs: synchronous (max_staleness 0) and
-asynchronous (2) for both, and for the default workload also asynchronous with partial rollouts
+Three workloads (`WORKLOADS`): "default" (4 prompts x 4 samples), where the tiny model's learner
+is the busier role; "balanced" (4 x 2), where learner and rollout are each busy about half
+of a synchronous step, the case whose limit is 2x; "stragglers" (4 x 1, a heavier tail up to 480
+tokens), where the rollout engine is the busier role. Runs, per workload: synchronous
+(max_staleness 0), then asynchronous (2) batch by batch, with partial rollouts
 (`rollout.interrupt_on_new_weights`: a batch in progress takes newer weights between decode
-steps instead of finishing under the old ones).
+steps instead of finishing under the old ones), with continuous rollout (`rollout.continuous`),
+and with both.
 
 Throughput per learner step = samples / time since the previous step (start-up excluded);
 the figure is the median over steps, then the median over seeds (`--quick`: 10 steps, one
@@ -45,12 +47,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import emit, parse_args  # noqa: E402
 
 BENCH = "async"
-# Workloads (samples per prompt; 4 prompts per step). "default": 4 x 4, where the tiny model's
-# learner (its 49k-token head dominates) is busy ~60% of a synchronous step, so perfect overlap
-# can give only ~1.65x. "balanced": 4 x 2, where learner and rollout are each busy about half
-# of a synchronous step: the two-equal-resources case whose limit is 2x.
-WORKLOADS = {"default": 4, "balanced": 2}
 LENGTHS = {"median": 24, "sigma": 1.0, "lo": 4, "hi": 224}
+
+
+@dataclasses.dataclass(frozen=True)
+class Workload:
+    """Samples per prompt (4 prompts per step) and the response-length distribution."""
+
+    samples: int
+    lengths: tuple[tuple[str, float], ...] = tuple(LENGTHS.items())
+
+    @property
+    def length_kwargs(self) -> dict[str, Any]:
+        return dict(self.lengths)
+
+
+# "default": 4 x 4, where the tiny model's learner (its 49k-token head dominates) is busy ~60%
+# of a synchronous step, so perfect overlap can give only ~1.65x. "balanced": 4 x 2, where
+# learner and rollout are each busy about half of a synchronous step: the two-equal-resources
+# case whose limit is 2x. "stragglers": 4 x 1 with a heavier tail (sigma 1.6, up to 480
+# tokens): the rollout engine is the busier role and one long group holds a batch, the case
+# continuous rollout is for (a group is answered as it ends, another joins between steps).
+WORKLOADS = {"default": Workload(4), "balanced": Workload(2),
+             "stragglers": Workload(1, tuple({**LENGTHS, "sigma": 1.6, "hi": 480}.items()))}
 
 
 def long_tail_lengths(seed: int, *, median: float, sigma: float, lo: int, hi: int) -> Iterator[int]:
@@ -95,8 +114,8 @@ def _quantile(values: list[float], q: float) -> float:
 
 
 def run_config(staleness: int, steps: int, seed: int, root: Path, partial: bool = False,
-               n_samples: int = WORKLOADS["default"], engine_in_process: bool | None = None,
-               continuous: bool = False) -> Any:
+               n_samples: int = WORKLOADS["default"].samples, engine_in_process: bool | None = None,
+               continuous: bool = False, max_tokens: int = LENGTHS["hi"]) -> Any:
     """The TrainConfig of one run (the smoke profile; `engine_in_process` None keeps the default)."""
     from peirce.config import TrainConfig, load_config
     from peirce.config.profiles import SMOKE_TRAIN, as_overrides
@@ -107,7 +126,7 @@ def run_config(staleness: int, steps: int, seed: int, root: Path, partial: bool 
               "rollout.continuous": continuous,
               "trainer.max_steps": steps, "trainer.seed": seed,
               "tasks.n_per_level": 1000, "rollout.prompts_per_step": 4, "rollout.n_samples": n_samples,
-              "rollout.max_tokens": LENGTHS["hi"]}
+              "rollout.max_tokens": max_tokens}
     if engine_in_process is not None:  # None: the config's default (an override cannot say null)
         values["rollout.engine_in_process"] = engine_in_process
     return load_config(TrainConfig, None, as_overrides(values))
@@ -119,10 +138,12 @@ def _run(variant: Variant, steps: int, seed: int, root: Path, engine_in_process:
     from peirce.trainer.run_dir import RunDir
 
     staleness = variant.staleness
-    cfg = run_config(staleness, steps, seed, root, variant.partial, WORKLOADS[variant.workload], engine_in_process,
-                     variant.continuous)
+    workload = WORKLOADS[variant.workload]
+    lengths = workload.length_kwargs
+    cfg = run_config(staleness, steps, seed, root, variant.partial, workload.samples, engine_in_process,
+                     variant.continuous, max_tokens=int(lengths["hi"]))
     orch = Orchestrator(cfg, progress=False)
-    admission = LongTailAdmission(orch.planner, long_tail_lengths(seed, **LENGTHS))
+    admission = LongTailAdmission(orch.planner, long_tail_lengths(seed, **lengths))
     orch.planner.admit = admission
     orch.run()
     rows = RunDir(Path(cfg.run_dir)).read_metrics()
@@ -198,12 +219,12 @@ def main() -> None:
     variants = [v for v in variants if v.staleness > 0 or any(w.workload == v.workload and w.staleness > 0
                                                               for w in variants)]
     extra = {"seeds": len(seeds), "steps_per_run": steps, "prompts_per_step": 4, "lengths": "lognormal",
-             "engine": args.engine,
-             **{f"length_{k}": v for k, v in LENGTHS.items()}}
+             "engine": args.engine}
     sync: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for variant in variants:
-            workload, staleness, n = variant.workload, variant.staleness, WORKLOADS[variant.workload]
+            workload, staleness, n = variant.workload, variant.staleness, WORKLOADS[variant.workload].samples
+            extra.update({f"length_{k}": v for k, v in WORKLOADS[workload].lengths})
             fields = _summary([_run(variant, steps, seed, Path(tmp), engine_in_process) for seed in seeds])
             value = fields.pop("samples_per_s")
             name = variant.name

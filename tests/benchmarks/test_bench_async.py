@@ -91,3 +91,24 @@ def test_variants_cover_each_async_mode_against_one_synchronous_baseline_per_wor
         assert {(v.partial, v.continuous) for v in mine[1:]} == {(p, c) for p in (False, True) for c in (False, True)}
     cfg = run_config(2, 10, 0, tmp_path, n_samples=2, continuous=True)
     assert cfg.rollout.continuous and not cfg.rollout.interrupt_on_new_weights
+
+
+@pytest.mark.parametrize("name", ["default", "balanced", "stragglers"])
+def test_each_workload_builds_a_run_whose_limit_admits_its_longest_draw(tmp_path, name):
+    """A workload's tail must fit the run's `rollout.max_tokens`, or the engine would clip the
+    stragglers the workload exists to measure."""
+    from bench_async import WORKLOADS, run_config
+
+    workload = WORKLOADS[name]
+    lengths = workload.length_kwargs
+    draws = list(itertools.islice(long_tail_lengths(0, **lengths), 2000))
+    cfg = run_config(2, 10, 0, tmp_path, n_samples=workload.samples, max_tokens=int(lengths["hi"]))
+    assert max(draws) <= cfg.rollout.max_tokens == lengths["hi"] and cfg.rollout.n_samples == workload.samples
+
+
+def test_the_stragglers_workload_has_the_heaviest_tail():
+    from bench_async import WORKLOADS
+
+    p99 = {name: sorted(itertools.islice(long_tail_lengths(0, **w.length_kwargs), 4000))[3960]
+           for name, w in WORKLOADS.items()}
+    assert p99["stragglers"] > 1.5 * p99["default"] and WORKLOADS["stragglers"].samples < WORKLOADS["balanced"].samples
