@@ -24,7 +24,7 @@ import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from peirce.transport.shm_files import RawSpec, align_up, unlink_quietly
+from peirce.transport.shm_files import RawSpec, align_up, create_owned, sweep_orphans, unlink_quietly
 
 
 def layout(named: Sequence[tuple[str, Any]], dtype: Any) -> tuple[list[RawSpec], int]:
@@ -46,7 +46,8 @@ class ShmStage:
         self.path = os.path.join(directory, f"peirce-weights-{os.getpid()}-{uuid.uuid4().hex[:8]}.bin")
         self._map: mmap.mmap | None = None
         self._size = 0
-        self._finalizer = weakref.finalize(self, unlink_quietly, self.path)  # never leave 100s of MB behind
+        self._fd = [-1]  # holds the file's liveness lock (shm_files.create_owned); shared with the finalizer
+        self._finalizer = weakref.finalize(self, _close_and_unlink, self._fd, self.path)  # never leave 100s of MB
 
     def write(self, named: Sequence[tuple[str, Any]], dtype: Any) -> tuple[list[RawSpec], int]:
         """Copy every tensor (cast to `dtype`) into its slot; returns (table, payload bytes)."""
@@ -57,9 +58,12 @@ class ShmStage:
         table, size = layout(named, dtype)
         if self._map is None or self._size != size or not os.path.exists(self.path):  # e.g. /dev/shm cleaned
             self._map = None
-            with open(self.path, "w+b") as fh:
-                fh.truncate(max(size, 1))
-                self._map = mmap.mmap(fh.fileno(), max(size, 1))
+            if self._fd[0] < 0 or not os.path.exists(self.path):
+                _close(self._fd)
+                sweep_orphans(os.path.dirname(self.path))  # files of engines that died without cleaning up
+                self._fd[0] = create_owned(self.path)
+            os.ftruncate(self._fd[0], max(size, 1))
+            self._map = mmap.mmap(self._fd[0], max(size, 1))
             self._size = size
         flat = torch.frombuffer(self._map, dtype=torch.uint8)
         for (_, t), (_, _, shape, offset) in zip(named, table):
@@ -71,6 +75,17 @@ class ShmStage:
     def close(self) -> None:
         self._map = None  # views handed out keep their own reference; the mapping goes with them
         self._finalizer()
+
+
+def _close(fd: list[int]) -> None:
+    if fd[0] >= 0:
+        os.close(fd[0])
+        fd[0] = -1
+
+
+def _close_and_unlink(fd: list[int], path: str) -> None:
+    _close(fd)
+    unlink_quietly(path)
 
 
 def raw_tensors(path: str, table: Sequence[RawSpec]) -> Iterator[tuple[str, Any]]:

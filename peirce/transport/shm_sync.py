@@ -52,7 +52,7 @@ import torch
 
 from peirce.transport.buckets import CHECKSUM_ALGO, BucketPlan, checksum, pack, unpack
 from peirce.transport.frames import FrameError, encode
-from peirce.transport.shm_files import RawSpec, align_up, shm_dir, unlink_quietly
+from peirce.transport.shm_files import RawSpec, align_up, create_owned, shm_dir, sweep_orphans, unlink_quietly
 from peirce.transport.sync_state import sid
 from peirce.transport.weight_sync import WeightPublisher, WeightSubscriber, _Arena, _Job
 from peirce.transport.wire import WeightBucketHeader, WeightBucketMsg, WeightBucketRefMsg
@@ -112,8 +112,9 @@ class ShmArena(_Arena):
     @classmethod
     def create(cls, plan: BucketPlan, directory: str) -> ShmArena:
         offsets, size = bucket_offsets(plan)
+        sweep_orphans(directory)  # files of learners that died without cleaning up
         path = os.path.join(directory, f"peirce-wsync-{os.getpid()}-{uuid.uuid4().hex[:12]}.bin")
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = create_owned(path)  # its liveness lock lives as long as this descriptor
         try:  # reserve the pages now: a full tmpfs then fails here, not with SIGBUS mid-pack
             os.posix_fallocate(fd, 0, size)
             mapped = mmap.mmap(fd, size)

@@ -184,6 +184,7 @@ def test_learner_killed_mid_run_resumes_from_its_last_checkpoint(ray_runtime, tm
 
     values = {"tasks.n_per_level": 400, "trainer.save_every": 1, "async.max_staleness": 0, "trainer.max_steps": 7}
     cfg = _cfg(tmp_path, "crash", **values)
+    shm_before = _weight_files()
     orch = Orchestrator(cfg, progress=False)
     rng = random.Random(SEED)
     kill_at, delay = rng.randint(2, 4), rng.uniform(0.0, 1.0)
@@ -222,6 +223,9 @@ def test_learner_killed_mid_run_resumes_from_its_last_checkpoint(ray_runtime, tm
     assert not [e for e in _read_ledger(run_dir) if e["step"] > at]
     resumed.run()
     assert (run_dir / "DONE").exists()
+    # The killed learner ran no finalizer: its weight arenas in /dev/shm were swept when the
+    # resumed learner made its own (their liveness lock died with it), which it removed at close.
+    assert _weight_files() - shm_before == set()
     rows = RunDir(run_dir).read_metrics()
     assert [r["step"] for r in rows] == list(range(1, cfg.trainer.max_steps + 1))
     assert [r["policy_version"] for r in rows] == list(range(1, cfg.trainer.max_steps + 1))
@@ -241,6 +245,12 @@ def test_learner_killed_mid_run_resumes_from_its_last_checkpoint(ray_runtime, tm
 #: What a step computes from its inputs (not timings): equal in every run with the same seed.
 SAME_EVERY_RUN = ("reward_mean", "response_tokens", "response_length_mean", "loss", "grad_norm", "kl", "entropy", "pg_loss",
                   "clip_frac", "tis_mean", "tokens", "policy_version")
+
+
+def _weight_files() -> set[str]:
+    from peirce.transport.shm_files import OWNED_NAME, shm_dir
+
+    return {name for name in os.listdir(shm_dir()) if OWNED_NAME.fullmatch(name)}
 
 
 def _read_ledger(run_dir: Path) -> list[dict]:
