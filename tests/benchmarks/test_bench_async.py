@@ -59,14 +59,16 @@ def test_each_admitted_group_gets_its_drawn_max_tokens_and_the_planner_keeps_it(
 
 
 def test_overlap_bound_is_the_sync_step_over_the_busier_roles_busy_time():
-    from bench_async import overlap_bound
+    from bench_async import busier_role, overlap_bound
 
     # learner busy 60%, rollout 37%: perfect overlap shrinks the step to the learner's 60%
     assert overlap_bound({"learner_idle_ratio_median": 0.40, "rollout_idle_ratio_median": 0.63}) == 1.667
     # equal halves: the two-equal-resources limit, 2x
     assert overlap_bound({"learner_idle_ratio_median": 0.5, "rollout_idle_ratio_median": 0.5}) == 2.0
-    # whichever role is busier sets it
+    # whichever role is busier sets it, and is named
     assert overlap_bound({"learner_idle_ratio_median": 0.8, "rollout_idle_ratio_median": 0.2}) == 1.25
+    assert busier_role({"learner_idle_ratio_median": 0.8, "rollout_idle_ratio_median": 0.2}) == "rollout"
+    assert busier_role({"learner_idle_ratio_median": 0.40, "rollout_idle_ratio_median": 0.63}) == "learner"
 
 
 @pytest.mark.parametrize("engine, expected", [(None, True), (True, True), (False, False)])
@@ -112,3 +114,15 @@ def test_the_stragglers_workload_has_the_heaviest_tail():
     p99 = {name: sorted(itertools.islice(long_tail_lengths(0, **w.length_kwargs), 4000))[3960]
            for name, w in WORKLOADS.items()}
     assert p99["stragglers"] > 1.5 * p99["default"] and WORKLOADS["stragglers"].samples < WORKLOADS["balanced"].samples
+
+
+def test_only_selects_by_regular_expression_each_after_its_synchronous_baseline():
+    from bench_async import selected
+
+    names = [v.name for v in selected("balanced_staleness2$")]
+    assert names == ["trained_samples_per_s_balanced_staleness0", "trained_samples_per_s_balanced_staleness2"]
+    by_workload = selected("stragglers")
+    assert {v.workload for v in by_workload} == {"stragglers"} and len(by_workload) == 5
+    assert by_workload[0].staleness == 0
+    assert selected("no-such-variant") == []
+    assert len(selected("")) == len(__import__("bench_async").VARIANTS)
