@@ -128,7 +128,7 @@ def run_config(staleness: int, steps: int, seed: int, root: Path, partial: bool 
               "trainer.max_steps": steps, "trainer.seed": seed,
               "tasks.n_per_level": 1000, "rollout.prompts_per_step": 4, "rollout.n_samples": n_samples,
               "rollout.max_tokens": max_tokens,
-              "model.max_model_len": max(SMOKE_TRAIN["model.max_model_len"], max_tokens + 64)}  # room for the prompt
+              "model.max_model_len": max(SMOKE_TRAIN["model.max_model_len"], max_tokens + 32)}  # room for the prompt (the toy task's are short)
     if engine_in_process is not None:  # None: the config's default (an override cannot say null)
         values["rollout.engine_in_process"] = engine_in_process
     return load_config(TrainConfig, None, as_overrides(values))
