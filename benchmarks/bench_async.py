@@ -41,7 +41,7 @@ import statistics
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -56,11 +56,7 @@ class Workload:
     """Samples per prompt (4 prompts per step) and the response-length distribution."""
 
     samples: int
-    lengths: tuple[tuple[str, float], ...] = tuple(LENGTHS.items())
-
-    @property
-    def length_kwargs(self) -> dict[str, Any]:
-        return dict(self.lengths)
+    lengths: Mapping[str, float] = dataclasses.field(default_factory=lambda: dict(LENGTHS))
 
 
 # "default": 4 x 4, where the tiny model's learner (its 49k-token head dominates) is busy ~60%
@@ -70,7 +66,7 @@ class Workload:
 # tokens): the rollout engine is the busier role and one long group holds a batch, the case
 # continuous rollout is for (a group is answered as it ends, another joins between steps).
 WORKLOADS = {"default": Workload(4), "balanced": Workload(2),
-             "stragglers": Workload(1, tuple({**LENGTHS, "sigma": 1.6, "hi": 480}.items()))}
+             "stragglers": Workload(1, {**LENGTHS, "sigma": 1.6, "hi": 480})}
 
 
 def long_tail_lengths(seed: int, *, median: float, sigma: float, lo: int, hi: int) -> Iterator[int]:
@@ -128,7 +124,8 @@ def run_config(staleness: int, steps: int, seed: int, root: Path, partial: bool 
               "trainer.max_steps": steps, "trainer.seed": seed,
               "tasks.n_per_level": 1000, "rollout.prompts_per_step": 4, "rollout.n_samples": n_samples,
               "rollout.max_tokens": max_tokens,
-              "model.max_model_len": max(SMOKE_TRAIN["model.max_model_len"], max_tokens + 32)}  # room for the prompt (the toy task's are short)
+              # the prompt needs room beside the longest response (the toy task's prompts are short)
+              "model.max_model_len": max(SMOKE_TRAIN["model.max_model_len"], max_tokens + 32)}
     if engine_in_process is not None:  # None: the config's default (an override cannot say null)
         values["rollout.engine_in_process"] = engine_in_process
     return load_config(TrainConfig, None, as_overrides(values))
@@ -141,7 +138,7 @@ def _run(variant: Variant, steps: int, seed: int, root: Path, engine_in_process:
 
     staleness = variant.staleness
     workload = WORKLOADS[variant.workload]
-    lengths = workload.length_kwargs
+    lengths = workload.lengths
     cfg = run_config(staleness, steps, seed, root, variant.partial, workload.samples, engine_in_process,
                      variant.continuous, max_tokens=int(lengths["hi"]))
     orch = Orchestrator(cfg, progress=False)
@@ -243,7 +240,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for variant in variants:
             workload, staleness, n = variant.workload, variant.staleness, WORKLOADS[variant.workload].samples
-            extra.update({f"length_{k}": v for k, v in WORKLOADS[workload].lengths})
+            extra.update({f"length_{k}": v for k, v in WORKLOADS[workload].lengths.items()})
             fields = _summary([_run(variant, steps, seed, Path(tmp), engine_in_process) for seed in seeds])
             value = fields.pop("samples_per_s")
             name = variant.name

@@ -102,7 +102,7 @@ def test_each_workload_builds_a_run_whose_limit_admits_its_longest_draw(tmp_path
     from bench_async import WORKLOADS, run_config
 
     workload = WORKLOADS[name]
-    lengths = workload.length_kwargs
+    lengths = workload.lengths
     draws = list(itertools.islice(long_tail_lengths(0, **lengths), 2000))
     cfg = run_config(2, 10, 0, tmp_path, n_samples=workload.samples, max_tokens=int(lengths["hi"]))
     assert max(draws) <= cfg.rollout.max_tokens == lengths["hi"] and cfg.rollout.n_samples == workload.samples
@@ -111,7 +111,7 @@ def test_each_workload_builds_a_run_whose_limit_admits_its_longest_draw(tmp_path
 def test_the_stragglers_workload_has_the_heaviest_tail():
     from bench_async import WORKLOADS
 
-    p99 = {name: sorted(itertools.islice(long_tail_lengths(0, **w.length_kwargs), 4000))[3960]
+    p99 = {name: sorted(itertools.islice(long_tail_lengths(0, **w.lengths), 4000))[3960]
            for name, w in WORKLOADS.items()}
     assert p99["stragglers"] > 1.5 * p99["default"] and WORKLOADS["stragglers"].samples < WORKLOADS["balanced"].samples
 
