@@ -24,7 +24,7 @@ import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from peirce.transport.shm_files import RawSpec, align_up, create_owned, sweep_orphans, unlink_quietly
+from peirce.transport.shm_files import RawSpec, align_up, close_and_unlink, create_owned, sweep_orphans
 
 
 def layout(named: Sequence[tuple[str, Any]], dtype: Any) -> tuple[list[RawSpec], int]:
@@ -47,7 +47,7 @@ class ShmStage:
         self._map: mmap.mmap | None = None
         self._size = 0
         self._fd = [-1]  # holds the file's liveness lock (shm_files.create_owned); shared with the finalizer
-        self._finalizer = weakref.finalize(self, _close_and_unlink, self._fd, self.path)  # never leave 100s of MB
+        self._finalizer = weakref.finalize(self, _release, self._fd, self.path)  # never leave 100s of MB
 
     def write(self, named: Sequence[tuple[str, Any]], dtype: Any) -> tuple[list[RawSpec], int]:
         """Copy every tensor (cast to `dtype`) into its slot; returns (table, payload bytes)."""
@@ -59,7 +59,7 @@ class ShmStage:
         if self._map is None or self._size != size or not os.path.exists(self.path):  # e.g. /dev/shm cleaned
             self._map = None
             if self._fd[0] < 0 or not os.path.exists(self.path):
-                _close(self._fd)
+                _release(self._fd, self.path)
                 sweep_orphans(os.path.dirname(self.path))  # files of engines that died without cleaning up
                 self._fd[0] = create_owned(self.path)
             os.ftruncate(self._fd[0], max(size, 1))
@@ -77,15 +77,10 @@ class ShmStage:
         self._finalizer()
 
 
-def _close(fd: list[int]) -> None:
-    if fd[0] >= 0:
-        os.close(fd[0])
-        fd[0] = -1
-
-
-def _close_and_unlink(fd: list[int], path: str) -> None:
-    _close(fd)
-    unlink_quietly(path)
+def _release(fd: list[int], path: str) -> None:
+    """Close the stage's descriptor (the box the finalizer shares) and remove its file."""
+    close_and_unlink(fd[0], path)
+    fd[0] = -1
 
 
 def raw_tensors(path: str, table: Sequence[RawSpec]) -> Iterator[tuple[str, Any]]:

@@ -9,6 +9,7 @@ from rollout.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -41,6 +42,14 @@ def unlink_quietly(path: str) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+def close_and_unlink(fd: int, path: str) -> None:
+    """Close `fd` (if open: >= 0; dropping its liveness lock) and remove `path` if it is there."""
+    if fd >= 0:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    unlink_quietly(path)
 
 
 # -- liveness: which files' creators are gone -------------------------------------------------

@@ -52,7 +52,7 @@ import torch
 
 from peirce.transport.buckets import CHECKSUM_ALGO, BucketPlan, checksum, pack, unpack
 from peirce.transport.frames import FrameError, encode
-from peirce.transport.shm_files import RawSpec, align_up, create_owned, shm_dir, sweep_orphans, unlink_quietly
+from peirce.transport.shm_files import RawSpec, align_up, close_and_unlink, create_owned, shm_dir, sweep_orphans
 from peirce.transport.sync_state import sid
 from peirce.transport.weight_sync import WeightPublisher, WeightSubscriber, _Arena, _Job
 from peirce.transport.wire import WeightBucketHeader, WeightBucketMsg, WeightBucketRefMsg
@@ -93,12 +93,6 @@ def bucket_offsets(plan: BucketPlan) -> tuple[list[int], int]:
     return offsets, end
 
 
-def _close_and_unlink(fd: int, path: str) -> None:
-    with contextlib.suppress(OSError):
-        os.close(fd)
-    unlink_quietly(path)
-
-
 @dataclass
 class ShmArena(_Arena):
     """One version's buckets in one /dev/shm file (`buffers` are views of its mapping),
@@ -119,7 +113,7 @@ class ShmArena(_Arena):
             os.posix_fallocate(fd, 0, size)
             mapped = mmap.mmap(fd, size)
         except OSError as e:
-            _close_and_unlink(fd, path)
+            close_and_unlink(fd, path)
             raise OSError(e.errno, f"weight arena {path}: cannot reserve {size / 2**20:.0f} MiB in {directory} "
                                    f"({e.strerror}); enlarge it (e.g. docker --shm-size) or use "
                                    "weight_sync.strategy zmq") from None
@@ -127,7 +121,7 @@ class ShmArena(_Arena):
         flat = np.frombuffer(mapped, dtype=np.uint8)
         buffers = [flat[o:o + b.nbytes] for o, b in zip(offsets, plan.buckets)]
         arena = cls(buffers=buffers, path=path, offsets=tuple(offsets), fd=fd)
-        arena.finalizer = weakref.finalize(arena, _close_and_unlink, fd, path)  # never leave 100s of MB behind
+        arena.finalizer = weakref.finalize(arena, close_and_unlink, fd, path)  # never leave 100s of MB behind
         return arena
 
     def try_lock(self) -> bool:

@@ -141,9 +141,7 @@ def test_create_owned_refuses_an_existing_name_and_leaves_nothing_behind(tmp_pat
     path = str(tmp_path / "peirce-weights-1-0badf00d.bin")
     fd = create_owned(path)
     os.close(fd)
-    with open(path, "rb"):  # rename would replace it silently; the name is checked first
-        pass
-    before = sorted(os.listdir(tmp_path))
+    before = sorted(os.listdir(tmp_path))  # a rename would have replaced the file silently; the link refuses
     with pytest.raises(FileExistsError):
         create_owned(path)
     assert sorted(os.listdir(tmp_path)) == before
